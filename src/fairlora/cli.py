@@ -1,0 +1,115 @@
+"""The `fairlora` command line: train, eval, demo, list."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fairlora.errors import FairloraError
+
+app = typer.Typer(
+    name="fairlora",
+    help="Fair, efficient and collaborative low-rank adaptation of language models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+
+def _fail(error: FairloraError) -> typer.Exit:
+    errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=error.exit_code)
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="YAML run config (see configs/)")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. lora.r=4")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing run folder")] = False,
+    resume: Annotated[bool, typer.Option(help="continue an unfinished run from its last checkpoint")] = False,
+) -> None:
+    """Fine-tune a model with the configured method, then evaluate it per group."""
+    from fairlora.pipeline import train as run_train
+    from fairlora.report.tables import run_table
+
+    try:
+        result = run_train(config, overrides or [], overwrite=overwrite, resume=resume)
+    except FairloraError as error:
+        raise _fail(error) from None
+    for split in result.splits:
+        console.print(run_table(result, split))
+    console.print(f"results: {result.run_dir}")
+
+
+@app.command("eval")
+def evaluate(run_dir: Annotated[Path, typer.Argument(help="a run folder written by `fairlora train`")]) -> None:
+    """Evaluate a finished run again from its saved weights (rewrites its results)."""
+    from fairlora.pipeline import evaluate_run
+    from fairlora.report.tables import run_table
+
+    try:
+        result = evaluate_run(run_dir)
+    except FairloraError as error:
+        raise _fail(error) from None
+    for split in result.splits:
+        console.print(run_table(result, split))
+
+
+@app.command()
+def demo(
+    output_dir: Annotated[Path, typer.Option(help="where the demo runs are written")] = Path("runs/demo"),
+    methods: Annotated[str, typer.Option(help="comma-separated methods to compare")] = "none,lora,full",
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides for every run")] = None,
+) -> None:
+    """Train LoRA and full fine-tuning of MiniLM on biased generated data; compare per group."""
+    from fairlora.demo import run_demo
+    from fairlora.report.tables import comparison_table
+
+    try:
+        results = run_demo(output_dir, methods.split(","), overrides or [])
+    except FairloraError as error:
+        raise _fail(error) from None
+    for metric in ("accuracy", "fpr"):
+        console.print(comparison_table(results, "test", metric))
+
+
+class Listable(str, Enum):
+    """What `fairlora list` can show."""
+
+    models = "models"
+    datasets = "datasets"
+    methods = "methods"
+
+
+@app.command("list")
+def list_items(what: Annotated[Listable, typer.Argument(help="models, datasets or methods")]) -> None:
+    """List packaged models, registered datasets or fine-tuning methods."""
+    table = Table("name", "description", title=what.value, title_justify="left")
+    for name, description in _listing(what):
+        table.add_row(name, description)
+    console.print(table)
+
+
+def _listing(what: Listable) -> list[tuple[str, str]]:
+    if what is Listable.models:
+        from fairlora.models import list_models
+
+        return [(m.name, f"[{m.kind}] {m.description}") for m in list_models()]
+    if what is Listable.datasets:
+        from fairlora.data import list_datasets
+
+        return [(d.name, f"{d.description} ({d.source})") for d in list_datasets()]
+    from fairlora.methods import describe_methods
+
+    return list(describe_methods().items())
+
+
+def main() -> None:
+    """Entry point of the `fairlora` script."""
+    app()

@@ -1,0 +1,225 @@
+"""The run config: a pydantic schema of every YAML key, with defaults, overrides and clear errors."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fairlora.errors import ConfigError
+
+METHOD_NAMES = ("none", "full", "lora", "pissa")
+TASKS = ("classification", "causal_lm")
+
+
+class _Section(BaseModel):
+    """Base of every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    """Which base model to load and how."""
+
+    name: str = Field("minilm-l6", description="packaged alias, HF hub id, or local folder")
+    gguf_file: str | None = Field(None, description="GGUF file inside `name` to dequantize and load")
+    revision: str | None = None
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    max_length: int = Field(128, ge=8, description="tokens per example (longer texts are truncated)")
+    trust_remote_code: bool = False
+
+
+class IdentityDataConfig(_Section):
+    """Knobs of the generated counterfactual identity dataset."""
+
+    examples_per_group: int = Field(60, ge=4, description="generated sentences per identity term")
+    bias_groups: list[str] = Field(default_factory=list, description="groups whose labels get biased")
+    bias_rate: float = Field(0.0, ge=0.0, le=1.0, description="share of non-hateful train rows of a "
+                             "bias group relabelled hateful")
+    overlap_rate: float = Field(0.1, ge=0.0, le=1.0, description="share of sentences naming two groups")
+
+
+class DataConfig(_Section):
+    """Which dataset, which columns, how to split."""
+
+    name: str = Field("identity", description="registered name, local .csv/.jsonl/.parquet, or HF id")
+    path: str | None = Field(None, description="local file or folder for registered datasets")
+    hf_split: str = "train"
+    text_column: str = "text"
+    label_column: str = "label"
+    prompt_column: str | None = Field(None, description="causal_lm: prompt tokens are masked in the loss")
+    group_columns: list[str] = Field(default_factory=list, description="boolean group columns; "
+                                     "empty = the dataset's defaults")
+    target_attribute: Literal["race", "religion", "age", "gender", "sexuality", "all"] = "all"
+    test_size: float = Field(0.2, gt=0.0, lt=1.0)
+    max_examples: int | None = Field(None, ge=2, description="subsample before splitting")
+    identity: IdentityDataConfig = Field(default_factory=IdentityDataConfig)
+
+
+class LoraConfig(_Section):
+    """LoRA / PiSSA adapter settings (PEFT underneath)."""
+
+    r: int = Field(8, ge=1, description="rank; use method=none for the base model")
+    alpha: float = Field(16.0, gt=0.0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] | None = Field(None, description="module name suffixes; None = the "
+                                             "model's attention query/value projections")
+    fraction: float = Field(1.0, gt=0.0, le=1.0, description="share of target modules that get LoRA")
+    fraction_from: Literal["front", "back", "random"] = "front"
+    pissa_niter: int | None = Field(None, ge=1, description="pissa: randomized SVD iterations "
+                                    "(pissa_niter_K); None = full SVD")
+
+
+class TrainConfig(_Section):
+    """Optimisation settings (passed to HF TrainingArguments)."""
+
+    epochs: float = Field(3.0, gt=0.0)
+    max_steps: int | None = Field(None, ge=1, description="overrides epochs when set")
+    lr: float = Field(5e-4, gt=0.0)
+    batch_size: int = Field(16, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    weight_decay: float = Field(0.0, ge=0.0)
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    max_grad_norm: float = Field(1.0, ge=0.0)
+    logging_steps: int = Field(10, ge=1)
+    save_steps: int | None = Field(None, ge=1, description="checkpoint every N steps; None = each epoch")
+    save_total_limit: int = Field(2, ge=1)
+    report_to: list[str] = Field(default_factory=list, description="tensorboard, wandb, mlflow, ...")
+    gradient_checkpointing: bool = False
+    progress_bar: bool = True
+
+
+class EvalConfig(_Section):
+    """Per-group evaluation settings."""
+
+    splits: list[Literal["train", "test"]] = Field(default_factory=lambda: ["test", "train"])
+    batch_size: int = Field(32, ge=1)
+    min_group_size: int = Field(20, ge=1, description="smaller groups are flagged and left out of "
+                                "worst-group and gap figures")
+
+
+class RunConfig(_Section):
+    """One run: model x data x method x training x evaluation."""
+
+    name: str = "run"
+    output_dir: str = "runs"
+    seed: int = 42
+    task: Literal["classification", "causal_lm"] = "classification"
+    method: str = "lora"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+            raise ValueError("use letters, digits, '.', '_' or '-' (it becomes a folder name)")
+        return value
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        if value not in METHOD_NAMES:
+            raise ValueError(f"unknown method {value!r}; allowed: {', '.join(METHOD_NAMES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        if self.task == "causal_lm" and self.data.name == "identity":
+            raise ValueError("task=causal_lm needs a text dataset (data.name); the identity set is "
+                             "for classification")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        """Folder this run writes to."""
+        return Path(self.output_dir) / self.name
+
+    def to_yaml(self) -> str:
+        """The resolved config as YAML (every default filled in)."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Turn ["lora.r=4", "train.lr=1e-4"] into a nested dict; values parsed as YAML scalars/lists."""
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. lora.r=4")
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is set as a value and a section")
+            node = child
+        node[parts[-1]] = value
+    return nested
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _section_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = RunConfig
+    for part in path:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = tuple(error["loc"])
+    where = ".".join(str(p) for p in loc) or "<config>"
+    if error["type"] == "extra_forbidden":
+        section = _section_at(loc[:-1])
+        allowed = ", ".join(section.model_fields) if section else "?"
+        return f"{where}: unknown key; allowed keys here: {allowed}"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message} (got {error.get('input')!r})"
+
+
+def build_config(data: dict[str, Any], overrides: list[str] | None = None) -> RunConfig:
+    """Validate a config dict (plus key=value overrides) into a RunConfig, or raise ConfigError."""
+    merged = _merge(data, parse_overrides(overrides or []))
+    try:
+        return RunConfig.model_validate(merged)
+    except ValidationError as exc:
+        lines = [_describe(e) for e in exc.errors()]
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config file (or start from defaults when `path` is None) and validate it."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"config file {file} not found; pass the path of a YAML file")
+        try:
+            loaded = yaml.safe_load(file.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{file}: not valid YAML ({exc})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{file}: the top level must be a mapping of keys, got {type(loaded).__name__}")
+        data = loaded or {}
+    return build_config(data, overrides)

@@ -1,0 +1,155 @@
+"""config -> data -> model -> method -> training -> evaluation -> results, for one run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from accelerate import PartialState
+from transformers import set_seed
+
+from fairlora.audit.groups import group_metrics
+from fairlora.audit.predict import predict_frame
+from fairlora.config import RunConfig, build_config, load_config
+from fairlora.data import TaskData, load_task_data
+from fairlora.errors import ConfigError, RunDirError
+from fairlora.methods import apply_method, count_parameters, load_trained, validate_method
+from fairlora.models import load_model
+from fairlora.report.results import RESULTS_FILE, RunResult, load_results
+from fairlora.storage import write_dir_atomic, write_parquet_atomic, write_text_atomic
+from fairlora.training import build_trainer, run_training
+
+CONFIG_FILE = "config.yaml"
+PREDICTIONS_FILE = "predictions.parquet"
+WEIGHTS_DIRS = {"lora": "adapter", "pissa": "adapter", "full": "model", "none": "head"}
+CHECKPOINTS = "checkpoints"
+
+
+def as_config(config: RunConfig | dict[str, Any] | str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Accept a RunConfig, a dict, or a YAML path (plus key=value overrides)."""
+    if isinstance(config, RunConfig):
+        return build_config(config.model_dump(), overrides) if overrides else config
+    if isinstance(config, dict):
+        return build_config(config, overrides)
+    return load_config(config, overrides)
+
+
+def train(
+    config: RunConfig | dict[str, Any] | str | Path,
+    overrides: list[str] | None = None,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+) -> RunResult:
+    """Fine-tune and evaluate one run; writes runs/<name>/ and returns its results."""
+    cfg = as_config(config, overrides)
+    state = PartialState()
+    if state.is_main_process:
+        finished = _prepare_run_dir(cfg, overwrite, resume)
+        if finished is not None:
+            return finished
+    state.wait_for_everyone()
+    data = load_task_data(cfg.data, cfg.task, cfg.seed)
+    num_labels = max(len(data.label_names), 2)
+    validate_method(cfg, num_labels)
+    set_seed(cfg.seed)
+    loaded = load_model(cfg.model, cfg.task, num_labels)
+    setup = apply_method(cfg, loaded)
+    trainable, total = count_parameters(setup.model)
+    facts: dict[str, Any] = {"trainable_params": trainable, "total_params": total}
+    trainer = None
+    if setup.trains:
+        trainer = build_trainer(cfg, setup, loaded.tokenizer, data.train, cfg.run_dir / CHECKPOINTS)
+        facts |= run_training(trainer, cfg.run_dir / CHECKPOINTS, resume)
+    weights_dir = cfg.run_dir / WEIGHTS_DIRS[cfg.method]
+    sharded = trainer is not None and (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled)
+    if sharded:
+        trainer.save_model(str(weights_dir))  # gathers sharded weights; PEFT models save their adapter
+    if state.is_main_process:
+        if not sharded:
+            write_dir_atomic(weights_dir, setup.save)
+        if trainer is not None:
+            write_text_atomic(cfg.run_dir / "train_log.json", json.dumps(trainer.state.log_history, indent=1))
+        if state.num_processes > 1:  # the in-memory model is wrapped or sharded: evaluate from disk
+            result = evaluate_run(cfg.run_dir, train_facts=facts)
+        else:
+            result = _evaluate(cfg, setup.model, loaded.tokenizer, data, facts)
+    state.wait_for_everyone()
+    return result if state.is_main_process else load_results(cfg.run_dir)
+
+
+def _prepare_run_dir(cfg: RunConfig, overwrite: bool, resume: bool) -> RunResult | None:
+    """Create the run dir, refuse to clobber one, or find a finished run to return on --resume."""
+    run_dir = cfg.run_dir
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if overwrite:
+            shutil.rmtree(run_dir)
+        elif not resume:
+            state = "a finished run" if (run_dir / RESULTS_FILE).exists() else "an unfinished run"
+            raise RunDirError(
+                f"{run_dir} already holds {state}; pass --resume to continue it, --overwrite to replace "
+                f"it, or choose another name (name=...)"
+            )
+        else:
+            _check_same_config(cfg, run_dir / CONFIG_FILE)
+            if (run_dir / RESULTS_FILE).exists():
+                return load_results(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_dir / CONFIG_FILE, cfg.to_yaml())
+    return None
+
+
+def _check_same_config(cfg: RunConfig, saved_file: Path) -> None:
+    if not saved_file.is_file():
+        return
+    saved = build_config(yaml.safe_load(saved_file.read_text()) or {})
+    ignore = {"train": {"progress_bar", "report_to"}}
+    if saved.model_dump(exclude=ignore) != cfg.model_dump(exclude=ignore):
+        raise ConfigError(
+            f"--resume: the config differs from {saved_file}; resume with the same config, or use "
+            f"--overwrite / another name to start a new run"
+        )
+
+
+def _evaluate(cfg: RunConfig, model: Any, tokenizer: Any, data: TaskData, facts: dict[str, Any]) -> RunResult:
+    """One prediction pass per split, per-group metrics, then predictions + results.json on disk."""
+    frames = {"train": data.train, "test": data.test}
+    tables, splits = [], {}
+    for split in cfg.eval.splits:
+        table = predict_frame(model, tokenizer, frames[split], cfg.task, cfg.model.max_length,
+                              cfg.eval.batch_size, split, data.group_columns, cfg.train.progress_bar)
+        tables.append(table)
+        splits[split] = group_metrics(table, data.group_columns, cfg.eval.min_group_size)
+    write_parquet_atomic(cfg.run_dir / PREDICTIONS_FILE, pd.concat(tables, ignore_index=True))
+    result = RunResult(cfg.name, cfg.method, cfg.model.name, data.name, cfg.task, splits, facts, cfg.run_dir)
+    result.save(cfg.run_dir)
+    return result
+
+
+def evaluate_run(run_dir: str | Path, train_facts: dict[str, Any] | None = None) -> RunResult:
+    """Re-load a run's model from its saved weights and evaluate it again (rewrites results.json)."""
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / CONFIG_FILE) if (run_dir / CONFIG_FILE).is_file() else None
+    if cfg is None:
+        raise RunDirError(f"{run_dir / CONFIG_FILE} not found: {run_dir} is not a fairlora run folder")
+    cfg = build_config(cfg.model_dump(), [f"output_dir={run_dir.parent}", f"name={run_dir.name}"])
+    weights_dir = run_dir / WEIGHTS_DIRS[cfg.method]
+    if cfg.method != "none" and not weights_dir.is_dir():
+        raise RunDirError(f"{weights_dir} not found: the run did not finish training; "
+                          f"continue it with `fairlora train {run_dir / CONFIG_FILE} --resume`")
+    data = load_task_data(cfg.data, cfg.task, cfg.seed)
+    num_labels = max(len(data.label_names), 2)
+    model_cfg = cfg.model.model_copy(update={"name": str(weights_dir)}) if cfg.method == "full" else cfg.model
+    set_seed(cfg.seed)
+    loaded = load_model(model_cfg, cfg.task, num_labels)
+    model = load_trained(cfg, loaded, weights_dir)
+    if train_facts is None and (run_dir / RESULTS_FILE).is_file():
+        try:
+            train_facts = load_results(run_dir).train
+        except RunDirError:
+            train_facts = {}  # a corrupt results.json is replaced below
+    return _evaluate(cfg, model, loaded.tokenizer, data, train_facts or {})

@@ -1,0 +1,1 @@
+"""Results of runs: the versioned results.json schema and terminal tables."""

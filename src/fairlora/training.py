@@ -1,0 +1,171 @@
+"""The one Trainer for every method and task: task loss + the method's loss terms, each logged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+from transformers import (
+    DataCollatorForSeq2Seq,
+    DataCollatorWithPadding,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainingArguments,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+from fairlora.config import RunConfig, TrainConfig
+from fairlora.errors import TrainingError
+from fairlora.methods.base import LossTerm, MethodSetup
+
+IGNORE_INDEX = -100
+
+
+class FairloraTrainer(Trainer):
+    """HF Trainer whose loss is the task loss plus weighted method terms (BA-LoRA, AFLoRA, ...)."""
+
+    loss_is_scaled_for_ga = False  # compute_loss returns a per-micro-batch mean
+
+    def __init__(self, *args: Any, loss_terms: list[LossTerm] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.loss_terms = list(loss_terms or [])
+        self._term_sums: dict[str, torch.Tensor] = {}
+        self._term_steps = 0
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        """Task loss from the model + sum of weight * term; stops on a NaN/inf loss."""
+        outputs = model(**inputs)
+        loss = outputs.loss
+        terms = {"task_loss": loss}
+        for term in self.loss_terms:
+            terms[term.name] = term.fn(model, inputs, outputs)
+            loss = loss + term.weight * terms[term.name]
+        if model.training:
+            self._check_finite(loss, terms)
+            self._record(terms)
+        return (loss, outputs) if return_outputs else loss
+
+    def _check_finite(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
+        if torch.isfinite(loss.detach()).all():
+            return
+        parts = ", ".join(f"{name}={value.item():.4g}" for name, value in terms.items())
+        raise TrainingError(
+            f"training diverged: the loss is {loss.item()} at step {self.state.global_step + 1} "
+            f"({parts}). Lower train.lr (now {self.args.learning_rate:g}) or check the data; "
+            f"checkpoints written so far are kept in {self.args.output_dir}"
+        )
+
+    def _record(self, terms: dict[str, torch.Tensor]) -> None:
+        if not self.loss_terms:
+            return
+        for name, value in terms.items():
+            self._term_sums[name] = self._term_sums.get(name, 0.0) + value.detach().float()
+        self._term_steps += 1
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the mean of each loss term since the last log to the training logs."""
+        if "loss" in logs and self._term_steps:
+            for name, total in self._term_sums.items():
+                logs[name] = round(total.item() / self._term_steps, 6)
+            self._term_sums.clear()
+            self._term_steps = 0
+        super().log(logs, start_time)
+
+
+def tokenize_frame(
+    frame: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, task: str, max_length: int
+) -> list[dict[str, Any]]:
+    """Tokenize a task frame into model inputs with labels (causal_lm: prompt and padding masked)."""
+    texts = frame["text"].astype(str).tolist()
+    if task == "classification":
+        encoded = tokenizer(texts, truncation=True, max_length=max_length)
+        return [
+            {"input_ids": ids, "attention_mask": mask, "labels": int(label)}
+            for ids, mask, label in zip(
+                encoded["input_ids"], encoded["attention_mask"], frame["label"], strict=True
+            )
+        ]
+    prompts = frame["prompt"].astype(str).tolist() if "prompt" in frame else [""] * len(texts)
+    return [_causal_example(p, t, tokenizer, max_length) for p, t in zip(prompts, texts, strict=True)]
+
+
+def _causal_example(
+    prompt: str, text: str, tokenizer: PreTrainedTokenizerBase, max_length: int
+) -> dict[str, Any]:
+    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"] if prompt else []
+    text_ids = tokenizer(text, add_special_tokens=not prompt)["input_ids"]
+    if tokenizer.eos_token_id is not None:
+        text_ids = text_ids + [tokenizer.eos_token_id]
+    ids = (prompt_ids + text_ids)[:max_length]
+    labels = ([IGNORE_INDEX] * len(prompt_ids) + text_ids)[:max_length]
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
+
+
+def make_collator(tokenizer: PreTrainedTokenizerBase, task: str) -> Any:
+    """Pads a batch; causal_lm labels are padded with -100 so padding never counts in the loss."""
+    if task == "classification":
+        return DataCollatorWithPadding(tokenizer)
+    return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX, padding=True)
+
+
+def training_arguments(cfg: RunConfig, output_dir: Path) -> TrainingArguments:
+    """HF TrainingArguments from the `train` section."""
+    train: TrainConfig = cfg.train
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=train.batch_size,
+        gradient_accumulation_steps=train.grad_accum,
+        num_train_epochs=train.epochs,
+        max_steps=train.max_steps or -1,
+        learning_rate=train.lr,
+        weight_decay=train.weight_decay,
+        warmup_steps=train.warmup_ratio,
+        lr_scheduler_type=train.scheduler,
+        max_grad_norm=train.max_grad_norm,
+        logging_steps=train.logging_steps,
+        save_strategy="steps" if train.save_steps else "epoch",
+        save_steps=train.save_steps or 500,
+        save_total_limit=train.save_total_limit,
+        report_to=train.report_to or "none",
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        disable_tqdm=not train.progress_bar,
+        remove_unused_columns=False,
+        gradient_checkpointing=train.gradient_checkpointing,
+        dataloader_num_workers=0,
+    )
+
+
+def build_trainer(
+    cfg: RunConfig,
+    setup: MethodSetup,
+    tokenizer: PreTrainedTokenizerBase,
+    train_frame: pd.DataFrame,
+    output_dir: Path,
+) -> FairloraTrainer:
+    """The Trainer for this run, with the method's loss terms and callbacks."""
+    return FairloraTrainer(
+        model=setup.model,
+        args=training_arguments(cfg, output_dir),
+        train_dataset=tokenize_frame(train_frame, tokenizer, cfg.task, cfg.model.max_length),
+        data_collator=make_collator(tokenizer, cfg.task),
+        processing_class=tokenizer,
+        callbacks=setup.callbacks,
+        loss_terms=setup.loss_terms,
+    )
+
+
+def run_training(trainer: FairloraTrainer, checkpoint_dir: Path, resume: bool) -> dict[str, float]:
+    """Train (resuming from the last checkpoint when asked and one exists); return train metrics."""
+    last = get_last_checkpoint(str(checkpoint_dir)) if resume and checkpoint_dir.is_dir() else None
+    output = trainer.train(resume_from_checkpoint=last)
+    return {key: float(value) for key, value in output.metrics.items()}

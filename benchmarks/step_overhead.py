@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -60,15 +61,16 @@ CHILD_MARK = "STEP_OVERHEAD_CHILD "
 DEFAULT_MODELS = "minilm-l6,smollm2-135m"
 DEFAULT_OUT = "benchmarks/results/step_overhead.json"
 PATHS = ("fairlora", "bare")
-_WORDS = (
+_TEXT = (
     "the people of every town gather near old river bridges when summer evenings grow long and warm "
     "children play games while parents talk about work weather food music books travel gardens "
     "history science markets schools doctors farmers teachers writers painters builders sailors "
     "morning light falls across quiet streets and busy harbours where ships unload coffee grain "
     "cotton timber metal glass paper and many other goods carried from distant places"
-).split()
+)
+_WORDS = tuple(_TEXT.split())
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _sync(device: torch.device) -> None:
@@ -186,7 +188,7 @@ class FairloraPath:
 
     name = "fairlora"
 
-    def __init__(self, model_name: str, batch: int, seq: int, frame: pd.DataFrame, workdir: Path) -> None:
+    def __init__(self, model_name: str, batch: int, seq: int, rows: int, workdir: Path) -> None:
         self.cfg = make_config(model_name, batch, seq)
         self.device = bench_device()
         torch.manual_seed(SEED)
@@ -194,9 +196,9 @@ class FairloraPath:
         torch.manual_seed(SEED)
         self.setup = apply_method(self.cfg, self.loaded)
         self.trainable = count_parameters(self.setup.model)[0]
-        self.frame = frame
+        self.frame = make_frame(self.loaded.tokenizer, rows, seq)
         self.workdir = workdir
-        check_lengths(tokenize_frame(frame, self.loaded.tokenizer, self.cfg.task, seq), seq)
+        check_lengths(tokenize_frame(self.frame, self.loaded.tokenizer, self.cfg.task, seq), seq)
 
     def run_block(self, steps: int) -> list[float]:
         """A fresh Trainer (same model) trains `steps` steps; the timer callback stamps each step end."""
@@ -215,7 +217,7 @@ class BarePath:
 
     name = "bare"
 
-    def __init__(self, model_name: str, batch: int, seq: int, frame: pd.DataFrame, workdir: Path) -> None:
+    def __init__(self, model_name: str, batch: int, seq: int, rows: int, workdir: Path) -> None:
         cfg = make_config(model_name, batch, seq)
         args = training_arguments(cfg, workdir)  # read the optimizer settings the Trainer uses
         self.lr = args.learning_rate
@@ -223,7 +225,7 @@ class BarePath:
         self.betas = (args.adam_beta1, args.adam_beta2)
         self.eps = args.adam_epsilon
         self.max_grad_norm = args.max_grad_norm
-        self.fused = str(args.optim) == "adamw_torch_fused"
+        self.fused = args.optim == "adamw_torch_fused"  # the Trainer default (an str enum)
         self.batch = batch
         self.device = bench_device()
         torch.manual_seed(SEED)
@@ -239,6 +241,7 @@ class BarePath:
         torch.manual_seed(SEED)
         self.model = get_peft_model(loaded.model, lora).to(self.device)
         self.trainable = count_parameters(self.model)[0]
+        frame = make_frame(loaded.tokenizer, rows, seq)  # seeded: the same texts and labels as fairlora's
         self.examples = tokenize_frame(frame, loaded.tokenizer, cfg.task, seq)
         check_lengths(self.examples, seq)
         self.collator = make_collator(loaded.tokenizer, cfg.task)
@@ -286,18 +289,10 @@ class BarePath:
         return _intervals(ends)
 
 
-def make_path(kind: str, model_name: str, batch: int, seq: int, frame: pd.DataFrame, work: Path) -> StepPath:
-    """Build the `kind` ("fairlora" or "bare") path."""
+def make_path(kind: str, model_name: str, batch: int, seq: int, block_steps: int, work: Path) -> StepPath:
+    """Build the `kind` ("fairlora" or "bare") path, with enough rows that no block ends an epoch."""
     cls = FairloraPath if kind == "fairlora" else BarePath
-    return cls(model_name, batch, seq, frame, work)
-
-
-def synthetic_frame(model_name: str, batch: int, seq: int, steps_per_block: int) -> pd.DataFrame:
-    """Enough rows that no block crosses an epoch boundary."""
-    cfg = make_config(model_name, batch, seq)
-    tokenizer = load_model(cfg.model, cfg.task).tokenizer  # cheap next to training; builds caches
-    rows = batch * max(2 * steps_per_block, 16)
-    return make_frame(tokenizer, rows, seq)
+    return cls(model_name, batch, seq, batch * max(2 * block_steps, 16), work)
 
 
 def summarize(times: list[float]) -> dict[str, Any]:
@@ -322,8 +317,9 @@ def time_model(model_name: str, opts: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="fairlora-bench-") as tmp:
         work = Path(tmp)
         t0 = time.perf_counter()
-        frame = synthetic_frame(model_name, opts.batch, opts.seq, per_block + 1)
-        paths = {kind: make_path(kind, model_name, opts.batch, opts.seq, frame, work) for kind in PATHS}
+        paths = {
+            kind: make_path(kind, model_name, opts.batch, opts.seq, per_block + 1, work) for kind in PATHS
+        }
         load_s = time.perf_counter() - t0
         console.print(
             f"[bold]{model_name}[/]: loaded both paths in {load_s:.1f} s; trainable params "
@@ -366,10 +362,25 @@ def time_model(model_name: str, opts: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def _peak_rss_mib() -> float:
-    """This process's peak resident set size (ru_maxrss: KiB on Linux, bytes on macOS)."""
+def _ru_maxrss_mib() -> float:
+    """getrusage ru_maxrss in MiB (KiB on Linux, bytes on macOS).
+
+    On Linux it also carries the parent's high-water mark over fork/vfork + exec, so a child of a big
+    process reports at least the parent's peak: prefer VmHWM, which belongs to the exec'd image alone.
+    """
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def _vm_hwm_mib() -> float | None:
+    """Linux: this process image's peak resident set size (VmHWM in /proc/self/status), in MiB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def child_main(opts: argparse.Namespace) -> None:
@@ -378,12 +389,16 @@ def child_main(opts: argparse.Namespace) -> None:
     model_name = opts.models.split(",")[0]
     device = bench_device()
     with tempfile.TemporaryDirectory(prefix="fairlora-bench-mem-") as tmp:
-        frame = synthetic_frame(model_name, opts.batch, opts.seq, opts.mem_steps)
-        path = make_path(opts.child, model_name, opts.batch, opts.seq, frame, Path(tmp))
+        path = make_path(opts.child, model_name, opts.batch, opts.seq, opts.mem_steps, Path(tmp))
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         path.run_block(opts.mem_steps)
-    report: dict[str, Any] = {"peak_rss_mib": round(_peak_rss_mib(), 1)}
+    hwm = _vm_hwm_mib()
+    report: dict[str, Any] = {
+        "peak_rss_mib": round(hwm if hwm is not None else _ru_maxrss_mib(), 1),
+        "peak_rss_source": "VmHWM" if hwm is not None else "ru_maxrss",
+        "ru_maxrss_mib": round(_ru_maxrss_mib(), 1),
+    }
     if device.type == "cuda":
         report["cuda_max_allocated_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     print(CHILD_MARK + json.dumps(report), flush=True)
@@ -461,14 +476,18 @@ def _fmt(value: float | None, spec: str) -> str:
 def render(rows: list[dict[str, Any]], env: dict[str, Any]) -> Table:
     """The results table."""
     mem = "peak CUDA MiB" if env["memory_kind"] == "cuda_max_allocated" else "peak RSS MiB"
-    table = Table(title=f"fairlora LoRA step vs bare PEFT + torch loop ({env['device']}, target <= {TARGET_RATIO})")
+    table = Table(
+        title=f"fairlora LoRA step vs bare PEFT + torch loop ({env['device']}, target <= {TARGET_RATIO})"
+    )
     for header in ("model", "batch", "seq", "threads", "fairlora s/step", "bare s/step", "ratio"):
         table.add_column(header, justify="left" if header == "model" else "right")
     table.add_column(f"fairlora {mem}", justify="right")
     table.add_column(f"bare {mem}", justify="right")
     for row in rows:
         if row.get("error"):
-            table.add_row(row["model"], str(row["batch"]), str(row["seq"]), str(row["threads"]), "error", "", "")
+            table.add_row(
+                row["model"], str(row["batch"]), str(row["seq"]), str(row["threads"]), "error", "", ""
+            )
             continue
         ratio = row["ratio"]
         style = "green" if row["within_target"] else "red"
@@ -510,18 +529,35 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark for every model; print the table and write the JSON."""
     opts = parse_args(argv)
     transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)  # transformers v6 renames
+    warnings.filterwarnings("ignore", message=".*pin_memory.*")  # the Trainer pins even on CPU
     if opts.child:
         child_main(opts)
         return 0
     torch.set_num_threads(opts.threads)
     env = environment(opts.threads)
     console.print(
-        f"torch {env['torch']}, transformers {env['transformers']}, peft {env['peft']}; device {env['device']}, "
-        f"{opts.threads} threads of {env['cpu_count']} cores"
+        f"torch {env['torch']}, transformers {env['transformers']}, peft {env['peft']}; "
+        f"device {env['device']}, {opts.threads} threads of {env['cpu_count']} cores"
     )
     rows: list[dict[str, Any]] = []
-    for model_name in [m.strip() for m in opts.models.split(",") if m.strip()]:
-        row: dict[str, Any] = {"model": model_name, "batch": opts.batch, "seq": opts.seq, "threads": opts.threads}
+    models = [m.strip() for m in opts.models.split(",") if m.strip()]
+    memory: dict[tuple[str, str], dict[str, Any]] = {}
+    if not opts.skip_memory:  # first, while this process holds no model (its peak is not the children's)
+        for model_name in models:
+            for kind in PATHS:
+                console.print(f"{model_name}: peak memory of the {kind} path (subprocess) ...")
+                memory[model_name, kind] = measure_memory(kind, model_name, opts)
+                if "error" in memory[model_name, kind]:
+                    console.print(f"  [yellow]{kind} memory: {memory[model_name, kind]['error']}[/]")
+    for model_name in models:
+        row: dict[str, Any] = {
+            "model": model_name,
+            "batch": opts.batch,
+            "seq": opts.seq,
+            "threads": opts.threads,
+        }
         try:
             row.update(time_model(model_name, opts))
         except Exception as exc:  # a broken model setup is reported and the others still run
@@ -531,13 +567,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             continue
         for kind in PATHS:
-            if opts.skip_memory:
-                row[kind]["memory"] = {}
-                continue
-            console.print(f"  {model_name}: peak memory of the {kind} path (subprocess) ...")
-            row[kind]["memory"] = measure_memory(kind, model_name, opts)
-            if "error" in row[kind]["memory"]:
-                console.print(f"  [yellow]{kind} memory: {row[kind]['memory']['error']}[/]")
+            row[kind]["memory"] = memory.get((model_name, kind), {})
         rows.append(row)
     console.print(render(rows, env))
     for row in rows:
@@ -552,7 +582,9 @@ def main(argv: list[str] | None = None) -> int:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": [Path(sys.executable).name, *sys.argv],
         "target_ratio": TARGET_RATIO,
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items() if k != "child"},
+        "settings": {
+            k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items() if k != "child"
+        },
         "environment": env,
         "results": rows,
     }

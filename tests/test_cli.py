@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import yaml
-from conftest import tiny_config
 from typer.testing import CliRunner
 
+from conftest import tiny_config
 from fairlora.cli import app
 
 runner = CliRunner()
@@ -29,8 +29,9 @@ def test_help_works_everywhere(command):
     assert result.exit_code == 0 and "Usage" in result.output
 
 
-@pytest.mark.parametrize(("what", "expected"), [("methods", "pissa"), ("models", "smollm2-135m"),
-                                                ("datasets", "identity")])
+@pytest.mark.parametrize(
+    ("what", "expected"), [("methods", "pissa"), ("models", "smollm2-135m"), ("datasets", "identity")]
+)
 def test_list(what, expected):
     result = _run("list", what)
     assert result.exit_code == 0 and expected in result.output
@@ -53,7 +54,11 @@ def test_train_prints_the_group_table_and_eval_reprints_it(tmp_path):
         (["lora.rnk=4"], 2, "lora.rnk: unknown key"),
         (["train.epochs=many"], 2, "train.epochs: Input should be a valid number"),
         (["method=magic"], 2, "unknown method 'magic'"),
-        (["lora.target_modules=[nonexistent_proj]"], 2, "lora.target_modules: ['nonexistent_proj'] not found"),
+        (
+            ["lora.target_modules=[nonexistent_proj]"],
+            2,
+            "lora.target_modules: ['nonexistent_proj'] not found",
+        ),
         (["model.name=no-such-model-xyz"], 2, "no-such-model-xyz"),
         (["data.name=no-such-dataset-xyz"], 2, "no-such-dataset-xyz"),
     ],
@@ -67,8 +72,14 @@ def test_bad_input_fails_with_a_clear_message(tmp_path, overrides, code, message
 
 
 def _csv(tmp_path, rows: int = 40) -> str:
-    frame = pd.DataFrame({"text": [f"example {i}" for i in range(rows)], "label": [i % 2 for i in range(rows)],
-                          "grp": [i % 4 == 0 for i in range(rows)], "none": [False] * rows})
+    frame = pd.DataFrame(
+        {
+            "text": [f"example {i}" for i in range(rows)],
+            "label": [i % 2 for i in range(rows)],
+            "grp": [i % 4 == 0 for i in range(rows)],
+            "none": [False] * rows,
+        }
+    )
     path = tmp_path / "data.csv"
     frame.to_csv(path, index=False)
     return str(path)
@@ -82,7 +93,9 @@ def test_missing_column_names_the_field_and_the_file(tmp_path):
 
 
 def test_empty_group_names_the_group(tmp_path):
-    config = _write(tmp_path, tiny_config(tmp_path, data={"name": _csv(tmp_path), "group_columns": ["grp", "none"]}))
+    config = _write(
+        tmp_path, tiny_config(tmp_path, data={"name": _csv(tmp_path), "group_columns": ["grp", "none"]})
+    )
     result = _run("train", config)
     assert result.exit_code == 2
     assert "none" in result.output and "data.group_columns" in result.output

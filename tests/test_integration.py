@@ -12,9 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import tiny_config
 
 import fairlora
+from conftest import tiny_config
 from fairlora.report.results import load_results
 
 pytestmark = pytest.mark.slow
@@ -62,8 +62,17 @@ def test_accelerate_launch_trains_data_parallel_on_two_cpu_processes(tmp_path):
     path.write_text(yaml.safe_dump(config))
     accelerate_config = Path(__file__).parents[1] / "configs" / "accelerate" / "ddp_cpu.yaml"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config),
-               "-m", "fairlora", "train", str(path)]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(accelerate_config),
+        "-m",
+        "fairlora",
+        "train",
+        str(path),
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     result = load_results(tmp_path / "runs" / "tiny")

@@ -48,7 +48,9 @@ def train(
 
 
 @app.command("eval")
-def evaluate(run_dir: Annotated[Path, typer.Argument(help="a run folder written by `fairlora train`")]) -> None:
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder written by `fairlora train`")],
+) -> None:
     """Evaluate a finished run again from its saved weights (rewrites its results)."""
     from fairlora.pipeline import evaluate_run
     from fairlora.report.tables import run_table

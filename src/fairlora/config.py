@@ -37,8 +37,9 @@ class IdentityDataConfig(_Section):
 
     examples_per_group: int = Field(60, ge=4, description="generated sentences per identity term")
     bias_groups: list[str] = Field(default_factory=list, description="groups whose labels get biased")
-    bias_rate: float = Field(0.0, ge=0.0, le=1.0, description="share of non-hateful train rows of a "
-                             "bias group relabelled hateful")
+    bias_rate: float = Field(
+        0.0, ge=0.0, le=1.0, description="share of non-hateful train rows of a bias group relabelled hateful"
+    )
     overlap_rate: float = Field(0.1, ge=0.0, le=1.0, description="share of sentences naming two groups")
 
 
@@ -51,8 +52,9 @@ class DataConfig(_Section):
     text_column: str = "text"
     label_column: str = "label"
     prompt_column: str | None = Field(None, description="causal_lm: prompt tokens are masked in the loss")
-    group_columns: list[str] = Field(default_factory=list, description="boolean group columns; "
-                                     "empty = the dataset's defaults")
+    group_columns: list[str] = Field(
+        default_factory=list, description="boolean group columns; empty = the dataset's defaults"
+    )
     target_attribute: Literal["race", "religion", "age", "gender", "sexuality", "all"] = "all"
     test_size: float = Field(0.2, gt=0.0, lt=1.0)
     max_examples: int | None = Field(None, ge=2, description="subsample before splitting")
@@ -65,12 +67,14 @@ class LoraConfig(_Section):
     r: int = Field(8, ge=1, description="rank; use method=none for the base model")
     alpha: float = Field(16.0, gt=0.0)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    target_modules: list[str] | None = Field(None, description="module name suffixes; None = the "
-                                             "model's attention query/value projections")
+    target_modules: list[str] | None = Field(
+        None, description="module name suffixes; None = the model's attention query/value projections"
+    )
     fraction: float = Field(1.0, gt=0.0, le=1.0, description="share of target modules that get LoRA")
     fraction_from: Literal["front", "back", "random"] = "front"
-    pissa_niter: int | None = Field(None, ge=1, description="pissa: randomized SVD iterations "
-                                    "(pissa_niter_K); None = full SVD")
+    pissa_niter: int | None = Field(
+        None, ge=1, description="pissa: randomized SVD iterations (pissa_niter_K); None = full SVD"
+    )
 
 
 class TrainConfig(_Section):
@@ -98,8 +102,9 @@ class EvalConfig(_Section):
 
     splits: list[Literal["train", "test"]] = Field(default_factory=lambda: ["test", "train"])
     batch_size: int = Field(32, ge=1)
-    min_group_size: int = Field(20, ge=1, description="smaller groups are flagged and left out of "
-                                "worst-group and gap figures")
+    min_group_size: int = Field(
+        20, ge=1, description="smaller groups are flagged and left out of worst-group and gap figures"
+    )
 
 
 class RunConfig(_Section):
@@ -133,8 +138,9 @@ class RunConfig(_Section):
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
         if self.task == "causal_lm" and self.data.name == "identity":
-            raise ValueError("task=causal_lm needs a text dataset (data.name); the identity set is "
-                             "for classification")
+            raise ValueError(
+                "task=causal_lm needs a text dataset (data.name); the identity set is for classification"
+            )
         return self
 
     @property

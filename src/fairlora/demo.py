@@ -26,7 +26,12 @@ def run_demo(output_dir: Path, methods: list[str], overrides: list[str]) -> list
     build_config(base, overrides)  # fail on a bad override before anything trains
     results = []
     for method in methods:
-        run_overrides = [f"method={method}", f"name=demo-{method}", f"output_dir={output_dir}",
-                         *METHOD_OVERRIDES.get(method, []), *overrides]
+        run_overrides = [
+            f"method={method}",
+            f"name=demo-{method}",
+            f"output_dir={output_dir}",
+            *METHOD_OVERRIDES.get(method, []),
+            *overrides,
+        ]
         results.append(train(base, run_overrides, overwrite=True))
     return results

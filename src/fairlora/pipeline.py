@@ -29,7 +29,9 @@ WEIGHTS_DIRS = {"lora": "adapter", "pissa": "adapter", "full": "model", "none": 
 CHECKPOINTS = "checkpoints"
 
 
-def as_config(config: RunConfig | dict[str, Any] | str | Path, overrides: list[str] | None = None) -> RunConfig:
+def as_config(
+    config: RunConfig | dict[str, Any] | str | Path, overrides: list[str] | None = None
+) -> RunConfig:
     """Accept a RunConfig, a dict, or a YAML path (plus key=value overrides)."""
     if isinstance(config, RunConfig):
         return build_config(config.model_dump(), overrides) if overrides else config
@@ -120,8 +122,17 @@ def _evaluate(cfg: RunConfig, model: Any, tokenizer: Any, data: TaskData, facts:
     frames = {"train": data.train, "test": data.test}
     tables, splits = [], {}
     for split in cfg.eval.splits:
-        table = predict_frame(model, tokenizer, frames[split], cfg.task, cfg.model.max_length,
-                              cfg.eval.batch_size, split, data.group_columns, cfg.train.progress_bar)
+        table = predict_frame(
+            model,
+            tokenizer,
+            frames[split],
+            cfg.task,
+            cfg.model.max_length,
+            cfg.eval.batch_size,
+            split,
+            data.group_columns,
+            cfg.train.progress_bar,
+        )
         tables.append(table)
         splits[split] = group_metrics(table, data.group_columns, cfg.eval.min_group_size)
     write_parquet_atomic(cfg.run_dir / PREDICTIONS_FILE, pd.concat(tables, ignore_index=True))
@@ -139,8 +150,10 @@ def evaluate_run(run_dir: str | Path, train_facts: dict[str, Any] | None = None)
     cfg = build_config(cfg.model_dump(), [f"output_dir={run_dir.parent}", f"name={run_dir.name}"])
     weights_dir = run_dir / WEIGHTS_DIRS[cfg.method]
     if cfg.method != "none" and not weights_dir.is_dir():
-        raise RunDirError(f"{weights_dir} not found: the run did not finish training; "
-                          f"continue it with `fairlora train {run_dir / CONFIG_FILE} --resume`")
+        raise RunDirError(
+            f"{weights_dir} not found: the run did not finish training; "
+            f"continue it with `fairlora train {run_dir / CONFIG_FILE} --resume`"
+        )
     data = load_task_data(cfg.data, cfg.task, cfg.seed)
     num_labels = max(len(data.label_names), 2)
     model_cfg = cfg.model.model_copy(update={"name": str(weights_dir)}) if cfg.method == "full" else cfg.model

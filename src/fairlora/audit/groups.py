@@ -150,7 +150,10 @@ def _with_sizes(
 
 def _disparity(by_group: pd.DataFrame, binary: bool) -> dict[str, Any]:
     adequate = by_group[~by_group["flagged"]]
-    result: dict[str, Any] = {"groups_used": int(len(adequate)), "groups_flagged": int(by_group["flagged"].sum())}
+    result: dict[str, Any] = {
+        "groups_used": int(len(adequate)),
+        "groups_flagged": int(by_group["flagged"].sum()),
+    }
     if adequate.empty:
         return result
     accuracy = adequate["accuracy"]

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from fairlora.config import METHOD_NAMES, RunConfig
 from fairlora.methods.base import LossTerm, MethodSetup, count_parameters
@@ -13,8 +14,15 @@ from fairlora.methods.full import apply_full, apply_none, load_head
 from fairlora.methods.lora import apply_lora, load_adapter, resolve_targets
 from fairlora.models import LoadedModel, default_target_modules, linear_module_names, model_type
 
-__all__ = ["LossTerm", "MethodSetup", "apply_method", "count_parameters", "describe_methods",
-           "load_trained", "validate_method"]
+__all__ = [
+    "LossTerm",
+    "MethodSetup",
+    "apply_method",
+    "count_parameters",
+    "describe_methods",
+    "load_trained",
+    "validate_method",
+]
 
 METHOD_DESCRIPTIONS = {
     "none": "base model, frozen (classification: only the new head trains)",
@@ -54,7 +62,7 @@ def apply_method(cfg: RunConfig, loaded: LoadedModel) -> MethodSetup:
 
 
 def _apply_adapter(cfg: RunConfig, loaded: LoadedModel) -> MethodSetup:
-    names = [n for n, m in loaded.model.named_modules() if isinstance(m, nn.Linear)]
+    names = [n for n, m in loaded.model.named_modules() if isinstance(m, (nn.Linear, Conv1D))]
     targets = _targets(cfg, names, loaded.model.config.model_type)
     return apply_lora(cfg, loaded.model, targets)
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import random
-import tempfile
 from pathlib import Path
 
-from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+import torch
+from peft import LoraConfig, PeftModel, TaskType, get_peft_model, get_peft_model_state_dict
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from fairlora.config import LoraConfig as LoraSection
@@ -68,19 +70,32 @@ def apply_lora(cfg: RunConfig, model: nn.Module, target_names: list[str]) -> Met
     peft_model = get_peft_model(model, peft_config(cfg, target_names))
     if cfg.method != "pissa":
         return MethodSetup(model=peft_model, save=lambda path: peft_model.save_pretrained(path))
-    # PiSSA changes the base weights (W_res); keep the initial adapter so the saved adapter is
-    # converted to plain LoRA that applies to the ORIGINAL base model (loadable anywhere).
-    holder = tempfile.TemporaryDirectory(prefix="fairlora-pissa-")
-    init_dir = Path(holder.name) / "pissa_init"
-    peft_model.peft_config["default"].init_lora_weights = True
-    peft_model.save_pretrained(init_dir)
-    peft_model.peft_config["default"].init_lora_weights = peft_config(cfg, target_names).init_lora_weights
+    # PiSSA moves the principal part of W into the adapter (W_res = W - s*B0*A0). Keep A0, B0 so the
+    # saved adapter is plain LoRA on the ORIGINAL weights: s*(B*A - B0*A0) = s*[B, -B0] @ [A; A0].
+    initial = {
+        k: v.detach().clone() for k, v in get_peft_model_state_dict(peft_model).items() if ".lora_" in k
+    }
 
     def save(path: Path) -> None:
-        assert holder.name  # keeps the initial adapter alive as long as the saver
-        peft_model.save_pretrained(path, path_initial_model_for_weight_conversion=str(init_dir))
+        peft_model.save_pretrained(path)
+        pissa_to_lora(path, initial)
 
     return MethodSetup(model=peft_model, save=save)
+
+
+def pissa_to_lora(adapter_dir: Path, initial: dict[str, torch.Tensor]) -> None:
+    """Rewrite a saved PiSSA adapter as a rank-2r LoRA adapter that applies to the original base model."""
+    weights_file = adapter_dir / "adapter_model.safetensors"
+    state = load_file(str(weights_file))
+    for key in [k for k in state if ".lora_A." in k]:
+        b_key = key.replace(".lora_A.", ".lora_B.")
+        state[key] = torch.cat([state[key], initial[key]], dim=0).contiguous()
+        state[b_key] = torch.cat([state[b_key], -initial[b_key]], dim=1).contiguous()
+    save_file(state, str(weights_file), metadata={"format": "pt"})
+    config_file = adapter_dir / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    config |= {"r": 2 * config["r"], "lora_alpha": 2 * config["lora_alpha"], "init_lora_weights": True}
+    config_file.write_text(json.dumps(config, indent=2))
 
 
 def load_adapter(model: nn.Module, adapter_dir: Path) -> nn.Module:

@@ -37,8 +37,13 @@ class RunResult:
         """JSON-ready form with the schema version."""
         return {
             "schema_version": SCHEMA_VERSION,
-            "run": {"name": self.name, "method": self.method, "model": self.model,
-                    "dataset": self.dataset, "task": self.task},
+            "run": {
+                "name": self.name,
+                "method": self.method,
+                "model": self.model,
+                "dataset": self.dataset,
+                "task": self.task,
+            },
             "train": self.train,
             "splits": {split: metrics.to_dict() for split, metrics in self.splits.items()},
         }
@@ -48,8 +53,16 @@ class RunResult:
         """Inverse of `to_dict`."""
         run = data["run"]
         splits = {split: GroupMetrics.from_dict(m) for split, m in data["splits"].items()}
-        return cls(run["name"], run["method"], run["model"], run["dataset"], run["task"],
-                   splits, data.get("train", {}), run_dir)
+        return cls(
+            run["name"],
+            run["method"],
+            run["model"],
+            run["dataset"],
+            run["task"],
+            splits,
+            data.get("train", {}),
+            run_dir,
+        )
 
     def save(self, run_dir: Path) -> Path:
         """Write `results.json` into `run_dir` atomically."""
@@ -67,8 +80,10 @@ def load_results(run_dir: Path) -> RunResult:
         data = json.loads(path.read_text())
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
-            raise RunDirError(f"{path}: schema_version {version!r}, this fairlora reads {SCHEMA_VERSION}; "
-                              f"re-create it with `fairlora eval {run_dir}`")
+            raise RunDirError(
+                f"{path}: schema_version {version!r}, this fairlora reads {SCHEMA_VERSION}; "
+                f"re-create it with `fairlora eval {run_dir}`"
+            )
         return RunResult.from_dict(data, Path(run_dir))
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise RunDirError(f"{path} is corrupt ({exc}); re-create it with `fairlora eval {run_dir}`") from None

@@ -11,8 +11,14 @@ from fairlora.report.results import RunResult
 
 CLASSIFICATION_COLUMNS = ("accuracy", "f1", "tpr", "fpr", "positive_rate")
 LM_COLUMNS = ("loss", "perplexity")
-DISPARITY_ROWS = ("worst_group_accuracy", "best_worst_gap", "dp_difference", "eo_difference",
-                  "worst_group_loss", "loss_gap")
+DISPARITY_ROWS = (
+    "worst_group_accuracy",
+    "best_worst_gap",
+    "dp_difference",
+    "eo_difference",
+    "worst_group_loss",
+    "loss_gap",
+)
 
 
 def _fmt(value: Any) -> str:
@@ -36,8 +42,12 @@ def run_table(result: RunResult, split: str = "test") -> Table:
     table.add_column("n", justify="right")
     for column in columns:
         table.add_column(column, justify="right")
-    table.add_row("overall", str(metrics.overall.get("n")), *(_fmt(metrics.overall.get(c)) for c in columns),
-                  style="bold")
+    table.add_row(
+        "overall",
+        str(metrics.overall.get("n")),
+        *(_fmt(metrics.overall.get(c)) for c in columns),
+        style="bold",
+    )
     for group, row in metrics.by_group.iterrows():
         label = f"{group} *" if row["flagged"] else str(group)
         table.add_row(label, str(int(row["n"])), *(_fmt(row.get(c)) for c in columns))

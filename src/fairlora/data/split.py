@@ -1,0 +1,40 @@
+"""Seeded subsampling and train/test splitting (stratified by label where possible)."""
+
+from __future__ import annotations
+
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from fairlora.data.types import LABEL
+from fairlora.errors import DataError
+
+
+def subsample(frame: pd.DataFrame, max_examples: int | None, seed: int) -> pd.DataFrame:
+    """Keep a seeded random `max_examples` rows (in their original order); all rows when None."""
+    if max_examples is None or len(frame) <= max_examples:
+        return frame.reset_index(drop=True)
+    return frame.sample(n=max_examples, random_state=seed).sort_index().reset_index(drop=True)
+
+
+def split_frame(
+    frame: pd.DataFrame, test_size: float, seed: int, stratify: bool, source: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Seeded train/test split; stratified by label when asked and every class can appear in both."""
+    if len(frame) < 2:
+        raise DataError(
+            f"{source} has {len(frame)} usable row(s) after filtering; a train/test split needs at "
+            f"least 2. Fix: check data.name / data.path and the filters (data.target_attribute), or "
+            f"raise data.max_examples."
+        )
+    labels = frame[LABEL] if stratify and LABEL in frame.columns else None
+    try:
+        train, test = train_test_split(frame, test_size=test_size, random_state=seed, stratify=labels)
+    except ValueError:
+        if labels is None:
+            raise DataError(
+                f"{source}: data.test_size={test_size} leaves no rows on one side of the split of "
+                f"{len(frame)} rows; fix: change data.test_size or use more data."
+            ) from None
+        # Too few rows per class to stratify: fall back to a plain seeded split.
+        train, test = train_test_split(frame, test_size=test_size, random_state=seed)
+    return train.reset_index(drop=True), test.reset_index(drop=True)

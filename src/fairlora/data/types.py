@@ -1,0 +1,48 @@
+"""The shapes the data package hands out: task data, dataset descriptions, loader output."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+
+ID, TEXT, LABEL, PROMPT = "id", "text", "label", "prompt"
+RESERVED_COLUMNS = (ID, TEXT, LABEL, PROMPT)
+
+
+@dataclass
+class TaskData:
+    """Train and test frames of one task, with the boolean group columns present in both."""
+
+    name: str
+    train: pd.DataFrame
+    test: pd.DataFrame
+    group_columns: list[str]
+    label_names: list[str]  # classification: index = label id; causal_lm: []
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A registered dataset: its name, what it is, and where it comes from."""
+
+    name: str
+    description: str
+    source: str
+
+
+@dataclass
+class Prepared:
+    """A loader's output before subsampling and splitting.
+
+    `frame` holds id, text, label (classification), optional prompt and one bool column per entry
+    of `group_columns`; `adjust_train(train, seed)` may change the train split after the split
+    (the identity set injects label bias there).
+    """
+
+    name: str
+    frame: pd.DataFrame
+    group_columns: list[str]
+    label_names: list[str]
+    source: str
+    adjust_train: Callable[[pd.DataFrame, int], pd.DataFrame] | None = None

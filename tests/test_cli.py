@@ -111,3 +111,22 @@ def test_existing_run_dir_exit_code(tmp_path):
 def test_eval_of_a_folder_that_is_not_a_run(tmp_path):
     result = _run("eval", str(tmp_path))
     assert result.exit_code == 3 and "not a fairlora run folder" in result.output
+
+
+def test_demo_compares_methods_side_by_side(tmp_path):
+    result = _run(
+        "demo",
+        "--output-dir",
+        str(tmp_path / "demo"),
+        "--methods",
+        "none,lora",
+        "model.name=tiny-bert",
+        "train.max_steps=2",
+        "train.progress_bar=false",
+        "data.identity.examples_per_group=6",
+        "eval.splits=[test]",
+    )
+    assert result.exit_code == 0, result.output
+    assert "demo-none" in result.output and "demo-lora" in result.output
+    assert "religion_muslim" in result.output and "fpr per group" in result.output
+    assert (tmp_path / "demo" / "demo-lora" / "results.json").is_file()

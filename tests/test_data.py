@@ -62,6 +62,7 @@ def test_identity_is_deterministic_and_seed_changes_only_the_split() -> None:
     other = load_task_data(cfg, "classification", 6)
     assert set(first.test["id"]) != set(other.test["id"])
     assert sorted(both(first)["text"]) == sorted(both(other)["text"])
+    assert len(both(load_task_data(cfg, "classification", -1))) == 240  # any int seed works
 
 
 def test_identity_overlap_names_two_groups_of_different_attributes() -> None:
@@ -173,6 +174,21 @@ def test_dlab_all_keeps_every_unique_text_and_accepts_target_prefixed_groups(tmp
     assert "religion_muslim" in data.group_columns and "religion_jewish" in data.group_columns
     picked = data_cfg(name="dlab-hatespeech", path=str(file), group_columns=["target_religion_muslim"])
     assert load_task_data(picked, "classification", 0).group_columns == ["religion_muslim"]
+
+
+def test_dlab_from_the_hub_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    datasets = pytest.importorskip("datasets")
+    frame = pd.read_csv(write_dlab(tmp_path / "mhs.csv"))
+    calls = []
+
+    def fake_hub(name: str, split: str) -> Any:
+        calls.append((name, split))
+        return datasets.Dataset.from_pandas(frame)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_hub)
+    data = load_task_data(data_cfg(name="dlab-hatespeech", target_attribute="religion"), "classification", 0)
+    assert calls == [("ucberkeley-dlab/measuring-hate-speech", "train")]
+    assert len(both(data)) == 9 and data.group_columns == ["religion_jewish", "religion_muslim"]
 
 
 def test_dlab_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

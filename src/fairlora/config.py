@@ -46,7 +46,7 @@ class IdentityDataConfig(_Section):
 class DataConfig(_Section):
     """Which dataset, which columns, how to split."""
 
-    name: str = Field("identity", description="registered name, local .csv/.jsonl/.parquet, or HF id")
+    name: str = Field("identity", description="registered name, local .csv/.jsonl/.json/.parquet, or HF id")
     path: str | None = Field(None, description="local file or folder for registered datasets")
     hf_split: str = "train"
     text_column: str = "text"
@@ -55,7 +55,9 @@ class DataConfig(_Section):
     group_columns: list[str] = Field(
         default_factory=list, description="boolean group columns; empty = the dataset's defaults"
     )
-    target_attribute: Literal["race", "religion", "age", "gender", "sexuality", "all"] = "all"
+    target_attribute: Literal["race", "religion", "age", "gender", "sexuality", "all"] = Field(
+        "all", description="dlab-hatespeech: keep rows targeting this attribute; all = no filter"
+    )
     test_size: float = Field(0.2, gt=0.0, lt=1.0)
     max_examples: int | None = Field(None, ge=2, description="subsample before splitting")
     identity: IdentityDataConfig = Field(default_factory=IdentityDataConfig)

@@ -32,7 +32,7 @@ def test_minilm_lora_learns_the_identity_task(tmp_path):
         model={"name": "minilm-l6", "max_length": 48},
         lora={"r": 8, "alpha": 16, "target_modules": None},
         data={"identity": {"examples_per_group": 20}},
-        train={"max_steps": None, "epochs": 2, "lr": 2e-3, "batch_size": 32},
+        train={"max_steps": None, "epochs": 3, "lr": 2e-3, "batch_size": 32},
         eval={"splits": ["test"], "min_group_size": 3},
     )
     result = fairlora.train(config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -42,9 +43,10 @@ def train(
         result = run_train(config, overrides or [], overwrite=overwrite, resume=resume)
     except FairloraError as error:
         raise _fail(error) from None
-    for split in result.splits:
-        console.print(run_table(result, split))
-    console.print(f"results: {result.run_dir}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under accelerate/torchrun only the main process prints
+        for split in result.splits:
+            console.print(run_table(result, split))
+        console.print(f"results: {result.run_dir}")
 
 
 @app.command("eval")

@@ -21,7 +21,7 @@ from fairlora.methods import apply_method, count_parameters, load_trained, valid
 from fairlora.models import load_model
 from fairlora.report.results import RESULTS_FILE, RunResult, load_results
 from fairlora.storage import write_dir_atomic, write_parquet_atomic, write_text_atomic
-from fairlora.training import build_trainer, run_training
+from fairlora.training import build_trainer, on_cpu, run_training
 
 CONFIG_FILE = "config.yaml"
 PREDICTIONS_FILE = "predictions.parquet"
@@ -49,7 +49,7 @@ def train(
 ) -> RunResult:
     """Fine-tune and evaluate one run; writes runs/<name>/ and returns its results."""
     cfg = as_config(config, overrides)
-    state = PartialState()
+    state = PartialState(cpu=on_cpu())
     if state.is_main_process:
         finished = _prepare_run_dir(cfg, overwrite, resume)
         if finished is not None:

@@ -117,6 +117,16 @@ def make_collator(tokenizer: PreTrainedTokenizerBase, task: str) -> Any:
     return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX, padding=True)
 
 
+def on_cpu() -> bool:
+    """True when no GPU-like accelerator is present (processes then talk over gloo)."""
+    xpu = getattr(torch, "xpu", None)
+    return not (
+        torch.cuda.is_available()
+        or torch.backends.mps.is_available()
+        or (xpu is not None and xpu.is_available())
+    )
+
+
 def training_arguments(cfg: RunConfig, output_dir: Path) -> TrainingArguments:
     """HF TrainingArguments from the `train` section."""
     train: TrainConfig = cfg.train
@@ -142,6 +152,7 @@ def training_arguments(cfg: RunConfig, output_dir: Path) -> TrainingArguments:
         remove_unused_columns=False,
         gradient_checkpointing=train.gradient_checkpointing,
         dataloader_num_workers=0,
+        use_cpu=on_cpu(),
     )
 
 

@@ -175,3 +175,9 @@ def test_causal_lm_with_prompt_masking_trains_and_reports_loss_per_group(tmp_pat
     result = fairlora.train(config)
     assert set(result.test.by_group.index) == {"a", "b"}
     assert result.test.overall["loss"] > 0
+
+
+def test_report_to_tensorboard_writes_event_files(tmp_path):
+    pytest.importorskip("tensorboard")
+    result = fairlora.train(tiny_config(tmp_path, train={"report_to": ["tensorboard"]}))
+    assert list(result.run_dir.rglob("events.out.tfevents.*"))

@@ -197,13 +197,13 @@ def _section_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
 
 def _describe(error: dict[str, Any]) -> str:
     loc = tuple(error["loc"])
-    where = ".".join(str(p) for p in loc) or "<config>"
+    where = ".".join(str(p) for p in loc) or "config"
     if error["type"] == "extra_forbidden":
         section = _section_at(loc[:-1])
         allowed = ", ".join(section.model_fields) if section else "?"
         return f"{where}: unknown key; allowed keys here: {allowed}"
     message = error["msg"].removeprefix("Value error, ")
-    return f"{where}: {message} (got {error.get('input')!r})"
+    return f"{where}: {message}" + (f" (got {error.get('input')!r})" if loc else "")
 
 
 def build_config(data: dict[str, Any], overrides: list[str] | None = None) -> RunConfig:

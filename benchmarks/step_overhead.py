@@ -54,6 +54,7 @@ from fairlora.models import LoadedModel, default_target_modules, load_model
 from fairlora.training import build_trainer, make_collator, tokenize_frame, training_arguments
 
 TARGET_RATIO = 1.05
+NOISY_CORES = 0.2  # other processes' CPU use (cores) above which a timing is flagged
 SEED = 1234
 LORA_R = 8
 LORA_ALPHA = 16.0
@@ -95,6 +96,33 @@ def default_threads() -> int:
 def bench_device() -> torch.device:
     """The device both paths train on: the one HF TrainingArguments picks (CUDA when available)."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _cpu_busy_s() -> float | None:
+    """Linux: CPU seconds all processes have used so far (/proc/stat), None elsewhere."""
+    try:
+        values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class ForeignLoad:
+    """Cores other processes kept busy between start() and stop() (a contention check)."""
+
+    def start(self) -> None:
+        """Remember the clocks."""
+        self.wall, self.own, self.busy = time.perf_counter(), time.process_time(), _cpu_busy_s()
+
+    def stop(self) -> float | None:
+        """Average number of cores used by other processes since start(); None off Linux."""
+        busy = _cpu_busy_s()
+        if busy is None or self.busy is None:
+            return None
+        wall = time.perf_counter() - self.wall
+        own = time.process_time() - self.own
+        return max(0.0, (busy - self.busy - own) / wall) if wall > 0 else None
 
 
 def make_config(model_name: str, batch: int, seq: int, max_steps: int = 1) -> RunConfig:
@@ -328,6 +356,8 @@ def time_model(model_name: str, opts: argparse.Namespace) -> dict[str, Any]:
         )
         for path in paths.values():  # one unmeasured warm-up step each
             path.run_block(1)
+        foreign = ForeignLoad()
+        foreign.start()
         times: dict[str, list[float]] = {kind: [] for kind in PATHS}
         blocks_s: dict[str, list[float]] = {kind: [] for kind in PATHS}
         order: list[str] = []
@@ -342,6 +372,7 @@ def time_model(model_name: str, opts: argparse.Namespace) -> dict[str, Any]:
                 f"  block {block + 1}/{blocks}: fairlora {blocks_s['fairlora'][-1]:.4f} s/step, "
                 f"bare {blocks_s['bare'][-1]:.4f} s/step"
             )
+        other_cores = foreign.stop()
         trainable = {kind: paths[kind].trainable for kind in PATHS}
         del paths
     result: dict[str, Any] = {kind: summarize(times[kind]) for kind in PATHS}
@@ -350,13 +381,16 @@ def time_model(model_name: str, opts: argparse.Namespace) -> dict[str, Any]:
         result[kind]["trainable_params"] = trainable[kind]
     fair, bare = result["fairlora"]["median_s"], result["bare"]["median_s"]
     ratio = fair / bare if fair and bare else None
+    paired = [f / b for f, b in zip(blocks_s["fairlora"], blocks_s["bare"], strict=True) if f > 0 and b > 0]
     result.update(
         ratio=ratio,
         within_target=ratio is not None and ratio <= TARGET_RATIO,
+        block_ratio_median=round(statistics.median(paired), 4) if paired else None,
         block_order=order,
         blocks=blocks,
         block_steps=per_block,
         load_s=round(load_s, 2),
+        other_cores=None if other_cores is None else round(other_cores, 3),
         same_trainable_params=trainable["fairlora"] == trainable["bare"],
     )
     return result
@@ -483,6 +517,7 @@ def render(rows: list[dict[str, Any]], env: dict[str, Any]) -> Table:
         table.add_column(header, justify="left" if header == "model" else "right")
     table.add_column(f"fairlora {mem}", justify="right")
     table.add_column(f"bare {mem}", justify="right")
+    table.add_column("other load", justify="right")
     for row in rows:
         if row.get("error"):
             table.add_row(
@@ -501,7 +536,9 @@ def render(rows: list[dict[str, Any]], env: dict[str, Any]) -> Table:
             f"[{style}]{_fmt(ratio, '.3f')}[/]",
             _fmt(peak_mib(row["fairlora"].get("memory", {})), ",.0f"),
             _fmt(peak_mib(row["bare"].get("memory", {})), ",.0f"),
+            _fmt(row.get("other_cores"), ".2f"),
         )
+    table.caption = "other load: cores that other processes kept busy during the timing (should be ~0)"
     return table
 
 
@@ -576,6 +613,11 @@ def main(argv: list[str] | None = None) -> int:
             console.print(
                 f"{row['model']}: fairlora/bare = {row['ratio']:.3f} ({verdict} the {TARGET_RATIO} target; "
                 f"medians of {row['fairlora']['steps']} / {row['bare']['steps']} interleaved steps)"
+            )
+        if (row.get("other_cores") or 0.0) > NOISY_CORES:
+            console.print(
+                f"[yellow]{row['model']}: other processes kept {row['other_cores']:.2f} cores busy during "
+                "the timing; rerun on a quiet machine before quoting it[/]"
             )
     payload = {
         "benchmark": "step_overhead",

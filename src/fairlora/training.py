@@ -130,6 +130,7 @@ def on_cpu() -> bool:
 def training_arguments(cfg: RunConfig, output_dir: Path) -> TrainingArguments:
     """HF TrainingArguments from the `train` section."""
     train: TrainConfig = cfg.train
+    cpu = on_cpu()
     return TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=train.batch_size,
@@ -150,9 +151,10 @@ def training_arguments(cfg: RunConfig, output_dir: Path) -> TrainingArguments:
         data_seed=cfg.seed,
         disable_tqdm=not train.progress_bar,
         remove_unused_columns=False,
-        gradient_checkpointing=train.gradient_checkpointing,
+        activation_checkpointing=train.gradient_checkpointing,
         dataloader_num_workers=0,
-        use_cpu=on_cpu(),
+        dataloader_pin_memory=not cpu,
+        use_cpu=cpu,
     )
 
 

@@ -1,0 +1,23 @@
+"""Every ready config in configs/ validates against the schema (they are documentation too)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fairlora.config import build_config, load_config
+from fairlora.demo import demo_config
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_ready_config_is_valid(path):
+    cfg = load_config(path)
+    assert cfg.name and cfg.method in ("none", "full", "lora", "pissa")
+
+
+def test_packaged_demo_config_is_valid_and_biased():
+    cfg = build_config(demo_config())
+    assert cfg.data.identity.bias_groups and cfg.data.identity.bias_rate > 0

@@ -139,7 +139,7 @@ def make_config(model_name: str, batch: int, seq: int, max_steps: int = 1) -> Ru
                 "max_steps": max_steps,
                 "progress_bar": False,
                 "report_to": [],
-                "save_steps": 10**9,  # NB: the Trainer still saves at max_steps; see NoSave
+                "save_strategy": "no",
             },
         }
     )
@@ -182,24 +182,6 @@ class StepTimer(TrainerCallback):
         self.ends.append(time.perf_counter())
 
 
-class NoSave(TrainerCallback):
-    """Cancels checkpoints: save_strategy 'steps' saves at max_steps and 'epoch' at every epoch end."""
-
-    def on_step_end(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ) -> TrainerControl:
-        """Undo DefaultFlowCallback's should_save (it runs first)."""
-        control.should_save = False
-        return control
-
-    def on_epoch_end(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ) -> TrainerControl:
-        """Undo the end-of-epoch save."""
-        control.should_save = False
-        return control
-
-
 class StepPath(Protocol):
     """One way of training: run a block of steps, return the measured step times."""
 
@@ -234,7 +216,6 @@ class FairloraPath:
         trainer = build_trainer(self.cfg, self.setup, self.loaded.tokenizer, self.frame, self.workdir)
         trainer.remove_callback(PrinterCallback)  # only prints the end-of-train metrics dict
         timer = StepTimer(self.device)
-        trainer.add_callback(NoSave())
         trainer.add_callback(timer)
         trainer.train()
         return _intervals(timer.ends)

@@ -90,7 +90,7 @@ def _with_callback(monkeypatch, callback=None, term=None):
 
 
 def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
-    config = tiny_config(tmp_path, train={"max_steps": 6, "save_steps": 2})
+    config = tiny_config(tmp_path, train={"max_steps": 6, "save_strategy": "steps", "save_steps": 2})
     _with_callback(monkeypatch, callback=_KillAt(3))
     with pytest.raises(KeyboardInterrupt):
         fairlora.train(config)
@@ -116,7 +116,7 @@ class _Steps(TrainerCallback):
 
 
 def test_resume_with_a_different_config_is_refused(tmp_path, monkeypatch):
-    config = tiny_config(tmp_path, train={"max_steps": 4, "save_steps": 2})
+    config = tiny_config(tmp_path, train={"max_steps": 4, "save_strategy": "steps", "save_steps": 2})
     _with_callback(monkeypatch, callback=_KillAt(3))
     with pytest.raises(KeyboardInterrupt):
         fairlora.train(config)

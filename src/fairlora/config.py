@@ -92,7 +92,8 @@ class TrainConfig(_Section):
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
     max_grad_norm: float = Field(1.0, ge=0.0)
     logging_steps: int = Field(10, ge=1)
-    save_steps: int | None = Field(None, ge=1, description="checkpoint every N steps; None = each epoch")
+    save_strategy: Literal["epoch", "steps", "no"] = Field("epoch", description="when to checkpoint")
+    save_steps: int = Field(500, ge=1, description="save_strategy=steps: checkpoint every N steps")
     save_total_limit: int = Field(2, ge=1)
     report_to: list[str] = Field(default_factory=list, description="tensorboard, wandb, mlflow, ...")
     gradient_checkpointing: bool = False

@@ -68,7 +68,7 @@ def test_bad_input_fails_with_a_clear_message(tmp_path, overrides, code, message
     result = _run("train", config, *overrides)
     assert result.exit_code == code, result.output
     assert message in result.output
-    assert not (tmp_path / "runs" / "tiny" / "checkpoints").exists()
+    assert not (tmp_path / "runs" / "tiny").exists()
 
 
 def _csv(tmp_path, rows: int = 40) -> str:
@@ -90,6 +90,8 @@ def test_missing_column_names_the_field_and_the_file(tmp_path):
     result = _run("train", config)
     assert result.exit_code == 2
     assert "data.text_column" in result.output and "sentence" in result.output
+    assert not (tmp_path / "runs" / "tiny").exists()  # nothing written: fix the config and run again
+    assert _run("train", config, "data.text_column=text").exit_code == 0
 
 
 def test_empty_group_names_the_group(tmp_path):

@@ -50,14 +50,16 @@ def train(
     """Fine-tune and evaluate one run; writes runs/<name>/ and returns its results."""
     cfg = as_config(config, overrides)
     state = PartialState(cpu=on_cpu())
-    if state.is_main_process:
-        finished = _prepare_run_dir(cfg, overwrite, resume)
-        if finished is not None:
-            return finished
-    state.wait_for_everyone()
+    finished = _check_run_dir(cfg, overwrite, resume)  # read-only, so every process decides the same
+    if finished is not None:
+        return finished
     data = load_task_data(cfg.data, cfg.task, cfg.seed)
     num_labels = max(len(data.label_names), 2)
-    validate_method(cfg, num_labels)
+    validate_method(cfg, num_labels)  # every input error is raised before the run folder is touched
+    state.wait_for_everyone()
+    if state.is_main_process:
+        _init_run_dir(cfg, overwrite)
+    state.wait_for_everyone()
     set_seed(cfg.seed)
     loaded = load_model(cfg.model, cfg.task, num_labels)
     setup = apply_method(cfg, loaded)
@@ -84,25 +86,27 @@ def train(
     return result if state.is_main_process else load_results(cfg.run_dir)
 
 
-def _prepare_run_dir(cfg: RunConfig, overwrite: bool, resume: bool) -> RunResult | None:
-    """Create the run dir, refuse to clobber one, or find a finished run to return on --resume."""
+def _check_run_dir(cfg: RunConfig, overwrite: bool, resume: bool) -> RunResult | None:
+    """Refuse to clobber a run folder; on --resume return a finished run's results."""
     run_dir = cfg.run_dir
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if overwrite:
-            shutil.rmtree(run_dir)
-        elif not resume:
-            state = "a finished run" if (run_dir / RESULTS_FILE).exists() else "an unfinished run"
-            raise RunDirError(
-                f"{run_dir} already holds {state}; pass --resume to continue it, --overwrite to replace "
-                f"it, or choose another name (name=...)"
-            )
-        else:
-            _check_same_config(cfg, run_dir / CONFIG_FILE)
-            if (run_dir / RESULTS_FILE).exists():
-                return load_results(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / CONFIG_FILE, cfg.to_yaml())
-    return None
+    if overwrite or not (run_dir.exists() and any(run_dir.iterdir())):
+        return None
+    if not resume:
+        state = "a finished run" if (run_dir / RESULTS_FILE).exists() else "an unfinished run"
+        raise RunDirError(
+            f"{run_dir} already holds {state}; pass --resume to continue it, --overwrite to replace "
+            f"it, or choose another name (name=...)"
+        )
+    _check_same_config(cfg, run_dir / CONFIG_FILE)
+    return load_results(run_dir) if (run_dir / RESULTS_FILE).exists() else None
+
+
+def _init_run_dir(cfg: RunConfig, overwrite: bool) -> None:
+    """Create (or with --overwrite, empty) the run folder and write the resolved config."""
+    if overwrite and cfg.run_dir.exists():
+        shutil.rmtree(cfg.run_dir)
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(cfg.run_dir / CONFIG_FILE, cfg.to_yaml())
 
 
 def _check_same_config(cfg: RunConfig, saved_file: Path) -> None:

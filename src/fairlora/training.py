@@ -209,4 +209,6 @@ def run_training(trainer: FairloraTrainer, checkpoint_dir: Path, resume: bool) -
     """Train (resuming from the last checkpoint when asked and one exists); return train metrics."""
     last = get_last_checkpoint(str(checkpoint_dir)) if resume and checkpoint_dir.is_dir() else None
     output = trainer.train(resume_from_checkpoint=last)
+    if checkpoint_dir.is_dir() and not any(checkpoint_dir.iterdir()):
+        checkpoint_dir.rmdir()  # save_strategy=no leaves an empty folder behind
     return {key: float(value) for key, value in output.metrics.items()}

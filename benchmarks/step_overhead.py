@@ -49,9 +49,10 @@ from torch.utils.data import DataLoader
 from transformers import PrinterCallback, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from fairlora.config import RunConfig, build_config
+from fairlora.data.encode import make_collator, tokenize_frame
 from fairlora.methods import apply_method, count_parameters
 from fairlora.models import LoadedModel, default_target_modules, load_model
-from fairlora.training import build_trainer, make_collator, tokenize_frame, training_arguments
+from fairlora.training import build_trainer, training_arguments
 
 TARGET_RATIO = 1.05
 NOISY_CORES = 0.2  # other processes' CPU use (cores) above which a timing is flagged

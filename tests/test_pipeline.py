@@ -46,7 +46,7 @@ def test_eval_reloads_saved_weights_and_reproduces_metrics(tmp_path, method):
     assert again.test.overall["accuracy"] == pytest.approx(trained.test.overall["accuracy"])
 
 
-def test_training_changes_predictions_and_none_keeps_the_encoder_frozen(tmp_path):
+def test_none_trains_only_the_head_and_full_trains_everything(tmp_path):
     none = fairlora.train(tiny_config(tmp_path, method="none", name="none"))
     assert none.train["trainable_params"] < 200  # only the 2-class head of a 32-dim encoder
     full = fairlora.train(tiny_config(tmp_path, method="full", name="full"))

@@ -10,20 +10,13 @@ from typing import Any
 import pandas as pd
 import torch
 from torch import nn
-from transformers import (
-    DataCollatorForSeq2Seq,
-    DataCollatorWithPadding,
-    PreTrainedTokenizerBase,
-    Trainer,
-    TrainingArguments,
-)
+from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from fairlora.config import RunConfig, TrainConfig
+from fairlora.data.encode import make_collator, tokenize_frame
 from fairlora.errors import TrainingError
 from fairlora.methods.base import LossTerm, MethodSetup
-
-IGNORE_INDEX = -100
 
 
 class FairloraTrainer(Trainer):
@@ -88,42 +81,6 @@ class FairloraTrainer(Trainer):
             self._term_sums.clear()
             self._term_steps = 0
         super().log(logs, start_time)
-
-
-def tokenize_frame(
-    frame: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, task: str, max_length: int
-) -> list[dict[str, Any]]:
-    """Tokenize a task frame into model inputs with labels (causal_lm: prompt and padding masked)."""
-    texts = frame["text"].astype(str).tolist()
-    if task == "classification":
-        encoded = tokenizer(texts, truncation=True, max_length=max_length)
-        return [
-            {"input_ids": ids, "attention_mask": mask, "labels": int(label)}
-            for ids, mask, label in zip(
-                encoded["input_ids"], encoded["attention_mask"], frame["label"], strict=True
-            )
-        ]
-    prompts = frame["prompt"].astype(str).tolist() if "prompt" in frame else [""] * len(texts)
-    return [_causal_example(p, t, tokenizer, max_length) for p, t in zip(prompts, texts, strict=True)]
-
-
-def _causal_example(
-    prompt: str, text: str, tokenizer: PreTrainedTokenizerBase, max_length: int
-) -> dict[str, Any]:
-    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"] if prompt else []
-    text_ids = tokenizer(text, add_special_tokens=not prompt)["input_ids"]
-    if tokenizer.eos_token_id is not None:
-        text_ids = text_ids + [tokenizer.eos_token_id]
-    ids = (prompt_ids + text_ids)[:max_length]
-    labels = ([IGNORE_INDEX] * len(prompt_ids) + text_ids)[:max_length]
-    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
-
-
-def make_collator(tokenizer: PreTrainedTokenizerBase, task: str) -> Any:
-    """Pads a batch; causal_lm labels are padded with -100 so padding never counts in the loss."""
-    if task == "classification":
-        return DataCollatorWithPadding(tokenizer)
-    return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX, padding=True)
 
 
 def on_cpu() -> bool:

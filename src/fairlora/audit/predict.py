@@ -10,7 +10,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from fairlora.training import IGNORE_INDEX, make_collator, tokenize_frame
+from fairlora.data.encode import IGNORE_INDEX, make_collator, tokenize_frame
 
 
 @torch.inference_mode()

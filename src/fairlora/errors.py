@@ -37,3 +37,9 @@ class TrainingError(FairloraError):
     """Training diverged (NaN/inf loss) or cannot continue."""
 
     exit_code = 4
+
+
+class AuditError(FairloraError):
+    """An audit cannot be computed from what a run holds (e.g. calibration without probabilities)."""
+
+    exit_code = 5

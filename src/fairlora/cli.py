@@ -1,4 +1,4 @@
-"""The `fairlora` command line: train, eval, demo, list."""
+"""The `fairlora` command line: train, eval, audit, report, sweep, demo, list."""
 
 from __future__ import annotations
 
@@ -63,6 +63,68 @@ def evaluate(
         raise _fail(error) from None
     for split in result.splits:
         console.print(run_table(result, split))
+
+
+@app.command()
+def audit(
+    targets: Annotated[
+        list[str],
+        typer.Argument(help="run folders to compare (the first is the reference), then audit.* k=v"),
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="folder for results.json and the report")],
+) -> None:
+    """Audit runs per group (utility, calibration, membership, ...) and write a report comparing them."""
+    from fairlora.auditor import audit as run_audit
+    from fairlora.report.tables import audit_tables
+
+    run_dirs = [t for t in targets if "=" not in t]
+    overrides = [t for t in targets if "=" in t]
+    try:
+        result = run_audit(run_dirs, output, overrides)
+    except FairloraError as error:
+        raise _fail(error) from None
+    for table in audit_tables(result):
+        console.print(table)
+    for run in result.runs:
+        for note in run.notes:
+            console.print(f"[yellow]{run.name}:[/] {note}", highlight=False)
+    console.print(f"report: {output / 'report.html'}  (results.json, report.md next to it)")
+
+
+@app.command()
+def report(
+    audit_dir: Annotated[Path, typer.Argument(help="a folder written by `fairlora audit`")],
+) -> None:
+    """Render report.html and report.md again from an audit's results.json."""
+    from fairlora.audit.results import load_audit
+    from fairlora.report.html import write_report
+
+    try:
+        paths = write_report(load_audit(audit_dir), audit_dir)
+    except FairloraError as error:
+        raise _fail(error) from None
+    console.print("written: " + ", ".join(str(p) for p in paths.values()))
+
+
+@app.command()
+def sweep(
+    config: Annotated[Path, typer.Argument(help="YAML run config, the base of every cell")],
+    grid: Annotated[
+        list[str],
+        typer.Option("--grid", "-g", help="key=v1,v2,... (repeat for more keys), e.g. lora.r=1,8,64"),
+    ],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides for every cell")] = None,
+) -> None:
+    """Train a grid of runs (finished cells are skipped) and tabulate mean +- std over seeds."""
+    from fairlora.report.tables import sweep_table
+    from fairlora.sweep import sweep as run_sweep
+
+    try:
+        result = run_sweep(config, grid, overrides or [])
+    except FairloraError as error:
+        raise _fail(error) from None
+    console.print(sweep_table(result.summary))
+    console.print(f"sweep: {result.out_dir} (sweep.json, sweep.md)")
 
 
 @app.command()

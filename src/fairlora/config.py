@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fairlora.errors import ConfigError
 
@@ -110,6 +110,49 @@ class EvalConfig(_Section):
     )
 
 
+AUDIT_SECTIONS = ("utility", "calibration", "membership", "lira", "generation", "probe", "benchmarks")
+PROMPT_SETS = ("winomt", "occupations")
+BENCHMARKS = ("crows_pairs", "stereoset", "bbq", "winobias")
+
+
+class LiraConfig(_Section):
+    """Offline LiRA: K shadow models trained like the run on halves of a pool that excludes the audit set."""
+
+    shadows: int = Field(
+        4, ge=2, description="K shadow models (16 in the paper; each is a full training run)"
+    )
+    member_fraction: float = Field(
+        0.125, gt=0.0, le=1.0, description="share of train rows audited as members"
+    )
+    nonmember_fraction: float = Field(
+        0.5, gt=0.0, le=1.0, description="share of test rows audited as non-members"
+    )
+    global_variance: bool = Field(True, description="one pooled std for all examples (advised for small K)")
+
+
+class AuditConfig(_Section):
+    """What `fairlora audit` computes for a run, and how."""
+
+    sections: list[Literal[AUDIT_SECTIONS]] | None = Field(  # type: ignore[valid-type]
+        None, description="None = what applies: utility, calibration (classification), membership"
+    )
+    n_boot: int = Field(1000, ge=0, description="bootstrap resamples for the 95% CIs (0 = no CIs)")
+    ci_level: float = Field(0.95, gt=0.0, lt=1.0)
+    seed: int = Field(0, description="seed of the bootstrap and of the LiRA audit-set draw")
+    batch_size: int = Field(16, ge=1, description="generation / likelihood scoring batch size")
+    lira: LiraConfig = Field(default_factory=LiraConfig)
+    prompt_sets: list[Literal[PROMPT_SETS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["occupations"], description="generation: winomt needs ../shared/data"
+    )
+    max_new_tokens: int = Field(
+        40, ge=1, description="generation: greedy tokens per prompt (100 in the paper)"
+    )
+    benchmarks: list[Literal[BENCHMARKS]] = Field(default_factory=lambda: list(BENCHMARKS))  # type: ignore[valid-type]
+    limit: int | None = Field(
+        200, ge=1, description="max prompts / items per prompt set, benchmark and probe (None = all)"
+    )
+
+
 class RunConfig(_Section):
     """One run: model x data x method x training x evaluation."""
 
@@ -123,6 +166,7 @@ class RunConfig(_Section):
     lora: LoraConfig = Field(default_factory=LoraConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
 
     @field_validator("name")
     @classmethod
@@ -137,14 +181,6 @@ class RunConfig(_Section):
         if value not in METHOD_NAMES:
             raise ValueError(f"unknown method {value!r}; allowed: {', '.join(METHOD_NAMES)}")
         return value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> RunConfig:
-        if self.task == "causal_lm" and self.data.name == "identity":
-            raise ValueError(
-                "task=causal_lm needs a text dataset (data.name); the identity set is for classification"
-            )
-        return self
 
     @property
     def run_dir(self) -> Path:

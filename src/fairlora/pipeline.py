@@ -18,7 +18,7 @@ from fairlora.config import RunConfig, build_config, load_config
 from fairlora.data import TaskData, load_task_data
 from fairlora.errors import ConfigError, RunDirError
 from fairlora.methods import apply_method, count_parameters, load_trained, validate_method
-from fairlora.models import load_model
+from fairlora.models import LoadedModel, load_model
 from fairlora.report.results import RESULTS_FILE, RunResult, load_results
 from fairlora.storage import write_dir_atomic, write_parquet_atomic, write_text_atomic
 from fairlora.training import build_trainer, on_cpu, run_training
@@ -46,14 +46,18 @@ def train(
     *,
     overwrite: bool = False,
     resume: bool = False,
+    data: TaskData | None = None,
 ) -> RunResult:
-    """Fine-tune and evaluate one run; writes runs/<name>/ and returns its results."""
+    """Fine-tune and evaluate one run; writes runs/<name>/ and returns its results.
+
+    `data` replaces the configured dataset's split (LiRA shadow models train on subsets this way).
+    """
     cfg = as_config(config, overrides)
     state = PartialState(cpu=on_cpu())
     finished = _check_run_dir(cfg, overwrite, resume)  # read-only, so every process decides the same
     if finished is not None:
         return finished
-    data = load_task_data(cfg.data, cfg.task, cfg.seed)
+    data = data or load_task_data(cfg.data, cfg.task, cfg.seed)
     num_labels = max(len(data.label_names), 2)
     validate_method(cfg, num_labels)  # every input error is raised before the run folder is touched
     state.wait_for_everyone()
@@ -145,13 +149,12 @@ def _evaluate(cfg: RunConfig, model: Any, tokenizer: Any, data: TaskData, facts:
     return result
 
 
-def evaluate_run(run_dir: str | Path, train_facts: dict[str, Any] | None = None) -> RunResult:
-    """Re-load a run's model from its saved weights and evaluate it again (rewrites results.json)."""
+def load_run(run_dir: str | Path) -> tuple[RunConfig, TaskData, LoadedModel]:
+    """A run's resolved config, its data split, and its trained model loaded from the saved weights."""
     run_dir = Path(run_dir)
-    cfg = load_config(run_dir / CONFIG_FILE) if (run_dir / CONFIG_FILE).is_file() else None
-    if cfg is None:
+    if not (run_dir / CONFIG_FILE).is_file():
         raise RunDirError(f"{run_dir / CONFIG_FILE} not found: {run_dir} is not a fairlora run folder")
-    cfg = build_config(cfg.model_dump(), [f"output_dir={run_dir.parent}", f"name={run_dir.name}"])
+    cfg = load_config(run_dir / CONFIG_FILE, [f"output_dir={run_dir.parent}", f"name={run_dir.name}"])
     weights_dir = run_dir / WEIGHTS_DIRS[cfg.method]
     if cfg.method != "none" and not weights_dir.is_dir():
         raise RunDirError(
@@ -163,10 +166,16 @@ def evaluate_run(run_dir: str | Path, train_facts: dict[str, Any] | None = None)
     model_cfg = cfg.model.model_copy(update={"name": str(weights_dir)}) if cfg.method == "full" else cfg.model
     set_seed(cfg.seed)
     loaded = load_model(model_cfg, cfg.task, num_labels)
-    model = load_trained(cfg, loaded, weights_dir)
-    if train_facts is None and (run_dir / RESULTS_FILE).is_file():
+    loaded.model = load_trained(cfg, loaded, weights_dir)
+    return cfg, data, loaded
+
+
+def evaluate_run(run_dir: str | Path, train_facts: dict[str, Any] | None = None) -> RunResult:
+    """Re-load a run's model from its saved weights and evaluate it again (rewrites results.json)."""
+    cfg, data, loaded = load_run(run_dir)
+    if train_facts is None and (cfg.run_dir / RESULTS_FILE).is_file():
         try:
-            train_facts = load_results(run_dir).train
+            train_facts = load_results(cfg.run_dir).train
         except RunDirError:
             train_facts = {}  # a corrupt results.json is replaced below
-    return _evaluate(cfg, model, loaded.tokenizer, data, train_facts or {})
+    return _evaluate(cfg, loaded.model, loaded.tokenizer, data, train_facts or {})

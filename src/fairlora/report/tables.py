@@ -77,3 +77,65 @@ def comparison_table(results: list[RunResult], split: str = "test", metric: str 
         if any(v is not None for v in values):
             table.add_row(key, *(_fmt(v) for v in values), style="italic")
     return table
+
+
+AUDIT_HEADLINES = {
+    "utility": ("accuracy", "f1", "loss"),
+    "calibration": ("ece", "brier"),
+    "membership": ("auc", "tpr_at_1pct_fpr"),
+    "generation": ("pro", "anti", "pro_minus_anti"),
+    "probe": ("flip_rate",),
+    "benchmark": ("stereotype_preference", "ss", "lms", "accuracy_ambiguous", "pro_minus_anti"),
+}
+
+
+def _estimate(table: Any, metric: str) -> str:
+    estimate = table.overall.get(metric) if table is not None else None
+    if estimate is None or estimate.value is None:
+        return "-"
+    ci = (
+        f" [{estimate.low:.3f}, {estimate.high:.3f}]"
+        if estimate.low is not None and estimate.high is not None
+        else ""
+    )
+    return f"{estimate.value:.3f}{ci}"
+
+
+def audit_tables(result: Any) -> list[Table]:
+    """One terminal table per audit section: headline metrics (with 95% CIs) per run."""
+    tables = []
+    for key in result.section_keys():
+        present = [run.sections[key] for run in result.runs if key in run.sections]
+        metrics = [
+            m for m in AUDIT_HEADLINES.get(present[0].kind, ()) if any(m in t.overall for t in present)
+        ]
+        metrics = metrics or list(present[0].overall)[:3]
+        table = Table("run", *metrics, title=f"{key} (overall, 95% CI)", title_justify="left")
+        for run in result.runs:
+            section = run.sections.get(key)
+            table.add_row(run.name, *(_estimate(section, m) for m in metrics))
+        tables.append(table)
+    return tables
+
+
+def sweep_table(summary: Any) -> Table:
+    """A sweep summary: one row per setting, mean ± std over seeds."""
+    keys = [c for c in summary.columns if not c.endswith(("_mean", "_std")) and c != "n_runs"]
+    metrics = [c.removesuffix("_mean") for c in summary.columns if c.endswith("_mean")]
+    shown = [m for m in metrics if m in SWEEP_COLUMNS] or metrics
+    table = Table(*keys, *shown, "runs", title="sweep (mean ± std over seeds)", title_justify="left")
+    for _, row in summary.iterrows():
+        cells = [f"{row[f'{m}_mean']:.3f} ± {row[f'{m}_std']:.3f}" for m in shown]
+        table.add_row(*(str(row[k]) for k in keys), *cells, str(int(row["n_runs"])))
+    return table
+
+
+SWEEP_COLUMNS = (
+    "accuracy",
+    "f1",
+    "worst_group_accuracy",
+    "best_worst_gap",
+    "eo_difference",
+    "ece",
+    "mia_auc",
+)

@@ -1,0 +1,146 @@
+"""`fairlora sweep`: a grid of runs (resumable), summarised as mean +- std over seeds per metric."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fairlora.config import load_config
+from fairlora.errors import ConfigError
+from fairlora.storage import write_text_atomic
+
+SWEEP_FILE = "sweep.json"
+SEED_KEY = "seed"
+
+
+def parse_grid(items: list[str]) -> dict[str, list[str]]:
+    """["method=lora,full", "seed=13,42"] -> {"method": ["lora", "full"], "seed": ["13", "42"]}."""
+    grid: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        values = [v.strip() for v in raw.split(",") if v.strip()]
+        if not sep or not key.strip() or not values:
+            raise ConfigError(f"--grid {item!r}: expected key=v1,v2,..., e.g. --grid lora.r=1,8,64")
+        if key.strip() in grid:
+            raise ConfigError(f"--grid: {key.strip()!r} is given twice; list all its values in one --grid")
+        grid[key.strip()] = values
+    return grid
+
+
+def grid_cells(grid: dict[str, list[str]]) -> list[dict[str, str]]:
+    """Every combination of the grid's values, in order."""
+    keys = list(grid)
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def cell_name(base: str, cell: dict[str, str]) -> str:
+    """A folder-safe run name for one cell, e.g. run_method-lora_seed-13_lora.r-8."""
+    parts = [f"{key}-{value}" for key, value in cell.items()]
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join([base, *parts]))
+
+
+@dataclass
+class SweepResult:
+    """Per-cell metrics and their mean/std over seeds."""
+
+    cells: pd.DataFrame  # one row per run: grid keys + metrics
+    summary: pd.DataFrame  # one row per setting (grid keys but seed): metric_mean, metric_std, n_seeds
+    out_dir: Path
+
+
+def cell_metrics(run_dir: Path) -> dict[str, float]:
+    """Headline figures of one finished run: utility/disparity, ECE and loss-attack AUC (no CIs)."""
+    from fairlora.audit.calibration import calibration_table
+    from fairlora.audit.membership import loss_attack_table
+    from fairlora.audit.utility import utility_table
+    from fairlora.auditor import group_columns, load_predictions, run_config
+
+    cfg = run_config(run_dir, [])
+    predictions = load_predictions(run_dir)
+    groups = group_columns(predictions)
+    options = {"min_group_size": cfg.eval.min_group_size, "n_boot": 0, "seed": 0}
+    test = predictions[predictions["split"] == "test"]
+    utility = utility_table(test, groups, **options)
+    metrics = {k: e.value for k, e in (utility.overall | utility.summary).items()}
+    if "pred" in predictions:
+        metrics["ece"] = calibration_table(test, groups, **options).overall["ece"].value
+    if {"train", "test"} <= set(predictions["split"]):
+        metrics["mia_auc"] = loss_attack_table(predictions, groups, **options).overall["auc"].value
+    return {k: (math.nan if v is None else float(v)) for k, v in metrics.items()}
+
+
+def sweep(
+    config: str | Path, grid_items: list[str], overrides: list[str] | None = None, progress: bool = True
+) -> SweepResult:
+    """Train every grid cell (finished cells are reused, unfinished ones resume), then summarise."""
+    from fairlora.pipeline import train
+
+    base = load_config(config, overrides)
+    grid = parse_grid(grid_items)
+    out_dir = Path(base.output_dir) / f"{base.name}-sweep"
+    rows = []
+    for cell in grid_cells(grid):
+        name = cell_name(base.name, cell)
+        cell_overrides = [*(overrides or []), *(f"{k}={v}" for k, v in cell.items())]
+        cell_overrides += [
+            f"name={name}",
+            f"output_dir={out_dir}",
+            f"train.progress_bar={str(progress).lower()}",
+        ]
+        result = train(config, cell_overrides, resume=True)
+        rows.append({**cell, "run": name, **cell_metrics(result.run_dir or out_dir / name)})
+    cells = pd.DataFrame(rows)
+    summary = summarise(cells, [k for k in grid if k != SEED_KEY])
+    write_text_atomic(out_dir / SWEEP_FILE, json.dumps(_to_json(grid, cells, summary), indent=1) + "\n")
+    write_text_atomic(out_dir / "sweep.md", summary_markdown(summary))
+    return SweepResult(cells, summary, out_dir)
+
+
+def summarise(cells: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Mean and sample std of every metric over the runs that share the non-seed grid values."""
+    metrics = [c for c in cells.columns if c not in {*keys, SEED_KEY, "run"}]
+    grouped = cells.groupby(keys, sort=False) if keys else cells.assign(all="all").groupby("all")
+    stats = grouped[metrics].agg(["mean", "std"])
+    stats.columns = [f"{metric}_{stat}" for metric, stat in stats.columns]
+    stats["n_runs"] = grouped.size()
+    return stats.reset_index()
+
+
+def summary_markdown(summary: pd.DataFrame) -> str:
+    """The summary as a Markdown table of `mean ± std` cells."""
+    keys = [c for c in summary.columns if not c.endswith(("_mean", "_std")) and c != "n_runs"]
+    metrics = [c.removesuffix("_mean") for c in summary.columns if c.endswith("_mean")]
+    lines = [
+        "| " + " | ".join([*keys, *metrics, "runs"]) + " |",
+        "|" + "---|" * (len(keys) + len(metrics) + 1),
+    ]
+    for _, row in summary.iterrows():
+        cells = [str(row[k]) for k in keys]
+        cells += [_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in metrics]
+        lines.append("| " + " | ".join([*cells, str(int(row["n_runs"]))]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _mean_std(mean: float, std: float) -> str:
+    if mean != mean:
+        return "–"
+    return f"{mean:.3f}" if std != std else f"{mean:.3f} ± {std:.3f}"
+
+
+def _to_json(grid: dict[str, list[str]], cells: pd.DataFrame, summary: pd.DataFrame) -> dict[str, Any]:
+    def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+        clean = frame.astype(object).where(frame.notna(), None)
+        return [
+            {k: (v.item() if isinstance(v, np.generic) else v) for k, v in r.items()}
+            for r in clean.to_dict("records")
+        ]
+
+    return {"schema_version": 1, "grid": grid, "cells": records(cells), "summary": records(summary)}

@@ -115,7 +115,7 @@ def test_identity_group_subset_and_unknown_group() -> None:
 
 def test_list_datasets_describes_registered_sets() -> None:
     infos = {info.name: info for info in list_datasets()}
-    assert set(infos) == {"identity", "dlab-hatespeech", "hatecheck"}
+    assert set(infos) == {"identity", "dlab-hatespeech", "hatecheck", "winomt-tr"}
     assert all(isinstance(info, DatasetInfo) for info in infos.values())
     assert "generated" in infos["identity"].description.lower()
 
@@ -359,7 +359,7 @@ def test_unknown_hf_id_offline_lists_registered_names(monkeypatch: pytest.Monkey
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(
         DataError,
-        match=r"'org/x' is not a registered dataset \(identity, dlab-hatespeech, hatecheck\).*local \.csv",
+        match=r"'org/x' is not a registered dataset \(identity, dlab-hatespeech, hatecheck, winomt-tr\).*local \.csv",
     ):
         load_task_data(data_cfg(name="org/x"), "classification", 0)
 

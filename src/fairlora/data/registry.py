@@ -12,6 +12,7 @@ from fairlora.data.hate import DLAB_ID, HATECHECK_URL, load_dlab, load_hatecheck
 from fairlora.data.identity import load_identity
 from fairlora.data.split import split_frame, subsample
 from fairlora.data.types import LABEL, DatasetInfo, Prepared, TaskData
+from fairlora.data.winomt import WINOMT_FOLDER, WINOMT_NAME, WINOMT_SOURCE, load_winomt
 from fairlora.errors import DataError
 
 Loader = Callable[[DataConfig, str], Prepared]
@@ -38,9 +39,17 @@ def _registry() -> dict[str, tuple[DatasetInfo, Loader]]:
             "HateCheck functional tests (3,728 cases), hateful vs non-hateful, 7 target groups",
             f"{HATECHECK_URL}; read from data.path, $FAIRLORA_DATA_DIR/hatecheck or ../shared/data/hatecheck",
         ),
+        DatasetInfo(
+            WINOMT_NAME,
+            "WinoMT pro/anti-stereotypical sentences (1,584 + 1,584) translated back from Turkish "
+            "(gender-neutral 'o'); causal_lm only, prompt 'Turkish: <tr> English: ', groups pro, anti, "
+            "male_stereotyped, female_stereotyped; pro/anti variants of a sentence stay in one split",
+            f"{WINOMT_SOURCE}; read from data.path, $FAIRLORA_DATA_DIR/{WINOMT_FOLDER} or "
+            f"../shared/data/{WINOMT_FOLDER}",
+        ),
     ]
     names = [info.name for info in infos]
-    loaders: list[Loader] = [load_identity, partial(load_dlab, registered=names), load_hatecheck]
+    loaders: list[Loader] = [load_identity, partial(load_dlab, registered=names), load_hatecheck, load_winomt]
     return {info.name: (info, loader) for info, loader in zip(infos, loaders, strict=True)}
 
 

@@ -1,11 +1,11 @@
-"""Seeded subsampling and train/test splitting (stratified by label where possible)."""
+"""Seeded subsampling and train/test splitting (stratified by label, or by sentence group)."""
 
 from __future__ import annotations
 
 import pandas as pd
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
-from fairlora.data.types import LABEL
+from fairlora.data.types import LABEL, SPLIT_GROUP
 from fairlora.errors import DataError
 
 
@@ -19,13 +19,15 @@ def subsample(frame: pd.DataFrame, max_examples: int | None, seed: int) -> pd.Da
 def split_frame(
     frame: pd.DataFrame, test_size: float, seed: int, stratify: bool, source: str
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Seeded train/test split; stratified by label when asked and every class can appear in both."""
+    """Seeded train/test split; by `split_group` when present, else stratified by label when possible."""
     if len(frame) < 2:
         raise DataError(
             f"{source} has {len(frame)} usable row(s) after filtering; a train/test split needs at "
             f"least 2. Fix: check data.name / data.path and the filters (data.target_attribute), or "
             f"raise data.max_examples."
         )
+    if SPLIT_GROUP in frame.columns:
+        return _group_split(frame, test_size, seed, source)
     labels = frame[LABEL] if stratify and LABEL in frame.columns else None
     try:
         train, test = train_test_split(frame, test_size=test_size, random_state=seed, stratify=labels)
@@ -37,4 +39,23 @@ def split_frame(
             ) from None
         # Too few rows per class to stratify: fall back to a plain seeded split.
         train, test = train_test_split(frame, test_size=test_size, random_state=seed)
+    return train.reset_index(drop=True), test.reset_index(drop=True)
+
+
+def _group_split(
+    frame: pd.DataFrame, test_size: float, seed: int, source: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Seeded split of whole groups: rows sharing a split_group never land on both sides."""
+    groups = frame[SPLIT_GROUP].astype(str).to_numpy()
+    splitter = GroupShuffleSplit(n_splits=1, test_size=test_size, random_state=seed)
+    try:
+        train_rows, test_rows = next(splitter.split(frame, groups=groups))
+    except ValueError:
+        train_rows = test_rows = []
+    if len(train_rows) == 0 or len(test_rows) == 0:
+        raise DataError(
+            f"{source}: data.test_size={test_size} leaves no sentence group on one side of the split "
+            f"of {len(set(groups))} groups ({len(frame)} rows); fix: change data.test_size or use more data."
+        )
+    train, test = frame.iloc[train_rows], frame.iloc[test_rows]
     return train.reset_index(drop=True), test.reset_index(drop=True)

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 ID, TEXT, LABEL, PROMPT = "id", "text", "label", "prompt"
-RESERVED_COLUMNS = (ID, TEXT, LABEL, PROMPT)
+SPLIT_GROUP = "split_group"  # rows sharing a value stay on one side of the train/test split
+RESERVED_COLUMNS = (ID, TEXT, LABEL, PROMPT, SPLIT_GROUP)
 
 
 @dataclass
@@ -35,8 +36,9 @@ class DatasetInfo:
 class Prepared:
     """A loader's output before subsampling and splitting.
 
-    `frame` holds id, text, label (classification), optional prompt and one bool column per entry
-    of `group_columns`; `adjust_train(train, seed)` may change the train split after the split
+    `frame` holds id, text, label (classification), optional prompt, optional split_group (rows
+    with one value stay on one side of the split) and one bool column per entry of `group_columns`;
+    `adjust_train(train, seed)` may change the train split after the split
     (the identity set injects label bias there).
     """
 

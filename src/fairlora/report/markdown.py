@@ -1,0 +1,177 @@
+"""The audit as Markdown: the main comparison as a pipe table, then one line per run and section.
+
+Also holds the number formatting and the choice of key metrics that the HTML report shares.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fairlora.audit.results import AuditResult, RunAudit
+from fairlora.audit.table import Estimate, MetricTable
+
+MISSING = "–"
+KEY_METRICS = {
+    "utility": ("accuracy", "f1", "loss", "perplexity"),
+    "calibration": ("ece", "brier"),
+    "membership": ("auc", "tpr_at_1pct_fpr"),
+    "generation": ("pro", "anti", "pro_minus_anti"),
+    "probe": ("flip_rate", "share_unknown"),
+}
+KEY_SUMMARY = (
+    "worst_group_accuracy",
+    "best_worst_gap",
+    "dp_difference",
+    "eo_difference",
+    "worst_group_loss",
+    "loss_gap",
+    "worst_group_ece",
+    "ece_gap",
+    "worst_group_auc",
+    "auc_gap",
+)
+MAX_GENERIC = 6
+MARKDOWN_SPECIALS = "\\`*_[]<>|#"
+
+
+@dataclass
+class MainRow:
+    """One row of the main comparison: a section's metric in every run, with differences to the first."""
+
+    section: str
+    metric: str
+    summary: bool
+    estimates: dict[str, Estimate | None]
+    deltas: dict[str, float | None]
+
+
+def fmt_value(value: float | None) -> str:
+    """A number to 3 decimals; None as '–'."""
+    return MISSING if value is None else f"{value:.3f}"
+
+
+def fmt_delta(value: float | None) -> str:
+    """A signed difference to 3 decimals; None as '–'."""
+    return MISSING if value is None else f"{value:+.3f}"
+
+
+def fmt_ci(estimate: Estimate | None) -> str:
+    """'[low, high]' of an estimate, or '' when it has no CI."""
+    if estimate is None or (estimate.low is None and estimate.high is None):
+        return ""
+    return f"[{fmt_value(estimate.low)}, {fmt_value(estimate.high)}]"
+
+
+def fmt_estimate(estimate: Estimate | None) -> str:
+    """'value [low, high]' (the CI only where known); a missing estimate as '–'."""
+    if estimate is None:
+        return MISSING
+    ci = fmt_ci(estimate)
+    return f"{fmt_value(estimate.value)} {ci}" if ci else fmt_value(estimate.value)
+
+
+def _tables(audit: AuditResult, key: str) -> list[MetricTable]:
+    return [run.sections[key] for run in audit.runs if key in run.sections]
+
+
+def key_metrics(audit: AuditResult, key: str) -> list[tuple[str, bool]]:
+    """The (metric, is_summary) pairs a section contributes to the main comparison."""
+    tables = _tables(audit, key)
+    kind = tables[0].kind if tables else ""
+    overall = list(dict.fromkeys(m for t in tables for m in t.overall))
+    summary = list(dict.fromkeys(m for t in tables for m in t.summary))
+    wanted = [m for m in KEY_METRICS.get(kind, ()) if m in overall] or overall[:MAX_GENERIC]
+    known = [m for m in KEY_SUMMARY if m in summary]
+    extra = known if kind in KEY_METRICS else (known or summary[:MAX_GENERIC])
+    return [(m, False) for m in wanted] + [(m, True) for m in extra]
+
+
+def _estimate(run: RunAudit, key: str, metric: str, summary: bool) -> Estimate | None:
+    table = run.sections.get(key)
+    if table is None:
+        return None
+    return (table.summary if summary else table.overall).get(metric)
+
+
+def _delta(estimate: Estimate | None, reference: Estimate | None) -> float | None:
+    if estimate is None or reference is None or estimate.value is None or reference.value is None:
+        return None
+    return estimate.value - reference.value
+
+
+def main_rows(audit: AuditResult) -> list[MainRow]:
+    """Rows of the main comparison: key overall and summary metrics of each section, over all runs."""
+    rows = []
+    for key in audit.section_keys():
+        for metric, summary in key_metrics(audit, key):
+            estimates = {run.name: _estimate(run, key, metric, summary) for run in audit.runs}
+            reference = estimates[audit.runs[0].name]
+            deltas = {name: _delta(e, reference) for name, e in list(estimates.items())[1:]}
+            rows.append(MainRow(key, metric, summary, estimates, deltas))
+    return rows
+
+
+def md_escape(text: str) -> str:
+    """Backslash-escape Markdown specials (pipes included, so text is safe inside a table cell)."""
+    text = " ".join(str(text).split())
+    return "".join(f"\\{c}" if c in MARKDOWN_SPECIALS else c for c in text)
+
+
+def _estimate_md(estimate: Estimate | None) -> str:
+    if estimate is None:
+        return MISSING
+    return f"{fmt_estimate(estimate)} (n={estimate.n})" if estimate.n else fmt_estimate(estimate)
+
+
+def _main_table(audit: AuditResult) -> list[str]:
+    names = [run.name for run in audit.runs]
+    reference = md_escape(names[0])
+    header = ["Section", "Metric"] + [md_escape(n) for n in names]
+    header += [f"Δ {md_escape(n)} vs {reference}" for n in names[1:]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * 2 + "---:|" * (len(header) - 2)]
+    for row in main_rows(audit):
+        metric = f"`{row.metric}`" + (" (summary)" if row.summary else "")
+        cells = [f"`{row.section}`", metric] + [_estimate_md(e) for e in row.estimates.values()]
+        cells += [fmt_delta(d) for d in row.deltas.values()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _section_lines(audit: AuditResult, key: str) -> list[str]:
+    lines = [f"### `{key}`", ""]
+    for run in audit.runs:
+        table = run.sections.get(key)
+        if table is None:
+            lines.append(f"- **{md_escape(run.name)}**: not audited")
+            continue
+        parts = [f"{m} {fmt_estimate(e)}" for m, e in table.overall.items()]
+        parts += [f"{m} {fmt_estimate(e)}" for m, e in table.summary.items()]
+        parts += [f"{k}: {md_escape(v)}" for k, v in table.labels.items()]
+        flagged = (
+            f"; below min_group_size: {', '.join(map(md_escape, table.flagged))}" if table.flagged else ""
+        )
+        lines.append(f"- **{md_escape(run.name)}**: " + "; ".join(parts) + flagged)
+    return lines + [""]
+
+
+def _run_lines(audit: AuditResult) -> list[str]:
+    lines = []
+    for index, run in enumerate(audit.runs):
+        role = " (reference)" if index == 0 else ""
+        info = ", ".join(md_escape(v) for v in (run.method, run.model, run.dataset) if v)
+        lines.append(f"- **{md_escape(run.name)}**{role}: {info}")
+        lines += [f"  - note: {md_escape(note)}" for note in run.notes]
+    return lines
+
+
+def render_markdown(audit: AuditResult) -> str:
+    """A Markdown summary of the audit: runs, the main comparison table and per-section overall lines."""
+    lines = ["# fairlora audit", ""]
+    if not audit.runs:
+        return "\n".join(lines + ["No runs were audited.", ""])
+    lines += ["## Runs", "", *_run_lines(audit), "", "## Comparison", "", *_main_table(audit), ""]
+    lines += ["Values are point estimates with bootstrap 95% CIs; Δ is the difference to the reference.", ""]
+    lines += ["## Sections", ""]
+    for key in audit.section_keys():
+        lines += _section_lines(audit, key)
+    return "\n".join(lines)

@@ -26,13 +26,6 @@ def evaluate(run_dir: Any) -> RunResult:
     return evaluate_run(run_dir)
 
 
-def audit(run_dirs: Any, out_dir: Any, overrides: list[str] | None = None, **kwargs: Any) -> Any:
-    """Audit one or more run folders per group and write results.json + report.html to out_dir."""
-    from fairlora.auditor import audit as run
-
-    return run([run_dirs] if isinstance(run_dirs, str) else list(run_dirs), out_dir, overrides, **kwargs)
-
-
 def sweep(config: Any, grid: list[str], overrides: list[str] | None = None, **kwargs: Any) -> Any:
     """Train a grid of runs (resumable) and summarise mean +- std over seeds."""
     from fairlora.sweep import sweep as run
@@ -41,6 +34,10 @@ def sweep(config: Any, grid: list[str], overrides: list[str] | None = None, **kw
 
 
 def __getattr__(name: str) -> Any:
+    if name == "audit":  # the package is callable: fairlora.audit(run_dirs, out_dir, overrides)
+        import fairlora.audit
+
+        return fairlora.audit
     if name in ("RunConfig", "load_config"):
         from fairlora import config
 

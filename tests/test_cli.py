@@ -23,7 +23,9 @@ def _run(*args: str):
     return runner.invoke(app, list(args))
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["eval"], ["demo"], ["list"]])
+@pytest.mark.parametrize(
+    "command", [[], ["train"], ["eval"], ["audit"], ["report"], ["sweep"], ["demo"], ["list"]]
+)
 def test_help_works_everywhere(command):
     result = _run(*command, "--help")
     assert result.exit_code == 0 and "Usage" in result.output
@@ -131,4 +133,5 @@ def test_demo_compares_methods_side_by_side(tmp_path):
     assert result.exit_code == 0, result.output
     assert "demo-none" in result.output and "demo-lora" in result.output
     assert "religion_muslim" in result.output and "fpr per group" in result.output
+    assert "calibration/test" in result.output and (tmp_path / "demo" / "audit" / "report.html").is_file()
     assert (tmp_path / "demo" / "demo-lora" / "results.json").is_file()

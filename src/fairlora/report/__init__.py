@@ -1,1 +1,1 @@
-"""Results of runs: the versioned results.json schema and terminal tables."""
+"""Reporting: run results (results.json), terminal tables, plots, and the audit report (HTML, Markdown)."""

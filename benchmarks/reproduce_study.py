@@ -6,7 +6,8 @@ accuracy, worst-group accuracy, ECE and loss-attack AUC; per group for one seed,
 and the per-group accuracy difference LoRA − full for every seed (the study's main comparison).
 
     .venv/bin/python benchmarks/reproduce_study.py [--config configs/study-hate.yaml] [--seeds 13,42,1337]
-        [--full-lr 5e-5] [--output-dir runs] [--out benchmarks/results/reproduce_study.json] [KEY=VALUE ...]
+        [--lr none=1e-2,full=5e-5] [--output-dir runs] [--out benchmarks/results/reproduce_study.json]
+        [KEY=VALUE ...]
 
 Finished runs are reused (a killed reproduction continues). Needs HateCheck in ../shared/data for the
 default config; add data.name=identity to run it on the generated set.
@@ -34,24 +35,26 @@ HEADLINE = (
 
 
 def run_sweeps(args: argparse.Namespace, overrides: list[str]) -> dict[tuple[str, str], Path]:
-    """(method, seed) -> run folder, training what is missing."""
+    """(method, seed) -> run folder, training what is missing: one sweep over seeds per method and lr."""
     base = load_config(args.config, overrides)
-    seeds = args.seeds.split(",")
-    common = [*overrides, f"output_dir={args.output_dir}", "train.progress_bar=false"]
-    fairlora.sweep(args.config, ["method=none,lora", f"seed={args.seeds}"], common, progress=False)
-    full_name = f"{base.name}-full"
-    full = [*common, f"name={full_name}", f"train.lr={args.full_lr}"]
-    fairlora.sweep(args.config, ["method=full", f"seed={args.seeds}"], full, progress=False)
+    learning_rates = dict(item.split("=") for item in args.lr.split(","))
     runs = {}
-    for seed in seeds:
-        for method in ("none", "lora"):
-            name = cell_name(base.name, {"method": method, "seed": seed})
-            runs[method, seed] = Path(args.output_dir) / f"{base.name}-sweep" / name
-        runs["full", seed] = (
-            Path(args.output_dir)
-            / f"{full_name}-sweep"
-            / cell_name(full_name, {"method": "full", "seed": seed})
+    for method in METHODS:
+        name = base.name if method == "lora" else f"{base.name}-{method}"
+        cell_overrides = [
+            *overrides,
+            f"name={name}",
+            f"output_dir={args.output_dir}",
+            "train.progress_bar=false",
+        ]
+        cell_overrides += [f"train.lr={learning_rates[method]}"] if method in learning_rates else []
+        fairlora.sweep(
+            args.config, [f"method={method}", f"seed={args.seeds}"], cell_overrides, progress=False
         )
+        for seed in args.seeds.split(","):
+            runs[method, seed] = (
+                Path(args.output_dir) / f"{name}-sweep" / cell_name(name, {"method": method, "seed": seed})
+            )
     return runs
 
 
@@ -75,7 +78,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/study-hate.yaml")
     parser.add_argument("--seeds", default="13,42,1337")
-    parser.add_argument("--full-lr", default="5e-5")
+    parser.add_argument(
+        "--lr", default="none=1e-2,full=5e-5", help="per-method learning rates (else the config's)"
+    )
     parser.add_argument("--output-dir", default="runs")
     parser.add_argument("--detail-seed", default="42")
     parser.add_argument("--out", default="benchmarks/results/reproduce_study.json")

@@ -23,7 +23,7 @@ from typing import Any
 
 import fairlora
 from fairlora.config import load_config
-from fairlora.sweep import cell_name
+from fairlora.sweeps import cell_name
 
 METHODS = ("none", "lora", "full")
 HEADLINE = (

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from conftest import tiny_config
 from fairlora.cli import app
 from fairlora.errors import ConfigError
-from fairlora.sweep import cell_name, grid_cells, parse_grid, summarise, sweep
+from fairlora.sweeps import cell_name, grid_cells, parse_grid, summarise, sweep
 
 
 def test_grid_parsing_and_cells():

@@ -28,7 +28,7 @@ def evaluate(run_dir: Any) -> RunResult:
 
 def sweep(config: Any, grid: list[str], overrides: list[str] | None = None, **kwargs: Any) -> Any:
     """Train a grid of runs (resumable) and summarise mean +- std over seeds."""
-    from fairlora.sweep import sweep as run
+    from fairlora.sweeps import sweep as run
 
     return run(config, grid, overrides, **kwargs)
 

@@ -117,7 +117,7 @@ def sweep(
 ) -> None:
     """Train a grid of runs (finished cells are skipped) and tabulate mean +- std over seeds."""
     from fairlora.report.tables import sweep_table
-    from fairlora.sweep import sweep as run_sweep
+    from fairlora.sweeps import sweep as run_sweep
 
     try:
         result = run_sweep(config, grid, overrides or [])

@@ -182,3 +182,27 @@ def test_generation_probe_and_benchmarks_on_a_causal_lm(lm_run, tmp_path):
     assert "scores.parquet" in cached and "generation-occupations.parquet" in cached
     again = fairlora.audit([lm_run], out, overrides)
     assert again.runs[0].sections["probe/answer_order"].to_dict() == sections["probe/answer_order"].to_dict()
+
+
+WINOMT = Path(__file__).resolve().parents[2] / "shared" / "data" / "mt_gender_lora_fairness"
+
+
+@pytest.mark.skipif(not (WINOMT / "en_tr_pro.txt").is_file(), reason="WinoMT data not in ../shared/data")
+def test_a_winomt_run_is_audited_on_its_own_held_out_sentences(tmp_path):
+    config = tiny_config(
+        tmp_path,
+        name="tiny-mt",
+        task="causal_lm",
+        model={"name": "tiny-llama", "max_length": 320},  # byte-level tokens: Turkish prompt + English
+        lora={"target_modules": ["q_proj", "v_proj"]},
+        data={"name": "winomt-tr", "max_examples": 60},
+        train={"max_steps": 1},
+        eval={"splits": ["test"]},
+    )
+    run = fairlora.train(config)
+    overrides = ["audit.sections=[generation]", "audit.prompt_sets=[winomt]", "audit.max_new_tokens=3"]
+    table = fairlora.audit(run.run_dir, tmp_path / "out", [*overrides, "audit.n_boot=20"]).runs[0].sections
+    winomt = table["generation/winomt"]
+    test_rows = pd.read_parquet(run.run_dir / "predictions.parquet")
+    assert winomt.overall["pro"].n == len(test_rows)  # every held-out sentence, none from training
+    assert {"pro", "anti", "male_stereotyped", "female_stereotyped"} <= set(winomt.by_group)

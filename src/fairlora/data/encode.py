@@ -7,6 +7,8 @@ from typing import Any
 import pandas as pd
 from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding, PreTrainedTokenizerBase
 
+from fairlora.errors import DataError
+
 IGNORE_INDEX = -100
 
 
@@ -24,7 +26,14 @@ def tokenize_frame(
             )
         ]
     prompts = frame["prompt"].astype(str).tolist() if "prompt" in frame else [""] * len(texts)
-    return [_causal_example(p, t, tokenizer, max_length) for p, t in zip(prompts, texts, strict=True)]
+    examples = [_causal_example(p, t, tokenizer, max_length) for p, t in zip(prompts, texts, strict=True)]
+    empty = sum(all(label == IGNORE_INDEX for label in e["labels"]) for e in examples)
+    if empty:
+        raise DataError(
+            f"{empty} of {len(examples)} examples keep no target tokens within model.max_length={max_length} "
+            f"(the prompt fills it); raise model.max_length"
+        )
+    return examples
 
 
 def _causal_example(

@@ -71,7 +71,7 @@ def cell(e: dict | None) -> str:
     if e is None or e["value"] is None:
         return "–"
     ci = e.get("ci")
-    return f"{e['value']:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci and None not in ci else f"{e['value']:.3f}"
+    return f"{e['value']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and None not in ci else f"{e['value']:.3f}"
 
 
 def main() -> None:

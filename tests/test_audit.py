@@ -178,7 +178,7 @@ def test_generation_probe_and_benchmarks_on_a_causal_lm(lm_run, tmp_path):
     }
     ratios = sections["generation/occupations"].overall
     assert sum(ratios[k].value for k in ("pro", "anti", "neutral", "unknown")) == pytest.approx(1.0)
-    cached = sorted(p.name for p in (out / "cache" / "tiny-lm").iterdir())
+    cached = sorted(p.name for p in (out / "cache" / "tiny-lm").glob("*/*"))
     assert "scores.parquet" in cached and "generation-occupations.parquet" in cached
     again = fairlora.audit([lm_run], out, overrides)
     assert again.runs[0].sections["probe/answer_order"].to_dict() == sections["probe/answer_order"].to_dict()

@@ -6,6 +6,7 @@ in `<out>/cache/<run>/` and reused by later audits, so only what is missing is c
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +29,8 @@ class CachedScorer:
         self.batch_size, self.progress = batch_size, progress
         self.known: dict[tuple[str, str], tuple[float, int]] = {}
         if self.path.is_file():
-            cached = pd.read_parquet(self.path)
-            keys = zip(cached["context"], cached["text"], strict=True)
-            values = zip(cached["logprob"], cached["n_tokens"], strict=True)
-            self.known = {k: (float(lp), int(n)) for k, (lp, n) in zip(keys, values, strict=True)}
+            cached = pd.read_parquet(self.path)[["context", "text", "logprob", "n_tokens"]]
+            self.known = {(c, t): (float(lp), int(n)) for c, t, lp, n in cached.itertuples(index=False)}
 
     def __call__(self, texts: list[str], contexts: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Sum of token log-probabilities of each text given its context, and the tokens scored."""
@@ -56,11 +55,10 @@ class CachedScorer:
         return np.array([self.known[k][0] for k in keys]), np.array([self.known[k][1] for k in keys])
 
     def _save(self) -> None:
-        (context, text), values = zip(*self.known, strict=True), list(self.known.values())
-        frame = pd.DataFrame({"context": context, "text": text})
-        frame["logprob"] = [v[0] for v in values]
-        frame["n_tokens"] = [v[1] for v in values]
-        write_parquet_atomic(self.path, frame)
+        rows = [(c, t, lp, n) for (c, t), (lp, n) in self.known.items()]
+        write_parquet_atomic(
+            self.path, pd.DataFrame(rows, columns=["context", "text", "logprob", "n_tokens"])
+        )
 
 
 def cached_generations(
@@ -126,6 +124,14 @@ def generation_sections(
     return sections
 
 
+def run_fingerprint(run_dir: Path) -> str:
+    """A short hash of the run's config and of its stored predictions (rewritten by every training)."""
+    digest = hashlib.sha256((run_dir / "config.yaml").read_bytes())
+    stat = (run_dir / "predictions.parquet").stat()
+    digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:12]
+
+
 def model_sections(
     cfg: RunConfig, names: list[str], cache_dir: Path, progress: bool = True
 ) -> dict[str, MetricTable]:
@@ -138,6 +144,7 @@ def model_sections(
             f"(its model ends in a classification head); audit a causal_lm run, e.g. configs/token-probe.yaml"
         )
     _, data, loaded = load_run(cfg.run_dir)
+    cache_dir = cache_dir / run_fingerprint(cfg.run_dir)  # a retrained run never reads stale outputs
     cache_dir.mkdir(parents=True, exist_ok=True)
     sections: dict[str, MetricTable] = {}
     if "generation" in names:

@@ -7,6 +7,7 @@ from typing import Any
 from rich.table import Table
 
 from fairlora.audit.groups import GroupMetrics
+from fairlora.report.markdown import KEY_METRICS
 from fairlora.report.results import RunResult
 
 CLASSIFICATION_COLUMNS = ("accuracy", "f1", "tpr", "fpr", "positive_rate")
@@ -79,16 +80,6 @@ def comparison_table(results: list[RunResult], split: str = "test", metric: str 
     return table
 
 
-AUDIT_HEADLINES = {
-    "utility": ("accuracy", "f1", "loss"),
-    "calibration": ("ece", "brier"),
-    "membership": ("auc", "tpr_at_1pct_fpr"),
-    "generation": ("pro", "anti", "pro_minus_anti"),
-    "probe": ("flip_rate",),
-    "benchmark": ("stereotype_preference", "ss", "lms", "accuracy_ambiguous", "pro_minus_anti"),
-}
-
-
 def _estimate(table: Any, metric: str) -> str:
     estimate = table.overall.get(metric) if table is not None else None
     if estimate is None or estimate.value is None:
@@ -106,9 +97,7 @@ def audit_tables(result: Any) -> list[Table]:
     tables = []
     for key in result.section_keys():
         present = [run.sections[key] for run in result.runs if key in run.sections]
-        metrics = [
-            m for m in AUDIT_HEADLINES.get(present[0].kind, ()) if any(m in t.overall for t in present)
-        ]
+        metrics = [m for m in KEY_METRICS.get(present[0].kind, ()) if any(m in t.overall for t in present)]
         metrics = metrics or list(present[0].overall)[:3]
         table = Table("run", *metrics, title=f"{key} (overall, 95% CI)", title_justify="left")
         for run in result.runs:

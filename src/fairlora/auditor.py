@@ -21,9 +21,8 @@ from fairlora.audit.results import AUDIT_FILE, AUDIT_KIND, AuditResult, RunAudit
 from fairlora.audit.utility import utility_table
 from fairlora.config import RunConfig, build_config
 from fairlora.errors import AuditError, ConfigError, RunDirError
+from fairlora.report.results import CONFIG_FILE, PREDICTIONS_FILE
 
-PREDICTIONS_FILE = "predictions.parquet"
-CONFIG_FILE = "config.yaml"
 MODEL_SECTIONS = ("generation", "probe", "benchmarks")
 AUDIT_OVERRIDE_PREFIXES = ("audit.", "eval.min_group_size")
 

@@ -16,6 +16,7 @@ from fairlora.audit.table import MetricTable
 from fairlora.config import RunConfig
 from fairlora.errors import AuditError
 from fairlora.models import LoadedModel
+from fairlora.report.results import CONFIG_FILE, PREDICTIONS_FILE
 from fairlora.storage import write_parquet_atomic
 
 SCORES_FILE = "scores.parquet"
@@ -126,8 +127,8 @@ def generation_sections(
 
 def run_fingerprint(run_dir: Path) -> str:
     """A short hash of the run's config and of its stored predictions (rewritten by every training)."""
-    digest = hashlib.sha256((run_dir / "config.yaml").read_bytes())
-    stat = (run_dir / "predictions.parquet").stat()
+    digest = hashlib.sha256((run_dir / CONFIG_FILE).read_bytes())
+    stat = (run_dir / PREDICTIONS_FILE).stat()
     digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
     return digest.hexdigest()[:12]
 

@@ -19,12 +19,10 @@ from fairlora.data import TaskData, load_task_data
 from fairlora.errors import ConfigError, RunDirError
 from fairlora.methods import apply_method, count_parameters, load_trained, validate_method
 from fairlora.models import LoadedModel, load_model
-from fairlora.report.results import RESULTS_FILE, RunResult, load_results
+from fairlora.report.results import CONFIG_FILE, PREDICTIONS_FILE, RESULTS_FILE, RunResult, load_results
 from fairlora.storage import write_dir_atomic, write_parquet_atomic, write_text_atomic
 from fairlora.training import build_trainer, on_cpu, run_training
 
-CONFIG_FILE = "config.yaml"
-PREDICTIONS_FILE = "predictions.parquet"
 WEIGHTS_DIRS = {"lora": "adapter", "pissa": "adapter", "full": "model", "none": "head"}
 CHECKPOINTS = "checkpoints"
 

@@ -19,6 +19,7 @@ from fairlora.audit.table import MetricTable
 from fairlora.config import RunConfig, build_config
 from fairlora.data import TaskData, load_task_data
 from fairlora.errors import AuditError, ConfigError, RunDirError
+from fairlora.report.results import PREDICTIONS_FILE
 
 MEMBER = "member"
 
@@ -98,7 +99,7 @@ def _shadow_statistics(
     progress: bool,
 ) -> np.ndarray:
     """Train shadow k on a random half of the pool (or reuse it) and score the audit rows."""
-    from fairlora.pipeline import PREDICTIONS_FILE, train  # the audit reaches back only for shadows
+    from fairlora.pipeline import train  # the audit reaches back only for shadows
 
     shadow_dir = Path(out_dir) / "shadows" / cfg.name
     shadow = build_config(

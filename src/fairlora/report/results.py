@@ -13,6 +13,8 @@ from fairlora.storage import write_text_atomic
 
 SCHEMA_VERSION = 1
 RESULTS_FILE = "results.json"
+CONFIG_FILE = "config.yaml"  # the resolved config of a run
+PREDICTIONS_FILE = "predictions.parquet"  # its one stored prediction pass
 
 
 @dataclass

@@ -18,18 +18,15 @@ KEY_METRICS = {
     "generation": ("pro", "anti", "pro_minus_anti"),
     "probe": ("flip_rate", "share_unknown"),
 }
-KEY_SUMMARY = (
+DISPARITY_ROWS = (  # figures over groups of a run's evaluation (results.json)
     "worst_group_accuracy",
     "best_worst_gap",
     "dp_difference",
     "eo_difference",
     "worst_group_loss",
     "loss_gap",
-    "worst_group_ece",
-    "ece_gap",
-    "worst_group_auc",
-    "auc_gap",
 )
+KEY_SUMMARY = (*DISPARITY_ROWS, "worst_group_ece", "ece_gap", "worst_group_auc", "auc_gap")
 MAX_GENERIC = 6
 MARKDOWN_SPECIALS = "\\`*_[]<>|#"
 

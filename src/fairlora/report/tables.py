@@ -7,19 +7,11 @@ from typing import Any
 from rich.table import Table
 
 from fairlora.audit.groups import GroupMetrics
-from fairlora.report.markdown import KEY_METRICS
+from fairlora.report.markdown import DISPARITY_ROWS, KEY_METRICS
 from fairlora.report.results import RunResult
 
 CLASSIFICATION_COLUMNS = ("accuracy", "f1", "tpr", "fpr", "positive_rate")
 LM_COLUMNS = ("loss", "perplexity")
-DISPARITY_ROWS = (
-    "worst_group_accuracy",
-    "best_worst_gap",
-    "dp_difference",
-    "eo_difference",
-    "worst_group_loss",
-    "loss_gap",
-)
 
 
 def _fmt(value: Any) -> str:

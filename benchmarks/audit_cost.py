@@ -31,14 +31,14 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from fairlora.audit.calibration import calibration_table
-from fairlora.audit.membership import loss_attack_table
-from fairlora.audit.predict import predict_frame
-from fairlora.audit.results import AuditResult, RunAudit
-from fairlora.audit.utility import utility_table
+from fairlora.auditing.results import AuditResult, RunAudit
 from fairlora.data.encode import make_collator, tokenize_frame
+from fairlora.metrics.calibration import calibration_table
+from fairlora.metrics.membership import loss_attack_table
+from fairlora.metrics.utility import utility_table
 from fairlora.pipeline import load_run, train
 from fairlora.report.html import write_report
+from fairlora.tasks.predict import predict_frame
 
 TARGET_RATIO = 1.2
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import fairlora
 from conftest import tiny_config
-from fairlora.audit.results import load_audit
+from fairlora.auditing.results import load_audit
 from fairlora.cli import app
 from fairlora.errors import AuditError, ConfigError, RunDirError
 

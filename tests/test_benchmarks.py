@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from fairlora.audit import benchmarks as bench
-from fairlora.audit.likelihood import model_scorer
-from fairlora.audit.table import MetricTable
+
+from fairlora.auditing.likelihood import model_scorer
 from fairlora.config import ModelConfig
 from fairlora.errors import AuditError, DataError
+from fairlora.metrics.table import MetricTable
 from fairlora.models import load_model
 
 Scorer = Callable[[list[str], list[str] | None], tuple[np.ndarray, np.ndarray]]

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import brier_score_loss
 
-from fairlora.audit.bootstrap import bootstrap_weights, percentile_ci
-from fairlora.audit.calibration import bin_index, calibration_table
 from fairlora.errors import AuditError
+from fairlora.metrics.bootstrap import bootstrap_weights, percentile_ci
+from fairlora.metrics.calibration import bin_index, calibration_table
 
 
 def _binary(prob_1, labels, **groups) -> pd.DataFrame:

@@ -1,11 +1,11 @@
-"""fairlora.audit.generate: batched greedy decoding with left padding on the tiny random Llama."""
+"""fairlora.auditing.generate: batched greedy decoding with left padding on the tiny random Llama."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from fairlora.audit.generate import generate_greedy
+from fairlora.auditing.generate import generate_greedy
 from fairlora.config import ModelConfig
 from fairlora.models import LoadedModel, load_model
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fairlora.audit.groups import GroupMetrics, explode_groups, group_metrics
+from fairlora.metrics.groups import GroupMetrics, explode_groups, group_metrics
 
 
 def _predictions(labels, preds, groups: dict[str, list[bool]]) -> pd.DataFrame:

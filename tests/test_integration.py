@@ -15,7 +15,7 @@ import yaml
 
 import fairlora
 from conftest import tiny_config
-from fairlora.report.results import load_results
+from fairlora.runs import load_results
 
 pytestmark = pytest.mark.slow
 

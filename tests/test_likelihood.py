@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fairlora.audit.likelihood import encode_pairs, sequence_logprobs, start_ids
+from fairlora.auditing.likelihood import encode_pairs, sequence_logprobs, start_ids
 from fairlora.config import ModelConfig
 from fairlora.models import LoadedModel, load_model
 

@@ -8,8 +8,9 @@ import pytest
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from fairlora.audit.bootstrap import bootstrap_weights, percentile_ci
-from fairlora.audit.membership import (
+from fairlora.errors import AuditError
+from fairlora.metrics.bootstrap import bootstrap_weights, percentile_ci
+from fairlora.metrics.membership import (
     attack_table,
     downsample_curve,
     lira_scores,
@@ -17,7 +18,6 @@ from fairlora.audit.membership import (
     loss_attack_table,
     weighted_attack_figures,
 )
-from fairlora.errors import AuditError
 
 
 def _sklearn_figures(member: np.ndarray, score: np.ndarray) -> dict[str, float]:

@@ -14,7 +14,7 @@ from conftest import tiny_config
 from fairlora import pipeline
 from fairlora.errors import RunDirError, TrainingError
 from fairlora.methods import LossTerm, MethodSetup
-from fairlora.report.results import load_results
+from fairlora.runs import load_results
 
 
 def test_lora_run_writes_a_complete_run_folder(tiny):

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fairlora.audit.likelihood import model_scorer
-from fairlora.audit.probes import SHARES, TEMPLATES, probe_items, token_probe
-from fairlora.audit.table import MetricTable
+from fairlora.auditing.likelihood import model_scorer
 from fairlora.config import ModelConfig
+from fairlora.metrics.probes import SHARES, TEMPLATES, probe_items, token_probe
+from fairlora.metrics.table import MetricTable
 from fairlora.models import load_model
 
 TEXTS = ["The nurse finished the report before lunch.", "The pilot checked the weather.", "The chef cooked."]

@@ -1,13 +1,18 @@
-"""fairlora.audit.prompts: the WinoBias occupation set and WinoMT translation prompts."""
+"""fairlora.auditing.prompts: the WinoBias occupation set and WinoMT translation prompts."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from fairlora.audit.prompts import OCCUPATION_TEMPLATES, load_occupations, occupation_prompts, winomt_prompts
-from fairlora.audit.pronouns import pronoun_table
+from fairlora.auditing.prompts import (
+    OCCUPATION_TEMPLATES,
+    load_occupations,
+    occupation_prompts,
+    winomt_prompts,
+)
 from fairlora.errors import DataError
+from fairlora.metrics.pronouns import pronoun_table
 
 # Zhao et al. (2018), Table 1: % women per occupation (US Bureau of Labor Statistics).
 PAPER = {

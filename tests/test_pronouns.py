@@ -1,4 +1,4 @@
-"""fairlora.audit.pronouns: pronoun rules and the pro/anti/neutral/unknown table with bootstrap CIs."""
+"""fairlora.metrics.pronouns: pronoun rules and the pro/anti/neutral/unknown table with bootstrap CIs."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fairlora.audit.bootstrap import bootstrap_weights
-from fairlora.audit.pronouns import pronoun_gender, pronoun_table, stereotype_outcome
-from fairlora.audit.table import MetricTable
 from fairlora.errors import AuditError
+from fairlora.metrics.bootstrap import bootstrap_weights
+from fairlora.metrics.pronouns import pronoun_gender, pronoun_table, stereotype_outcome
+from fairlora.metrics.table import MetricTable
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from fairlora.audit.results import AuditResult, RunAudit, load_audit
-from fairlora.audit.table import Estimate, MetricTable
+from fairlora.auditing.results import AuditResult, RunAudit, load_audit
+from fairlora.metrics.table import Estimate, MetricTable
 from fairlora.report import plots
 from fairlora.report.html import render_html, write_report
 from fairlora.report.markdown import main_rows, render_markdown

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fairlora.audit.bootstrap import bootstrap_weights, percentile_ci
-from fairlora.audit.groups import group_metrics
-from fairlora.audit.utility import utility_table
 from fairlora.errors import AuditError
+from fairlora.metrics.bootstrap import bootstrap_weights, percentile_ci
+from fairlora.metrics.groups import group_metrics
+from fairlora.metrics.utility import utility_table
 
 GROUPS = ["a", "b", "c", "empty"]
 

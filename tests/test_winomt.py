@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fairlora.audit.prompts import load_occupations
+from fairlora.auditing.prompts import load_occupations
 from fairlora.config import DataConfig, ModelConfig
 from fairlora.data import list_datasets, load_task_data
 from fairlora.data.encode import IGNORE_INDEX, make_collator, tokenize_frame

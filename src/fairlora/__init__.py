@@ -9,7 +9,7 @@ __all__ = ["RunConfig", "RunResult", "audit", "evaluate", "load_config", "sweep"
 
 if TYPE_CHECKING:
     from fairlora.config import RunConfig, load_config
-    from fairlora.report.results import RunResult
+    from fairlora.runs import RunResult
 
 
 def train(config: Any, overrides: list[str] | None = None, **kwargs: Any) -> RunResult:
@@ -33,17 +33,21 @@ def sweep(config: Any, grid: list[str], overrides: list[str] | None = None, **kw
     return run(config, grid, overrides, **kwargs)
 
 
-def __getattr__(name: str) -> Any:
-    if name == "audit":  # the package is callable: fairlora.audit(run_dirs, out_dir, overrides)
-        import fairlora.audit
+def audit(run_dirs: Any, out_dir: Any, overrides: list[str] | None = None, **kwargs: Any) -> Any:
+    """Audit one or more run folders per group; writes results.json and report.html to out_dir."""
+    from fairlora.auditing import audit as run
 
-        return fairlora.audit
+    single = isinstance(run_dirs, str) or hasattr(run_dirs, "is_dir")  # one str or Path
+    return run([run_dirs] if single else list(run_dirs), out_dir, overrides, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
     if name in ("RunConfig", "load_config"):
         from fairlora import config
 
         return getattr(config, name)
     if name == "RunResult":
-        from fairlora.report.results import RunResult
+        from fairlora.runs import RunResult
 
         return RunResult
     raise AttributeError(name)

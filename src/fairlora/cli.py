@@ -74,7 +74,7 @@ def audit(
     output: Annotated[Path, typer.Option("--output", "-o", help="folder for results.json and the report")],
 ) -> None:
     """Audit runs per group (utility, calibration, membership, ...) and write a report comparing them."""
-    from fairlora.auditor import audit as run_audit
+    from fairlora.auditing.run import audit as run_audit
     from fairlora.report.tables import audit_tables
 
     run_dirs = [t for t in targets if "=" not in t]
@@ -96,7 +96,7 @@ def report(
     audit_dir: Annotated[Path, typer.Argument(help="a folder written by `fairlora audit`")],
 ) -> None:
     """Render report.html and report.md again from an audit's results.json."""
-    from fairlora.audit.results import load_audit
+    from fairlora.auditing.results import load_audit
     from fairlora.report.html import write_report
 
     try:

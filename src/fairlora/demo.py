@@ -7,10 +7,10 @@ from pathlib import Path
 
 import yaml
 
-from fairlora.audit.results import AuditResult
+from fairlora.auditing.results import AuditResult
 from fairlora.config import build_config
 from fairlora.pipeline import train
-from fairlora.report.results import RunResult
+from fairlora.runs import RunResult
 
 # full fine-tuning moves every weight: a smaller learning rate than the adapter methods
 METHOD_OVERRIDES = {"full": ["train.lr=5e-5"], "none": ["train.lr=2e-3"]}
@@ -40,6 +40,6 @@ def run_demo(output_dir: Path, methods: list[str], overrides: list[str]) -> list
 
 def audit_demo(results: list[RunResult], output_dir: Path) -> AuditResult:
     """Audit the demo runs side by side (the first is the reference) into `output_dir/audit`."""
-    from fairlora.auditor import audit
+    from fairlora.auditing.run import audit
 
     return audit([r.run_dir for r in results if r.run_dir is not None], output_dir / "audit")

@@ -12,15 +12,15 @@ import yaml
 from accelerate import PartialState
 from transformers import set_seed
 
-from fairlora.audit.groups import group_metrics
-from fairlora.audit.predict import predict_frame
 from fairlora.config import RunConfig, build_config, load_config
 from fairlora.data import TaskData, load_task_data
 from fairlora.errors import ConfigError, RunDirError
 from fairlora.methods import apply_method, count_parameters, load_trained, validate_method
+from fairlora.metrics.groups import group_metrics
 from fairlora.models import LoadedModel, load_model
-from fairlora.report.results import CONFIG_FILE, PREDICTIONS_FILE, RESULTS_FILE, RunResult, load_results
+from fairlora.runs import CONFIG_FILE, PREDICTIONS_FILE, RESULTS_FILE, RunResult, load_results
 from fairlora.storage import write_dir_atomic, write_parquet_atomic, write_text_atomic
+from fairlora.tasks.predict import predict_frame
 from fairlora.training import build_trainer, on_cpu, run_training
 
 WEIGHTS_DIRS = {"lora": "adapter", "pissa": "adapter", "full": "model", "none": "head"}

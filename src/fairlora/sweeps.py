@@ -58,13 +58,13 @@ class SweepResult:
 
 def cell_metrics(run_dir: Path) -> dict[str, float]:
     """Headline figures of one finished run: utility/disparity, ECE and loss-attack AUC (no CIs)."""
-    from fairlora.audit.calibration import calibration_table
-    from fairlora.audit.membership import loss_attack_table
-    from fairlora.audit.utility import utility_table
-    from fairlora.auditor import group_columns, load_predictions, run_config
+    from fairlora.metrics.calibration import calibration_table
+    from fairlora.metrics.membership import loss_attack_table
+    from fairlora.metrics.utility import utility_table
+    from fairlora.runs import group_columns, read_config, read_predictions
 
-    cfg = run_config(run_dir, [])
-    predictions = load_predictions(run_dir)
+    cfg = read_config(run_dir)
+    predictions = read_predictions(run_dir)
     groups = group_columns(predictions)
     options = {"min_group_size": cfg.eval.min_group_size, "n_boot": 0, "seed": 0}
     test = predictions[predictions["split"] == "test"]

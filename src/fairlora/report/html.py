@@ -9,8 +9,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from fairlora.audit.results import AuditResult, RunAudit
-from fairlora.audit.table import Estimate, MetricTable
+from fairlora.auditing.results import AuditResult, RunAudit
+from fairlora.metrics.table import Estimate, MetricTable
 from fairlora.report.markdown import MISSING, fmt_ci, fmt_delta, fmt_value, main_rows, render_markdown
 from fairlora.report.plots import Plot, section_plots
 from fairlora.storage import write_text_atomic

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fairlora.audit.results import AuditResult, RunAudit
-from fairlora.audit.table import Estimate, MetricTable
+from fairlora.auditing.results import AuditResult, RunAudit
+from fairlora.metrics.table import Estimate, MetricTable
 
 MISSING = "–"
 KEY_METRICS = {

@@ -12,7 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator
 
-from fairlora.audit.table import Estimate, MetricTable
+from fairlora.metrics.table import Estimate, MetricTable
 
 WIDTH, HEIGHT, DPI = 6.0, 3.5, 100
 PANEL_WIDTH, PANEL_HEIGHT = 2.6, 2.4

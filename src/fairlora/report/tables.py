@@ -6,9 +6,9 @@ from typing import Any
 
 from rich.table import Table
 
-from fairlora.audit.groups import GroupMetrics
+from fairlora.metrics.groups import GroupMetrics
 from fairlora.report.markdown import DISPARITY_ROWS, KEY_METRICS
-from fairlora.report.results import RunResult
+from fairlora.runs import RunResult
 
 CLASSIFICATION_COLUMNS = ("accuracy", "f1", "tpr", "fpr", "positive_rate")
 LM_COLUMNS = ("loss", "perplexity")

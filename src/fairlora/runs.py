@@ -1,4 +1,7 @@
-"""The results of one run and their versioned JSON form (`results.json`)."""
+"""The run folder: its file names, its weights folder, and reading its config, predictions and results.
+
+Every stage that reads a run (pipeline, audit, LiRA shadows, sweeps) goes through this module.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +10,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fairlora.audit.groups import GroupMetrics
+import pandas as pd
+import yaml
+
+from fairlora.config import RunConfig, build_config
 from fairlora.errors import RunDirError
+from fairlora.metrics.groups import GroupMetrics
 from fairlora.storage import write_text_atomic
 
 SCHEMA_VERSION = 1
 RESULTS_FILE = "results.json"
 CONFIG_FILE = "config.yaml"  # the resolved config of a run
 PREDICTIONS_FILE = "predictions.parquet"  # its one stored prediction pass
+TRAIN_LOG_FILE = "train_log.json"
+CHECKPOINTS_DIR = "checkpoints"
 
 
 @dataclass
@@ -89,3 +98,52 @@ def load_results(run_dir: Path) -> RunResult:
         return RunResult.from_dict(data, Path(run_dir))
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise RunDirError(f"{path} is corrupt ({exc}); re-create it with `fairlora eval {run_dir}`") from None
+
+
+def weights_dir(run_dir: Path, method: str) -> Path:
+    """The folder a run of `method` saves its trained weights in (adapter/, model/, head/ ...)."""
+    from fairlora.methods import get_method
+
+    return Path(run_dir) / get_method(method).weights_dir
+
+
+def read_config(run_dir: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """A run's resolved config (its folder is where it lies now), plus `overrides`."""
+    run_dir = Path(run_dir)
+    file = run_dir / CONFIG_FILE
+    if not file.is_file():
+        raise RunDirError(
+            f"{file} not found: {run_dir} is not a fairlora run folder (written by `fairlora train`)"
+        )
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise RunDirError(f"{file}: not valid YAML ({exc}); the run folder is damaged") from None
+    return build_config(data, [*(overrides or []), f"output_dir={run_dir.parent}", f"name={run_dir.name}"])
+
+
+def read_predictions(run_dir: str | Path) -> pd.DataFrame:
+    """The run's stored prediction table, with a clear error when absent or unreadable."""
+    path = Path(run_dir) / PREDICTIONS_FILE
+    if not path.is_file():
+        raise RunDirError(
+            f"{path} not found: the run has no stored predictions (it did not finish); "
+            f"create them with `fairlora eval {run_dir}`"
+        )
+    try:
+        table = pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a damaged file
+        raise RunDirError(
+            f"{path} is unreadable ({exc}); re-create it with `fairlora eval {run_dir}`"
+        ) from None
+    missing = {"id", "split", "loss"} - set(table.columns)
+    if missing:
+        raise RunDirError(
+            f"{path} lacks columns {sorted(missing)}; re-create it with `fairlora eval {run_dir}`"
+        )
+    return table
+
+
+def group_columns(predictions: pd.DataFrame) -> list[str]:
+    """The boolean group columns of a prediction table."""
+    return [c for c in predictions.columns if pd.api.types.is_bool_dtype(predictions[c])]

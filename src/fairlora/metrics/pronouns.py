@@ -13,9 +13,9 @@ import re
 import numpy as np
 import pandas as pd
 
-from fairlora.audit.bootstrap import percentile_ci, resampled_sums, safe_ratio
-from fairlora.audit.table import Estimate, MetricTable
 from fairlora.errors import AuditError
+from fairlora.metrics.bootstrap import percentile_ci, resampled_sums, safe_ratio
+from fairlora.metrics.table import Estimate, MetricTable
 
 FEMALE = frozenset({"she", "her", "hers", "herself"})
 MALE = frozenset({"he", "him", "his", "himself"})
@@ -58,7 +58,7 @@ def _check(frame: pd.DataFrame, group_columns: list[str]) -> None:
         raise AuditError(
             f"pronoun audit: column(s) {', '.join(map(repr, missing))} missing from the generations "
             f"table (columns: {', '.join(map(str, frame.columns))}); fix: generate for a prompt set "
-            f"that has them (see fairlora.audit.prompts)."
+            f"that has them (see fairlora.auditing.prompts)."
         )
     odd = sorted(set(frame["stereotype_gender"].astype(str)) - set(GENDERS))
     if odd:

@@ -13,15 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
-from fairlora.audit.calibration import calibration_table
-from fairlora.audit.membership import loss_attack_table
-from fairlora.audit.results import AUDIT_FILE, AUDIT_KIND, AuditResult, RunAudit
-from fairlora.audit.utility import utility_table
-from fairlora.config import RunConfig, build_config
-from fairlora.errors import AuditError, ConfigError, RunDirError
-from fairlora.report.results import CONFIG_FILE, PREDICTIONS_FILE
+from fairlora.auditing.results import AUDIT_FILE, AUDIT_KIND, AuditResult, RunAudit
+from fairlora.config import RunConfig
+from fairlora.errors import AuditError, ConfigError
+from fairlora.metrics.calibration import calibration_table
+from fairlora.metrics.membership import loss_attack_table
+from fairlora.metrics.utility import utility_table
+from fairlora.runs import CONFIG_FILE, group_columns, read_config, read_predictions
 
 MODEL_SECTIONS = ("generation", "probe", "benchmarks")
 AUDIT_OVERRIDE_PREFIXES = ("audit.", "eval.min_group_size")
@@ -49,46 +48,13 @@ def audit(
 
 def run_config(run_dir: Path, overrides: list[str]) -> RunConfig:
     """The run's resolved config plus audit.* / eval.min_group_size overrides."""
-    file = run_dir / CONFIG_FILE
-    if not file.is_file():
-        raise RunDirError(
-            f"{file} not found: {run_dir} is not a fairlora run folder (written by `fairlora train`)"
-        )
     for item in overrides:
         if not item.strip().startswith(AUDIT_OVERRIDE_PREFIXES):
             raise ConfigError(
                 f"override {item!r}: an audit only takes audit.* and eval.min_group_size overrides; "
                 f"other settings are fixed by the run (train a new run to change them)"
             )
-    data = yaml.safe_load(file.read_text()) or {}
-    return build_config(data, [*overrides, f"output_dir={run_dir.parent}", f"name={run_dir.name}"])
-
-
-def load_predictions(run_dir: Path) -> pd.DataFrame:
-    """The run's stored prediction table, with a clear error when absent or unreadable."""
-    path = run_dir / PREDICTIONS_FILE
-    if not path.is_file():
-        raise RunDirError(
-            f"{path} not found: the run has no stored predictions (it did not finish); "
-            f"create them with `fairlora eval {run_dir}`"
-        )
-    try:
-        table = pd.read_parquet(path)
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a damaged file
-        raise RunDirError(
-            f"{path} is unreadable ({exc}); re-create it with `fairlora eval {run_dir}`"
-        ) from None
-    missing = {"id", "split", "loss"} - set(table.columns)
-    if missing:
-        raise RunDirError(
-            f"{path} lacks columns {sorted(missing)}; re-create it with `fairlora eval {run_dir}`"
-        )
-    return table
-
-
-def group_columns(predictions: pd.DataFrame) -> list[str]:
-    """The boolean group columns of a prediction table."""
-    return [c for c in predictions.columns if pd.api.types.is_bool_dtype(predictions[c])]
+    return read_config(run_dir, overrides)
 
 
 def plan_sections(cfg: RunConfig, predictions: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -112,7 +78,7 @@ def plan_sections(cfg: RunConfig, predictions: pd.DataFrame) -> tuple[list[str],
 def audit_run(run_dir: Path, out_dir: Path, overrides: list[str], progress: bool = True) -> RunAudit:
     """Every planned section of one run."""
     cfg = run_config(run_dir, overrides)
-    predictions = load_predictions(run_dir)
+    predictions = read_predictions(run_dir)
     groups = group_columns(predictions)
     sections, notes = plan_sections(cfg, predictions)
     audit = RunAudit(cfg.name, cfg.method, cfg.model.name, cfg.data.name, cfg.task, str(run_dir), notes=notes)
@@ -129,12 +95,12 @@ def audit_run(run_dir: Path, out_dir: Path, overrides: list[str], progress: bool
         elif section == "membership":
             audit.sections["membership/loss"] = loss_attack_table(predictions, groups, **options)
         elif section == "lira":
-            from fairlora.shadows import lira_table
+            from fairlora.auditing.shadows import lira_table
 
             audit.sections["membership/lira"] = lira_table(cfg, predictions, out_dir, progress)
     model_sections = [s for s in sections if s in MODEL_SECTIONS]
     if model_sections:
-        from fairlora.model_audits import model_sections as compute
+        from fairlora.auditing.model_sections import model_sections as compute
 
         audit.sections |= compute(cfg, model_sections, out_dir / "cache" / cfg.name, progress)
     return audit

@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from fairlora.audit.bootstrap import iter_weights, safe_ratio
-from fairlora.audit.table import Estimate, MetricTable
-from fairlora.audit.utility import (
+from fairlora.errors import AuditError
+from fairlora.metrics.bootstrap import iter_weights, safe_ratio
+from fairlora.metrics.table import Estimate, MetricTable
+from fairlora.metrics.utility import (
     assemble,
     column_estimates,
     group_matrix,
@@ -22,7 +23,6 @@ from fairlora.audit.utility import (
     summary_estimate,
     used_rows,
 )
-from fairlora.errors import AuditError
 
 
 def bin_index(values: np.ndarray, n_bins: int = 10) -> np.ndarray:

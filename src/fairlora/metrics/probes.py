@@ -17,9 +17,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fairlora.audit.bootstrap import safe_ratio
-from fairlora.audit.shares import Columns, Scorer, scope_estimates
-from fairlora.audit.table import MetricTable
+from fairlora.metrics.bootstrap import safe_ratio
+from fairlora.metrics.shares import Columns, Scorer, scope_estimates
+from fairlora.metrics.table import MetricTable
 
 TEMPLATES = ("yes_no", "letters", "numbers", "symbols")
 CONTENTS = ("man", "woman", "unknown")

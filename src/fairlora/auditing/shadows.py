@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fairlora.audit.membership import attack_table, lira_scores, lira_statistic
-from fairlora.audit.table import MetricTable
 from fairlora.config import RunConfig, build_config
 from fairlora.data import TaskData, load_task_data
 from fairlora.errors import AuditError, ConfigError, RunDirError
-from fairlora.report.results import PREDICTIONS_FILE
+from fairlora.metrics.membership import attack_table, lira_scores, lira_statistic
+from fairlora.metrics.table import MetricTable
+from fairlora.runs import PREDICTIONS_FILE
 
 MEMBER = "member"
 

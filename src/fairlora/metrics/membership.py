@@ -17,10 +17,10 @@ from scipy.stats import norm
 from sklearn.metrics import auc as trapezoid_auc
 from sklearn.metrics import roc_curve
 
-from fairlora.audit.bootstrap import iter_weights, percentile_ci, safe_ratio
-from fairlora.audit.table import Estimate, MetricTable
-from fairlora.audit.utility import group_matrix, nan_extremes, summary_estimate, used_rows
 from fairlora.errors import AuditError
+from fairlora.metrics.bootstrap import iter_weights, percentile_ci, safe_ratio
+from fairlora.metrics.table import Estimate, MetricTable
+from fairlora.metrics.utility import group_matrix, nan_extremes, summary_estimate, used_rows
 
 FPR_TARGETS = {"tpr_at_1pct_fpr": 0.01, "tpr_at_0.1pct_fpr": 0.001}
 METRICS = ("auc", "best_balanced_accuracy", *FPR_TARGETS)

@@ -7,8 +7,8 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from fairlora.audit.bootstrap import percentile_ci, resampled_sums, safe_ratio
-from fairlora.audit.table import Estimate, MetricTable
+from fairlora.metrics.bootstrap import percentile_ci, resampled_sums, safe_ratio
+from fairlora.metrics.table import Estimate, MetricTable
 
 Scorer = Callable[[list[str], list[str] | None], tuple[np.ndarray, np.ndarray]]
 Columns = dict[str, np.ndarray]

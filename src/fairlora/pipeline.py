@@ -15,16 +15,31 @@ from transformers import set_seed
 from fairlora.config import RunConfig, build_config, load_config
 from fairlora.data import TaskData, load_task_data
 from fairlora.errors import ConfigError, RunDirError
-from fairlora.methods import apply_method, count_parameters, load_trained, validate_method
-from fairlora.metrics.groups import group_metrics
-from fairlora.models import LoadedModel, load_model
-from fairlora.runs import CONFIG_FILE, PREDICTIONS_FILE, RESULTS_FILE, RunResult, load_results
+from fairlora.methods import (
+    apply_method,
+    count_parameters,
+    get_method,
+    load_trained,
+    validate_method,
+)
+from fairlora.metrics.utility import utility_table
+from fairlora.models import LoadedModel, linear_module_names, load_model, model_type
+from fairlora.runs import (
+    CHECKPOINTS_DIR,
+    CONFIG_FILE,
+    PREDICTIONS_FILE,
+    RESULTS_FILE,
+    TRAIN_LOG_FILE,
+    RunResult,
+    load_results,
+    read_config,
+    weights_dir,
+)
 from fairlora.storage import write_dir_atomic, write_parquet_atomic, write_text_atomic
 from fairlora.tasks.predict import predict_frame
-from fairlora.training import build_trainer, on_cpu, run_training
+from fairlora.training.trainer import build_trainer, on_cpu, run_training
 
-WEIGHTS_DIRS = {"lora": "adapter", "pissa": "adapter", "full": "model", "none": "head"}
-CHECKPOINTS = "checkpoints"
+BOOTSTRAP_SEED = 0  # the audit's default seed: results.json and a default audit share their resamples
 
 
 def as_config(
@@ -57,7 +72,7 @@ def train(
         return finished
     data = data or load_task_data(cfg.data, cfg.task, cfg.seed)
     num_labels = max(len(data.label_names), 2)
-    validate_method(cfg, num_labels)  # every input error is raised before the run folder is touched
+    validate_run(cfg, data, num_labels)  # every input error is raised before the run folder is touched
     state.wait_for_everyone()
     if state.is_main_process:
         _init_run_dir(cfg, overwrite)
@@ -69,23 +84,57 @@ def train(
     facts: dict[str, Any] = {"trainable_params": trainable, "total_params": total}
     trainer = None
     if setup.trains:
-        trainer = build_trainer(cfg, setup, loaded.tokenizer, data.train, cfg.run_dir / CHECKPOINTS)
-        facts |= run_training(trainer, cfg.run_dir / CHECKPOINTS, resume)
-    weights_dir = cfg.run_dir / WEIGHTS_DIRS[cfg.method]
+        trainer = build_trainer(cfg, setup, loaded.tokenizer, data.train, cfg.run_dir / CHECKPOINTS_DIR)
+        facts |= run_training(trainer, cfg.run_dir / CHECKPOINTS_DIR, resume)
+    target = weights_dir(cfg.run_dir, cfg.method)
     sharded = trainer is not None and (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled)
-    if sharded:
-        trainer.save_model(str(weights_dir))  # gathers sharded weights; PEFT models save their adapter
+    gathered = trainer.accelerator.get_state_dict(trainer.model) if sharded else None  # on every process
     if state.is_main_process:
-        if not sharded:
-            write_dir_atomic(weights_dir, setup.save)
+        if sharded:
+            write_dir_atomic(target, lambda path: save_gathered(cfg, gathered, num_labels, path))
+        else:
+            write_dir_atomic(target, setup.save)
         if trainer is not None:
-            write_text_atomic(cfg.run_dir / "train_log.json", json.dumps(trainer.state.log_history, indent=1))
+            write_text_atomic(cfg.run_dir / TRAIN_LOG_FILE, json.dumps(trainer.state.log_history, indent=1))
         if state.num_processes > 1:  # the in-memory model is wrapped or sharded: evaluate from disk
             result = evaluate_run(cfg.run_dir, train_facts=facts)
         else:
             result = _evaluate(cfg, setup.model, loaded.tokenizer, data, facts)
     state.wait_for_everyone()
     return result if state.is_main_process else load_results(cfg.run_dir)
+
+
+def validate_run(cfg: RunConfig, data: TaskData, num_labels: int) -> None:
+    """Check the model, the method's settings and the evaluation splits without writing anything."""
+    names = linear_module_names(cfg.model, cfg.task, num_labels)  # a bad model.name fails here
+    validate_method(cfg, names, model_type(cfg.model))
+    for split in cfg.eval.splits:
+        data.split(split)
+    if cfg.train.report_to:
+        from transformers.integrations import get_available_reporting_integrations
+
+        missing = set(cfg.train.report_to) - {*get_available_reporting_integrations(), "all", "none"}
+        if missing:
+            raise ConfigError(
+                f"train.report_to: {sorted(missing)} not installed; `pip install {' '.join(sorted(missing))}` "
+                f"or remove it from train.report_to"
+            )
+
+
+def save_gathered(cfg: RunConfig, state_dict: dict[str, Any], num_labels: int, path: Path) -> None:
+    """Save weights gathered from FSDP / DeepSpeed through the method's own saver.
+
+    The sharded model cannot save itself the way the method does (PiSSA converts its adapter, `none`
+    keeps only the head): the gathered weights go into a fresh copy of the method on this process.
+    """
+    set_seed(cfg.seed)  # a randomized PiSSA init is drawn as in training, then overwritten anyway
+    fresh = apply_method(cfg, load_model(cfg.model, cfg.task, num_labels))
+    missing, unexpected = fresh.model.load_state_dict(state_dict, strict=False)
+    if unexpected or [k for k in missing if "lora_" in k or "vera_" in k]:
+        raise RunDirError(
+            f"the gathered weights do not fit the model: unexpected {unexpected[:3]}, missing {missing[:3]}"
+        )
+    fresh.save(path)
 
 
 def _check_run_dir(cfg: RunConfig, overwrite: bool, resume: bool) -> RunResult | None:
@@ -124,14 +173,13 @@ def _check_same_config(cfg: RunConfig, saved_file: Path) -> None:
 
 
 def _evaluate(cfg: RunConfig, model: Any, tokenizer: Any, data: TaskData, facts: dict[str, Any]) -> RunResult:
-    """One prediction pass per split, per-group metrics, then predictions + results.json on disk."""
-    frames = {"train": data.train, "test": data.test}
+    """One prediction pass per split, per-group utility, then predictions + results.json on disk."""
     tables, splits = [], {}
     for split in cfg.eval.splits:
         table = predict_frame(
             model,
             tokenizer,
-            frames[split],
+            data.split(split),
             cfg.task,
             cfg.model.max_length,
             cfg.eval.batch_size,
@@ -140,7 +188,13 @@ def _evaluate(cfg: RunConfig, model: Any, tokenizer: Any, data: TaskData, facts:
             cfg.train.progress_bar,
         )
         tables.append(table)
-        splits[split] = group_metrics(table, data.group_columns, cfg.eval.min_group_size)
+        splits[split] = utility_table(
+            table,
+            data.group_columns,
+            min_group_size=cfg.eval.min_group_size,
+            n_boot=cfg.eval.n_boot,
+            seed=BOOTSTRAP_SEED,
+        )
     write_parquet_atomic(cfg.run_dir / PREDICTIONS_FILE, pd.concat(tables, ignore_index=True))
     result = RunResult(cfg.name, cfg.method, cfg.model.name, data.name, cfg.task, splits, facts, cfg.run_dir)
     result.save(cfg.run_dir)
@@ -149,22 +203,20 @@ def _evaluate(cfg: RunConfig, model: Any, tokenizer: Any, data: TaskData, facts:
 
 def load_run(run_dir: str | Path) -> tuple[RunConfig, TaskData, LoadedModel]:
     """A run's resolved config, its data split, and its trained model loaded from the saved weights."""
-    run_dir = Path(run_dir)
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise RunDirError(f"{run_dir / CONFIG_FILE} not found: {run_dir} is not a fairlora run folder")
-    cfg = load_config(run_dir / CONFIG_FILE, [f"output_dir={run_dir.parent}", f"name={run_dir.name}"])
-    weights_dir = run_dir / WEIGHTS_DIRS[cfg.method]
-    if cfg.method != "none" and not weights_dir.is_dir():
+    cfg = read_config(run_dir)
+    method = get_method(cfg.method)
+    saved = weights_dir(cfg.run_dir, cfg.method)
+    if not saved.is_dir():
         raise RunDirError(
-            f"{weights_dir} not found: the run did not finish training; "
-            f"continue it with `fairlora train {run_dir / CONFIG_FILE} --resume`"
+            f"{saved} not found: the run did not finish training; "
+            f"continue it with `fairlora train {cfg.run_dir / CONFIG_FILE} --resume`"
         )
     data = load_task_data(cfg.data, cfg.task, cfg.seed)
     num_labels = max(len(data.label_names), 2)
-    model_cfg = cfg.model.model_copy(update={"name": str(weights_dir)}) if cfg.method == "full" else cfg.model
+    model_cfg = cfg.model.model_copy(update={"name": str(saved)}) if method.loads_from_weights else cfg.model
     set_seed(cfg.seed)
     loaded = load_model(model_cfg, cfg.task, num_labels)
-    loaded.model = load_trained(cfg, loaded, weights_dir)
+    loaded.model = load_trained(cfg, loaded, saved)
     return cfg, data, loaded
 
 

@@ -22,6 +22,7 @@ from fairlora.data.columns import (
 )
 from fairlora.data.types import ID, Prepared
 from fairlora.errors import DataError
+from fairlora.tasks import Task
 
 TABLE_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
 # Names ending like this are meant as files, but fairlora cannot read them.
@@ -75,22 +76,22 @@ def default_group_columns(frame: pd.DataFrame, exclude: set[str]) -> list[str]:
 def prepare_table(
     raw: pd.DataFrame,
     cfg: DataConfig,
-    task: str,
+    task: Task,
     name: str,
     source: str,
     class_names: list[str] | None = None,
 ) -> Prepared:
     """Turn a user table into the standard frame, using data.text_column / label_column / group_columns."""
     needed = {cfg.text_column: "data.text_column"}
-    if task == "classification":
+    if task.classifies:
         needed[cfg.label_column] = "data.label_column"
-    if task == "causal_lm" and cfg.prompt_column:
+    if not task.classifies and cfg.prompt_column:
         needed[cfg.prompt_column] = "data.prompt_column"
     require_columns(raw, needed, source)
     require_columns(raw, {g: "data.group_columns" for g in cfg.group_columns}, source)
     ids = stable_ids(raw, ID)
     keep = raw[cfg.text_column].notna()
-    if task == "classification":
+    if task.classifies:
         keep &= raw[cfg.label_column].notna()
         if class_names is not None:  # ClassLabel uses -1 for "no label"
             keep &= raw[cfg.label_column] >= 0
@@ -106,23 +107,23 @@ def prepare_table(
     members = pd.DataFrame({g: to_bool(table[g], g, source) for g in groups}, index=table.index)
     groups = drop_or_reject_empty(members, groups, explicit, source)
     labels, label_names = None, []
-    if task == "classification":
+    if task.classifies:
         labels, label_names = encode_labels(table[cfg.label_column], cfg.label_column, source, class_names)
-    prompts = table[cfg.prompt_column] if task == "causal_lm" and cfg.prompt_column else None
+    prompts = table[cfg.prompt_column] if not task.classifies and cfg.prompt_column else None
     frame = assemble(ids, table[cfg.text_column], labels, prompts, {g: members[g] for g in groups})
     return Prepared(name, frame, groups, label_names, source)
 
 
-def load_local_table(cfg: DataConfig, task: str) -> Prepared:
+def load_local_table(cfg: DataConfig, task: Task) -> Prepared:
     """data.name is a local file: read it and use the configured columns."""
     raw = read_table(cfg.name, "data.name")
     return prepare_table(raw, cfg, task, Path(cfg.name).stem, str(cfg.name))
 
 
-def load_hub_table(cfg: DataConfig, task: str, registered: list[str]) -> Prepared:
+def load_hub_table(cfg: DataConfig, task: Task, registered: list[str]) -> Prepared:
     """data.name is a Hugging Face dataset id (or a local dataset folder): load it with `datasets`."""
     dataset = load_hf_split(cfg.name, cfg.hf_split, registered)
-    class_names = _class_names(dataset.features.get(cfg.label_column)) if task == "classification" else None
+    class_names = _class_names(dataset.features.get(cfg.label_column)) if task.classifies else None
     raw = dataset.to_pandas()
     source = f"HF dataset {cfg.name!r} (split {cfg.hf_split!r})"
     return prepare_table(raw, cfg, task, cfg.name, source, class_names)

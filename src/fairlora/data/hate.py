@@ -20,6 +20,7 @@ from fairlora.data.columns import (
 from fairlora.data.files import load_hf_split, read_table
 from fairlora.data.types import Prepared
 from fairlora.errors import DataError
+from fairlora.tasks import Task
 
 LABEL_NAMES = ["non-hateful", "hateful"]
 DLAB_ID = "ucberkeley-dlab/measuring-hate-speech"
@@ -45,7 +46,7 @@ def dlab_group_name(name: str) -> str:
     return name.removeprefix("target_")
 
 
-def load_dlab(cfg: DataConfig, task: str, registered: list[str]) -> Prepared:
+def load_dlab(cfg: DataConfig, task: Task, registered: list[str]) -> Prepared:
     """D-Lab hate speech, prepared as the fairness-audit spec says (threshold, dedup, target filter)."""
     if cfg.path:
         raw, source = read_table(cfg.path, "data.path"), str(cfg.path)
@@ -113,7 +114,7 @@ def hatecheck_file(cfg: DataConfig) -> Path:
     )
 
 
-def load_hatecheck(cfg: DataConfig, task: str) -> Prepared:
+def load_hatecheck(cfg: DataConfig, task: Task) -> Prepared:
     """HateCheck test cases; label = label_gold == 'hateful'; one group per target_ident value."""
     file = hatecheck_file(cfg)
     raw = read_table(file, "data.path")

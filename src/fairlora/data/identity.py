@@ -20,6 +20,7 @@ from fairlora.config import DataConfig
 from fairlora.data.columns import assemble, choose_groups
 from fairlora.data.types import ID, LABEL, Prepared
 from fairlora.errors import DataError
+from fairlora.tasks import Task
 
 LABEL_NAMES = ["non-hateful", "hateful"]
 SOURCE = "generated identity dataset"
@@ -197,7 +198,7 @@ def inject_label_bias(train: pd.DataFrame, biased_ids: set[str], rate: float, se
     return biased
 
 
-def load_identity(cfg: DataConfig, task: str) -> Prepared:
+def load_identity(cfg: DataConfig, task: Task) -> Prepared:
     """Generate the identity dataset and set up bias injection on its train split."""
     available = identity_groups()
     unknown = [g for g in cfg.identity.bias_groups if g not in available]
@@ -214,7 +215,7 @@ def load_identity(cfg: DataConfig, task: str) -> Prepared:
     rate = cfg.identity.bias_rate
 
     def adjust_train(train: pd.DataFrame, seed: int) -> pd.DataFrame:
-        return inject_label_bias(train, biased_ids, rate, seed) if task == "classification" else train
+        return inject_label_bias(train, biased_ids, rate, seed) if task.classifies else train
 
     frame = full[[ID, "text", LABEL, *groups]]
     return Prepared("identity", frame, groups, list(LABEL_NAMES), SOURCE, adjust_train)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
-from fairlora.config import TASKS, DataConfig
+from fairlora.config import DataConfig
 from fairlora.data.columns import check_label_classes
 from fairlora.data.files import is_table_name, load_hub_table, load_local_table, looks_like_file, read_table
 from fairlora.data.hate import DLAB_ID, HATECHECK_URL, load_dlab, load_hatecheck
@@ -14,6 +14,7 @@ from fairlora.data.split import split_frame, subsample
 from fairlora.data.types import LABEL, DatasetInfo, Prepared, TaskData
 from fairlora.data.winomt import WINOMT_FOLDER, WINOMT_NAME, WINOMT_SOURCE, load_winomt
 from fairlora.errors import DataError
+from fairlora.tasks import Task, get_task
 
 Loader = Callable[[DataConfig, str], Prepared]
 
@@ -70,14 +71,13 @@ def _resolve(name: str) -> Loader:
     return partial(load_hub_table, registered=list(registry))
 
 
-def load_task_data(cfg: DataConfig, task: str, seed: int) -> TaskData:
-    """Load data.name for `task` ("classification" | "causal_lm"), subsample, split (seeded)."""
-    if task not in TASKS:
-        raise DataError(f"task: unknown task {task!r}; use one of {', '.join(TASKS)}")
+def load_task_data(cfg: DataConfig, task: Task | str, seed: int) -> TaskData:
+    """Load data.name for `task`, subsample, split into train / test (and val when data.val_size > 0)."""
+    task = get_task(task)
     seed %= 2**32  # numpy and sklearn accept seeds in [0, 2**32)
     prepared = _resolve(cfg.name)(cfg, task)
     frame = prepared.frame
-    classify = task == "classification"
+    classify = task.classifies
     if not classify and LABEL in frame.columns:
         frame = frame.drop(columns=LABEL)
     if frame.empty:
@@ -90,7 +90,12 @@ def load_task_data(cfg: DataConfig, task: str, seed: int) -> TaskData:
         where = prepared.source + (f" (data.max_examples={cfg.max_examples})" if cfg.max_examples else "")
         check_label_classes(frame, prepared.label_names, where, "data.label_column")
     train, test = split_frame(frame, cfg.test_size, seed, classify, prepared.source)
+    val = train.iloc[0:0]
+    if cfg.val_size > 0:
+        train, val = split_frame(
+            train, cfg.val_size, (seed + 1) % 2**32, classify, f"{prepared.source} (data.val_size)"
+        )
     if prepared.adjust_train is not None:
         train = prepared.adjust_train(train, seed)
     label_names = list(prepared.label_names) if classify else []
-    return TaskData(prepared.name, train, test, list(prepared.group_columns), label_names)
+    return TaskData(prepared.name, train, test, list(prepared.group_columns), label_names, val=val)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from fairlora.errors import DataError
+
 ID, TEXT, LABEL, PROMPT = "id", "text", "label", "prompt"
 SPLIT_GROUP = "split_group"  # rows sharing a value stay on one side of the train/test split
 RESERVED_COLUMNS = (ID, TEXT, LABEL, PROMPT, SPLIT_GROUP)
@@ -14,13 +16,22 @@ RESERVED_COLUMNS = (ID, TEXT, LABEL, PROMPT, SPLIT_GROUP)
 
 @dataclass
 class TaskData:
-    """Train and test frames of one task, with the boolean group columns present in both."""
+    """Train, test (and validation) frames of one task, with the boolean group columns present in all."""
 
     name: str
     train: pd.DataFrame
     test: pd.DataFrame
     group_columns: list[str]
     label_names: list[str]  # classification: index = label id; causal_lm: []
+    val: pd.DataFrame | None = None  # held out from train (data.val_size); None or empty: no validation split
+
+    def split(self, name: str) -> pd.DataFrame:
+        """The frame of split `name` (train, val or test)."""
+        frames = {"train": self.train, "val": self.val, "test": self.test}
+        frame = frames.get(name)
+        if frame is None or (name == "val" and frame.empty):
+            raise DataError(f"eval.splits: no {name!r} split; set data.val_size > 0 for a validation split")
+        return frame
 
 
 @dataclass(frozen=True)

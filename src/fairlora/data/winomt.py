@@ -20,6 +20,7 @@ from fairlora.config import DataConfig
 from fairlora.data.columns import choose_groups, drop_or_reject_empty
 from fairlora.data.types import ID, PROMPT, SPLIT_GROUP, TEXT, Prepared
 from fairlora.errors import DataError
+from fairlora.tasks import Task
 
 WINOMT_NAME = "winomt-tr"
 WINOMT_FOLDER = "mt_gender_lora_fairness"
@@ -147,12 +148,12 @@ def _split_groups(rows: pd.DataFrame) -> pd.Series:
     return pd.Series(keys.to_numpy()[first], index=rows.index)
 
 
-def load_winomt(cfg: DataConfig, task: str) -> Prepared:
+def load_winomt(cfg: DataConfig, task: Task) -> Prepared:
     """WinoMT pro + anti rows for Turkish -> English translation (causal_lm only), grouped for splitting."""
-    if task != "causal_lm":
+    if task.classifies:
         raise DataError(
             f"task: {WINOMT_NAME} is a translation (generation) dataset and needs task=causal_lm, "
-            f"not {task}; fix: set task: causal_lm, or choose a classification dataset."
+            f"not {task.name}; fix: set task: causal_lm, or choose a classification dataset."
         )
     folder = winomt_folder(cfg)
     rows = pd.concat([_read_source(folder, source) for source in SOURCES], ignore_index=True)

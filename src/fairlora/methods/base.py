@@ -1,37 +1,112 @@
-"""What a method hands the trainer: the wrapped model, extra loss terms, callbacks and a saver."""
+"""What a method hands the trainer: the wrapped model, loss terms, callbacks, a saver, and the hooks
+that later stages need (named adapters, trainable-state exchange, the teacher, parameter groups)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import ContextManager
 
 import torch
 from torch import nn
 from transformers import TrainerCallback
+from transformers.trainer_pt_utils import get_parameter_names
 
-LossFn = Callable[[nn.Module, dict[str, torch.Tensor], Any], torch.Tensor]
+from fairlora.errors import ConfigError
+from fairlora.training.losses import LossTerm
+
+HEAD_MODULES = ("classifier", "score", "pre_classifier")
+NO_DECAY_PATTERNS = [
+    r"bias",
+    r"layernorm",
+    r"rmsnorm",
+    r"(?:^|\.)norm(?:$|\.)",
+    r"_norm(?:$|\.)",
+]  # as HF Trainer
 
 
-@dataclass
-class LossTerm:
-    """An extra loss term: total loss = task loss + sum(weight * fn(model, inputs, outputs))."""
-
-    name: str
-    weight: float
-    fn: LossFn
+def is_head_parameter(name: str) -> bool:
+    """True for parameters of a task head the base model does not have (classifier / score)."""
+    parts = name.split(".")
+    return any(part in HEAD_MODULES for part in parts[:3]) or parts[0] in HEAD_MODULES
 
 
 @dataclass
 class MethodSetup:
-    """A method applied to a model: everything the trainer needs, nothing it must know about."""
+    """A method applied to a model: everything the trainer and the collaboration need.
+
+    `adapter_name` names the PEFT adapter this setup trains on a shared base (None: no adapter);
+    `activate()` switches the shared base to it. `teacher` is a context in which the model computes
+    the ORIGINAL pre-trained model's outputs (None: the method cannot give them).
+    """
 
     model: nn.Module
     save: Callable[[Path], None]
     loss_terms: list[LossTerm] = field(default_factory=list)
     callbacks: list[TrainerCallback] = field(default_factory=list)
     trains: bool = True
+    adapter_name: str | None = None
+    teacher: Callable[[], ContextManager[None]] | None = None
+    activate: Callable[[], None] = lambda: None
+
+    def teacher_context(self) -> ContextManager[None]:
+        """Context in which a forward pass gives the original model's outputs (no grad, eval mode)."""
+        if self.teacher is None:
+            raise ConfigError(
+                "this method keeps no copy of the original model (full fine-tuning changes every "
+                "weight): loss terms that need the teacher work with adapter methods and `none`"
+            )
+        return _frozen_eval(self.model, self.teacher)
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """The trainable tensors (detached copies), keyed without the adapter name: what clients exchange."""
+        self.activate()
+        return {self._key(n): p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Copy `state` (from `trainable_state`, possibly of another adapter) into this setup's tensors."""
+        self.activate()
+        params = {self._key(n): p for n, p in self.model.named_parameters() if p.requires_grad}
+        missing, unknown = set(params) - set(state), set(state) - set(params)
+        if missing or unknown:
+            raise ValueError(
+                f"trainable state does not match: missing {sorted(missing)[:3]}, unknown {sorted(unknown)[:3]}"
+            )
+        with torch.no_grad():
+            for key, param in params.items():
+                param.copy_(state[key].to(param.device, param.dtype))
+
+    def param_groups(self, lr: float, head_lr: float | None, weight_decay: float) -> list[dict]:
+        """Optimizer groups: adapter/backbone and head, each split into decayed and not decayed."""
+        decayed = set(get_parameter_names(self.model, [nn.LayerNorm], NO_DECAY_PATTERNS))
+        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+        for name, param in self.model.named_parameters():
+            if param.requires_grad:
+                groups.setdefault((is_head_parameter(name), name in decayed), []).append(param)
+        return [
+            {
+                "params": params,
+                "lr": head_lr if head and head_lr else lr,
+                "weight_decay": weight_decay * decays,
+            }
+            for (head, decays), params in groups.items()
+        ]
+
+    def _key(self, name: str) -> str:
+        return name.replace(f".{self.adapter_name}.", ".") if self.adapter_name else name
+
+
+@contextlib.contextmanager
+def _frozen_eval(model: nn.Module, teacher: Callable[[], ContextManager[None]]) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), teacher():
+            yield
+    finally:
+        model.train(was_training)
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

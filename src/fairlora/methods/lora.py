@@ -2,61 +2,64 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import random
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import torch
-from peft import LoraConfig, PeftModel, TaskType, get_peft_model, get_peft_model_state_dict
+from peft import LoraConfig, PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
+from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as LORA_TARGETS
+from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
-from torch import nn
 
-from fairlora.config import LoraConfig as LoraSection
 from fairlora.config import RunConfig
-from fairlora.errors import ConfigError
+from fairlora.methods.adapters import (
+    adapter_setup,
+    attach,
+    default_targets,
+    linear_names,
+    load_adapter,
+    resolve_targets,
+    save_adapter,
+    select_fraction,
+)
 from fairlora.methods.base import MethodSetup
-
-TASK_TYPES = {"classification": TaskType.SEQ_CLS, "causal_lm": TaskType.CAUSAL_LM}
-
-
-def matching_modules(module_names: list[str], targets: list[str]) -> list[str]:
-    """Full names of the modules whose name is, or ends with, one of `targets` (PEFT's rule), in order."""
-    return [n for n in module_names if any(n == t or n.endswith("." + t) for t in targets)]
+from fairlora.methods.registry import Method, register_method
+from fairlora.models import LoadedModel
+from fairlora.tasks import get_task
 
 
-def select_fraction(names: list[str], section: LoraSection, seed: int) -> list[str]:
-    """The share `section.fraction` of `names`, from the front, the back, or at random (seeded)."""
-    count = max(1, round(section.fraction * len(names)))
-    if section.fraction_from == "front":
-        return names[:count]
-    if section.fraction_from == "back":
-        return names[-count:]
-    chosen = set(random.Random(seed).sample(names, count))
-    return [n for n in names if n in chosen]
+class LoraSection(BaseModel):
+    """`lora:` LoRA / PiSSA adapter settings (PEFT underneath)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    r: int = Field(8, ge=1, description="rank; use method=none for the base model")
+    alpha: float = Field(16.0, gt=0.0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] | None = Field(
+        None, description="module name suffixes; None = PEFT's default for the model type (attention q/v)"
+    )
+    fraction: float = Field(1.0, gt=0.0, le=1.0, description="share of target modules that get LoRA")
+    fraction_from: Literal["front", "back", "random"] = "front"
+    pissa_niter: int | None = Field(
+        None, ge=1, description="pissa: randomized SVD iterations (pissa_niter_K); None = full SVD"
+    )
 
 
-def resolve_targets(cfg: RunConfig, linear_names: list[str], defaults: list[str]) -> list[str]:
-    """Validate lora.target_modules against the model's linear layers and apply the fraction."""
-    targets = cfg.lora.target_modules or defaults
-    head = ("classifier", "score")
-    candidates = [n for n in linear_names if n.split(".")[0] not in head]
-    missing = [t for t in targets if not matching_modules(candidates, [t])]
-    if missing:
-        suffixes = sorted({n.split(".")[-1] for n in candidates})
-        raise ConfigError(
-            f"lora.target_modules: {missing} not found in model {cfg.model.name!r}; "
-            f"its linear layers are named: {', '.join(suffixes)}"
-        )
-    return select_fraction(matching_modules(candidates, targets), cfg.lora, cfg.seed)
+def lora_targets(cfg: RunConfig, module_names: list[str], model_type: str) -> list[str]:
+    """Full names of the modules that get LoRA: the configured (or PEFT default) targets, fraction applied."""
+    targets = cfg.lora.target_modules or default_targets(model_type, LORA_TARGETS, "lora")
+    names = resolve_targets(module_names, targets, "lora", cfg.model.name)
+    return select_fraction(names, cfg.lora.fraction, cfg.lora.fraction_from, cfg.seed)
 
 
-def peft_config(cfg: RunConfig, target_names: list[str]) -> LoraConfig:
-    """The PEFT LoraConfig for this run (PiSSA init for method=pissa)."""
-    init: bool | str = True
-    if cfg.method == "pissa":
-        init = f"pissa_niter_{cfg.lora.pissa_niter}" if cfg.lora.pissa_niter else "pissa"
+def peft_config(cfg: RunConfig, target_names: list[str], init: bool | str = True) -> LoraConfig:
+    """The PEFT LoraConfig for this run."""
     return LoraConfig(
-        task_type=TASK_TYPES[cfg.task],
+        task_type=get_task(cfg.task).peft_task_type,
         r=cfg.lora.r,
         lora_alpha=cfg.lora.alpha,
         lora_dropout=cfg.lora.dropout,
@@ -65,22 +68,54 @@ def peft_config(cfg: RunConfig, target_names: list[str]) -> LoraConfig:
     )
 
 
-def apply_lora(cfg: RunConfig, model: nn.Module, target_names: list[str]) -> MethodSetup:
-    """Wrap `model` with a LoRA (or PiSSA) adapter; saving writes a standard PEFT adapter folder."""
-    peft_model = get_peft_model(model, peft_config(cfg, target_names))
-    if cfg.method != "pissa":
-        return MethodSetup(model=peft_model, save=lambda path: peft_model.save_pretrained(path))
-    # PiSSA moves the principal part of W into the adapter (W_res = W - s*B0*A0). Keep A0, B0 so the
-    # saved adapter is plain LoRA on the ORIGINAL weights: s*(B*A - B0*A0) = s*[B, -B0] @ [A; A0].
-    initial = {
-        k: v.detach().clone() for k, v in get_peft_model_state_dict(peft_model).items() if ".lora_" in k
-    }
+def _targets_of(cfg: RunConfig, loaded: LoadedModel) -> list[str]:
+    return lora_targets(cfg, linear_names(loaded.model), loaded.model.config.model_type)
+
+
+def apply_lora(cfg: RunConfig, loaded: LoadedModel, adapter_name: str) -> MethodSetup:
+    """Add a LoRA adapter named `adapter_name`; saving writes a standard PEFT adapter folder."""
+    model = attach(loaded, peft_config(cfg, _targets_of(cfg, loaded)), adapter_name)
+    return adapter_setup(model, adapter_name)
+
+
+def apply_pissa(cfg: RunConfig, loaded: LoadedModel, adapter_name: str) -> MethodSetup:
+    """PiSSA: W = W_res + s*B0*A0 from the principal singular vectors; A, B train, W_res is frozen.
+
+    Disabling the adapter would give W_res, not W. So a frozen copy of the initial adapter (A0, B0,
+    and the head as it was at step 0) is kept as `<name>-init`: it is the teacher, and it turns the
+    saved adapter into plain LoRA on the ORIGINAL weights: s*(B*A - B0*A0) = s*[B, -B0] @ [A; A0].
+    """
+    if isinstance(loaded.model, PeftModel):
+        raise ValueError("pissa rewrites the base weights: a shared base model holds one pissa adapter")
+    niter = cfg.lora.pissa_niter
+    targets = _targets_of(cfg, loaded)
+    model = attach(
+        loaded, peft_config(cfg, targets, f"pissa_niter_{niter}" if niter else "pissa"), adapter_name
+    )
+    initial_name = f"{adapter_name}-init"
+    model.add_adapter(initial_name, peft_config(cfg, targets))
+    initial = get_peft_model_state_dict(model, adapter_name=adapter_name)
+    set_peft_model_state_dict(model, initial, adapter_name=initial_name)
+    model.set_adapter(adapter_name)  # only the trained adapter requires grad
+
+    @contextlib.contextmanager
+    def teacher() -> Iterator[None]:
+        model.set_adapter(initial_name)
+        try:
+            yield
+        finally:
+            model.set_adapter(adapter_name)
 
     def save(path: Path) -> None:
-        peft_model.save_pretrained(path)
-        pissa_to_lora(path, initial)
+        save_adapter(model, adapter_name, path)
+        start = {
+            k: v
+            for k, v in get_peft_model_state_dict(model, adapter_name=initial_name).items()
+            if ".lora_" in k
+        }
+        pissa_to_lora(path, start)
 
-    return MethodSetup(model=peft_model, save=save)
+    return adapter_setup(model, adapter_name, teacher=teacher, save=save)
 
 
 def pissa_to_lora(adapter_dir: Path, initial: dict[str, torch.Tensor]) -> None:
@@ -98,6 +133,31 @@ def pissa_to_lora(adapter_dir: Path, initial: dict[str, torch.Tensor]) -> None:
     config_file.write_text(json.dumps(config, indent=2))
 
 
-def load_adapter(model: nn.Module, adapter_dir: Path) -> nn.Module:
-    """Attach a saved PEFT adapter to a freshly loaded base model (inference mode)."""
-    return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
+def check_lora(cfg: RunConfig, module_names: list[str], model_type: str) -> None:
+    """The targets exist in the model (checked on the meta device, before anything is written)."""
+    lora_targets(cfg, module_names, model_type)
+
+
+SECTION = ("lora", LoraSection)
+register_method(
+    Method(
+        name="lora",
+        description="LoRA (PEFT): r, alpha, dropout, target modules, fractional rank",
+        apply=apply_lora,
+        load=load_adapter,
+        weights_dir="adapter",
+        section=SECTION,
+        check=check_lora,
+    )
+)
+register_method(
+    Method(
+        name="pissa",
+        description="PiSSA-initialised LoRA (PEFT): principal singular vectors, optional randomized SVD",
+        apply=apply_pissa,
+        load=load_adapter,
+        weights_dir="adapter",
+        section=SECTION,
+        check=check_lora,
+    )
+)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from fairlora.data.encode import IGNORE_INDEX, make_collator, tokenize_frame
+from fairlora.tasks.base import Task, get_task
 
 
 @torch.inference_mode()
@@ -18,7 +17,7 @@ def predict_frame(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
     frame: pd.DataFrame,
-    task: str,
+    task: Task | str,
     max_length: int,
     batch_size: int = 32,
     split: str = "test",
@@ -26,8 +25,9 @@ def predict_frame(
     progress: bool = True,
 ) -> pd.DataFrame:
     """Predict every row of `frame`; returns id, split, label, groups, loss (+ pred, prob_k)."""
-    examples = tokenize_frame(frame, tokenizer, task, max_length)
-    collate = make_collator(tokenizer, task)
+    task = get_task(task)
+    examples = task.encode(frame, tokenizer, max_length)
+    collate = task.collator(tokenizer)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -37,23 +37,11 @@ def predict_frame(
         batch = {k: v.to(device) for k, v in collate(examples[start : start + batch_size]).items()}
         labels = batch.pop("labels")
         logits = model(**batch).logits.float()
-        if task == "classification":
-            losses.append(F.cross_entropy(logits, labels, reduction="none").cpu())
-            probs.append(logits.softmax(-1).cpu())
-        else:
-            losses.append(_sequence_nll(logits, labels).cpu())
+        losses.append(task.example_losses(logits, labels).cpu())
+        if (batch_probs := task.probabilities(logits)) is not None:
+            probs.append(batch_probs.cpu())
     model.train(was_training)
     return _prediction_table(frame, split, group_columns or [], losses, probs)
-
-
-def _sequence_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token NLL per sequence over the label tokens (prompt and padding ignored)."""
-    shift_logits, shift_labels = logits[:, :-1], labels[:, 1:]
-    token_nll = F.cross_entropy(
-        shift_logits.transpose(1, 2), shift_labels, ignore_index=IGNORE_INDEX, reduction="none"
-    )
-    counts = (shift_labels != IGNORE_INDEX).sum(-1).clamp(min=1)
-    return token_nll.sum(-1) / counts
 
 
 def _prediction_table(

@@ -1,0 +1,63 @@
+"""Loss composition: the task loss plus weighted, step-aware loss terms, all in one function."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ContextManager
+
+import torch
+from torch import nn
+
+from fairlora.regularizers.schedules import Schedule, constant
+
+
+@dataclass
+class TermInputs:
+    """What a loss term sees: the model, the batch, its outputs, the teacher's outputs and the progress."""
+
+    model: nn.Module
+    inputs: dict[str, torch.Tensor]
+    outputs: Any
+    teacher: Any | None
+    step: int
+    total_steps: int
+
+
+@dataclass
+class LossTerm:
+    """An extra loss term: total = task loss + sum over terms of weight(step, total) * fn(TermInputs).
+
+    `needs_teacher`: the term reads `TermInputs.teacher`, the original model's outputs on the batch;
+    one teacher forward per batch serves every term that needs it.
+    """
+
+    name: str
+    fn: Callable[[TermInputs], torch.Tensor]
+    weight: Schedule = field(default_factory=lambda: constant(1.0))
+    needs_teacher: bool = False
+
+
+def compose_loss(
+    model: nn.Module,
+    inputs: dict[str, torch.Tensor],
+    terms: list[LossTerm],
+    step: int,
+    total_steps: int,
+    teacher: Callable[[], ContextManager[None]] | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], Any]:
+    """(total loss, every part by name for logging, model outputs) of one micro-batch."""
+    teacher_outputs = None
+    if any(term.needs_teacher for term in terms):
+        if teacher is None:
+            raise ValueError("a loss term needs the teacher, but no teacher context was given")
+        with teacher():
+            teacher_outputs = model(**inputs)
+    outputs = model(**inputs)
+    loss = outputs.loss
+    parts = {"task_loss": loss}
+    seen = TermInputs(model, inputs, outputs, teacher_outputs, step, total_steps)
+    for term in terms:
+        parts[term.name] = term.fn(seen)
+        loss = loss + term.weight(step, total_steps) * parts[term.name]
+    return loss, parts, outputs

@@ -1,0 +1,110 @@
+"""One training step outside the HF Trainer: forward, loss, backward, clip, optimizer step.
+
+The HF Trainer path (training/trainer.py) composes its loss with the same `compose_loss` and builds
+its optimizer with the same `make_optimizer`; collaboration steps many clients through `train_step`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from transformers import get_scheduler
+
+from fairlora.config import TrainConfig
+from fairlora.errors import TrainingError
+from fairlora.methods.base import MethodSetup
+from fairlora.training.losses import compose_loss
+
+
+def make_optimizer(setup: MethodSetup, train: TrainConfig, total_steps: int) -> tuple[Any, Any]:
+    """AdamW over the setup's parameter groups (head at train.head_lr) and the train.scheduler LR schedule."""
+    groups = setup.param_groups(train.lr, train.head_lr, train.weight_decay)
+    optimizer = torch.optim.AdamW(groups, lr=train.lr)
+    warmup = round(train.warmup_ratio * total_steps)
+    scheduler = get_scheduler(
+        train.scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps
+    )
+    return optimizer, scheduler
+
+
+def trainable_count(model: nn.Module) -> int:
+    """Number of parameters that currently require a gradient."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@dataclass
+class TrainableCounter:
+    """Trainable parameters at the start, at the end, and averaged over the steps taken."""
+
+    counts: list[int] = field(default_factory=list)
+
+    def record(self, model: nn.Module) -> None:
+        """Count the trainable parameters now (call at the start of every step)."""
+        self.counts.append(trainable_count(model))
+
+    def facts(self, model: nn.Module) -> dict[str, float]:
+        """trainable_params_start / _end / _mean (over the steps counted) for results.json."""
+        end = trainable_count(model)
+        counts = self.counts or [end]
+        mean = sum(counts) / len(counts)
+        return {
+            "trainable_params_start": counts[0],
+            "trainable_params_end": end,
+            "trainable_params_mean": mean,
+        }
+
+
+def stop_if_not_finite(loss: torch.Tensor, parts: dict[str, torch.Tensor], step: int, hint: str) -> None:
+    """Raise TrainingError on a NaN/inf loss, on EVERY process when one of them sees it (no hang)."""
+    bad = torch.tensor(0.0 if bool(torch.isfinite(loss.detach()).all()) else 1.0, device=loss.device)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+    if bad.item() == 0.0:
+        return
+    shown = ", ".join(f"{name}={value.detach().float().mean().item():.4g}" for name, value in parts.items())
+    raise TrainingError(
+        f"training diverged: the loss is not finite at step {step + 1} on at least one process "
+        f"(here: {shown}). {hint}"
+    )
+
+
+@dataclass
+class StepState:
+    """What one learner owns between steps: its setup, optimizer, LR schedule and progress."""
+
+    setup: MethodSetup
+    optimizer: Any
+    scheduler: Any
+    total_steps: int
+    max_grad_norm: float = 1.0
+    step: int = 0
+    counter: TrainableCounter = field(default_factory=TrainableCounter)
+
+
+def train_step(state: StepState, micro_batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """One optimizer step over `micro_batches` (gradient accumulation); returns the mean of each loss part."""
+    setup, model = state.setup, state.setup.model
+    setup.activate()
+    model.train()
+    state.counter.record(model)  # the parameters this step trains
+    sums: dict[str, float] = {}
+    for batch in micro_batches:
+        loss, parts, _ = compose_loss(
+            model, batch, setup.loss_terms, state.step, state.total_steps, setup.teacher_context
+        )
+        stop_if_not_finite(loss, parts, state.step, "Lower train.lr or check the data")
+        (loss / len(micro_batches)).backward()
+        for name, value in parts.items():
+            sums[name] = sums.get(name, 0.0) + value.detach().float().item() / len(micro_batches)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if state.max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(params, state.max_grad_norm)
+    state.optimizer.step()
+    state.scheduler.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    state.step += 1
+    return sums

@@ -407,11 +407,11 @@ def test_empty_dataset_error(tmp_path: Path) -> None:
 
 def test_a_prompt_that_fills_max_length_is_a_clear_error() -> None:
     from fairlora.config import ModelConfig
-    from fairlora.data.encode import tokenize_frame
+    from fairlora.tasks import get_task
     from fairlora.models import load_model
 
     tokenizer = load_model(ModelConfig(name="tiny-llama"), "causal_lm").tokenizer
     frame = pd.DataFrame({"id": ["a", "b"], "prompt": ["x" * 40, "short: "], "text": ["target", "target"]})
     with pytest.raises(DataError, match=r"1 of 2 examples keep no target tokens within model.max_length=20"):
-        tokenize_frame(frame, tokenizer, "causal_lm", 20)
-    assert len(tokenize_frame(frame, tokenizer, "causal_lm", 60)) == 2
+        get_task("causal_lm").encode(frame, tokenizer, 20)
+    assert len(get_task("causal_lm").encode(frame, tokenizer, 60)) == 2

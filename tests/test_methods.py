@@ -9,9 +9,8 @@ import pytest
 
 import fairlora
 from conftest import tiny_config
-from fairlora.config import build_config
 from fairlora.errors import ConfigError
-from fairlora.methods.lora import resolve_targets, select_fraction
+from fairlora.methods.adapters import resolve_targets, select_fraction
 
 NAMES = [f"layer.{i}.attn.{p}" for i in range(4) for p in ("q", "v")]
 
@@ -26,22 +25,19 @@ NAMES = [f"layer.{i}.attn.{p}" for i in range(4) for p in ("q", "v")]
     ],
 )
 def test_select_fraction_front_and_back(fraction, side, expected):
-    section = build_config({"lora": {"fraction": fraction, "fraction_from": side}}).lora
-    assert select_fraction(NAMES, section, seed=0) == expected
+    assert select_fraction(NAMES, fraction, side, seed=0) == expected
 
 
 def test_random_fraction_is_seeded_and_keeps_model_order():
-    section = build_config({"lora": {"fraction": 0.5, "fraction_from": "random"}}).lora
-    first, again = select_fraction(NAMES, section, 1), select_fraction(NAMES, section, 1)
+    first, again = select_fraction(NAMES, 0.5, "random", 1), select_fraction(NAMES, 0.5, "random", 1)
     assert first == again and len(first) == 4
     assert first == [n for n in NAMES if n in first]
-    assert len({tuple(select_fraction(NAMES, section, s)) for s in range(10)}) > 1
+    assert len({tuple(select_fraction(NAMES, 0.5, "random", s)) for s in range(10)}) > 1
 
 
 def test_unknown_target_lists_the_model_layer_names():
-    cfg = build_config({"lora": {"target_modules": ["k"]}})
     with pytest.raises(ConfigError, match=r"lora.target_modules: \['k'\] not found .* q, v"):
-        resolve_targets(cfg, NAMES, ["q"])
+        resolve_targets(NAMES, ["k"], "lora", "tiny")
 
 
 def test_pissa_with_randomized_svd_saves_a_plain_lora_adapter_of_double_rank(tmp_path):

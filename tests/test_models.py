@@ -12,10 +12,12 @@ from transformers.pytorch_utils import Conv1D
 
 from fairlora import models
 from fairlora.config import ModelConfig
+from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as LORA_TARGETS
+
 from fairlora.errors import ModelError
+from fairlora.methods.adapters import default_targets
 from fairlora.models import (
     LoadedModel,
-    default_target_modules,
     linear_module_names,
     list_models,
     load_model,
@@ -162,7 +164,7 @@ def test_linear_module_names_needs_only_a_config(tmp_path, monkeypatch) -> None:
     names = linear_module_names(_cfg(str(tmp_path)), "causal_lm")
     assert "transformer.h.0.attn.c_attn" in names  # GPT-2 Conv1D layers count as linear
     assert model_type(_cfg(str(tmp_path))) == "gpt2"
-    assert all(any(n.endswith("." + t) for n in names) for t in default_target_modules("gpt2"))
+    assert all(any(n.endswith("." + t) for n in names) for t in LORA_TARGETS["gpt2"])
 
 
 def test_model_type_of_aliases() -> None:
@@ -171,28 +173,11 @@ def test_model_type_of_aliases() -> None:
     assert model_type(_cfg("smollm2-135m")) == "llama"
 
 
-@pytest.mark.parametrize("kind", [k for types in models._TARGETS for k in types.split()])
-def test_default_target_modules_exist_in_the_architecture(kind: str) -> None:
-    config = AutoConfig.for_model(kind)
-    for key in ("num_hidden_layers", "n_layer", "num_layers"):
-        if isinstance(getattr(config, key, None), int):
-            setattr(config, key, 1)
-    with torch.device("meta"):
-        model = AutoModel.from_config(config)
-    suffixes = {
-        name.rsplit(".", 1)[-1]
-        for name, module in model.named_modules()
-        if isinstance(module, (torch.nn.Linear, Conv1D))
-    }
-    assert set(default_target_modules(kind)) <= suffixes
-
-
-def test_default_target_modules_values_and_unknown_type() -> None:
-    assert default_target_modules("bert") == ["query", "value"]
-    assert default_target_modules("qwen2") == ["q_proj", "v_proj"]
-    assert default_target_modules("gpt2") == ["c_attn"]
-    with pytest.raises(ModelError, match=r"'t5'.*lora\.target_modules"):
-        default_target_modules("t5")
+def test_default_targets_come_from_peft_and_unknown_types_are_named() -> None:
+    assert default_targets("bert", LORA_TARGETS, "lora") == ["query", "value"]
+    assert default_targets("qwen2", LORA_TARGETS, "lora") == ["q_proj", "v_proj"]
+    with pytest.raises(ModelError, match=r"'no-such-type'.*vera\.target_modules"):
+        default_targets("no-such-type", LORA_TARGETS, "vera")
 
 
 @pytest.mark.parametrize(("name", "task"), [("tiny-bert", "classification"), ("tiny-llama", "causal_lm")])

@@ -12,7 +12,7 @@ import pytest
 from fairlora.auditing.prompts import load_occupations
 from fairlora.config import DataConfig, ModelConfig
 from fairlora.data import list_datasets, load_task_data
-from fairlora.data.encode import IGNORE_INDEX, make_collator, tokenize_frame
+from fairlora.tasks import IGNORE_INDEX, get_task
 from fairlora.data.split import split_frame
 from fairlora.data.winomt import load_winomt, sentence_key
 from fairlora.errors import DataError
@@ -169,8 +169,8 @@ def test_split_frame_keeps_groups_together() -> None:
 def assert_prompt_and_padding_masked(frame: pd.DataFrame) -> None:
     """Encode rows with the tiny Llama tokenizer and check which label positions count in the loss."""
     tokenizer = load_model(ModelConfig(name="tiny-llama"), "causal_lm").tokenizer
-    examples = tokenize_frame(frame, tokenizer, "causal_lm", max_length=512)
-    batch = make_collator(tokenizer, "causal_lm")(examples)
+    examples = get_task("causal_lm").encode(frame, tokenizer, max_length=512)
+    batch = get_task("causal_lm").collator(tokenizer)(examples)
     ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
     assert (mask == 0).any()  # rows of different lengths: there is padding to check
     for row, (prompt, text) in enumerate(zip(frame["prompt"], frame["text"], strict=True)):

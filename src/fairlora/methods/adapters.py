@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from peft import PeftConfig, PeftModel, get_peft_model
+from peft.tuners.tuners_utils import BaseTunerLayer
+from peft.utils.other import ModulesToSaveWrapper
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
@@ -21,8 +23,18 @@ DEFAULT_ADAPTER = "default"
 
 
 def linear_names(model: nn.Module) -> list[str]:
-    """Dotted names of the model's nn.Linear (and GPT-2 Conv1D) modules."""
-    return [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, Conv1D))]
+    """Dotted names of the base model's nn.Linear (and GPT-2 Conv1D) modules, adapters already added or not."""
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    names, wrapped = [], ()
+    for name, module in base.named_modules():
+        if wrapped and name.startswith(wrapped):
+            continue  # the parts PEFT put inside a wrapped layer
+        if isinstance(module, (BaseTunerLayer, ModulesToSaveWrapper)):
+            names.append(name)
+            wrapped = (*wrapped, name + ".")
+        elif isinstance(module, (nn.Linear, Conv1D)):
+            names.append(name)
+    return names
 
 
 def default_targets(model_type: str, mapping: dict[str, list[str]], section: str) -> list[str]:

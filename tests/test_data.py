@@ -407,8 +407,8 @@ def test_empty_dataset_error(tmp_path: Path) -> None:
 
 def test_a_prompt_that_fills_max_length_is_a_clear_error() -> None:
     from fairlora.config import ModelConfig
-    from fairlora.tasks import get_task
     from fairlora.models import load_model
+    from fairlora.tasks import get_task
 
     tokenizer = load_model(ModelConfig(name="tiny-llama"), "causal_lm").tokenizer
     frame = pd.DataFrame({"id": ["a", "b"], "prompt": ["x" * 40, "short: "], "text": ["target", "target"]})

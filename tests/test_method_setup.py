@@ -11,7 +11,10 @@ from fairlora.errors import ConfigError
 from fairlora.methods import apply_method
 from fairlora.models import load_model
 
-BATCH = {"input_ids": torch.tensor([[2, 40, 41, 42, 43, 3]]), "attention_mask": torch.ones(1, 6, dtype=torch.long)}
+BATCH = {
+    "input_ids": torch.tensor([[2, 40, 41, 42, 43, 3]]),
+    "attention_mask": torch.ones(1, 6, dtype=torch.long),
+}
 
 
 def _cfg(tmp_path, **sections):

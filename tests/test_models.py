@@ -7,13 +7,11 @@ import json
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModel, GPT2Config
-from transformers.pytorch_utils import Conv1D
+from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as LORA_TARGETS
+from transformers import GPT2Config
 
 from fairlora import models
 from fairlora.config import ModelConfig
-from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as LORA_TARGETS
-
 from fairlora.errors import ModelError
 from fairlora.methods.adapters import default_targets
 from fairlora.models import (

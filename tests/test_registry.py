@@ -58,7 +58,9 @@ def toy_method(monkeypatch):
 
 
 def test_a_method_registered_in_a_test_file_trains_saves_and_reloads(tmp_path, toy_method):
-    config = tiny_config(tmp_path, method=toy_method, biasonly={"include_head": True}, eval={"splits": ["test"]})
+    config = tiny_config(
+        tmp_path, method=toy_method, biasonly={"include_head": True}, eval={"splits": ["test"]}
+    )
     result = fairlora.train(config)
     assert (result.run_dir / "biases" / "biases.safetensors").is_file()
     assert "biasonly:" in (result.run_dir / "config.yaml").read_text()

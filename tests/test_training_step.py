@@ -191,7 +191,9 @@ def test_keep_freed_memory_is_opt_in_and_scoped(monkeypatch):
 
 def test_make_optimizer_warms_up_and_uses_head_lr(tmp_path):
     cfg, setup, _, _ = _setup(tmp_path)
-    train = cfg.train.model_copy(update={"head_lr": 4e-3, "warmup_ratio": 0.5, "scheduler": "constant_with_warmup"})
+    train = cfg.train.model_copy(
+        update={"head_lr": 4e-3, "warmup_ratio": 0.5, "scheduler": "constant_with_warmup"}
+    )
     optimizer, scheduler = make_optimizer(setup, train, 10)
     assert {g["lr"] for g in optimizer.param_groups} == {0.0}  # warm-up starts at 0
     for _ in range(5):

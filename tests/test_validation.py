@@ -75,10 +75,18 @@ def test_gathered_weights_are_saved_through_the_methods_saver(tmp_path, method):
 
 
 def test_prompt_whitespace_moves_to_the_target_so_the_boundary_is_natural():
-    tokenizer = load_model(build_config({"model": {"name": "tiny-llama"}, "task": "causal_lm"}).model, "causal_lm").tokenizer
-    example = get_task("causal_lm").encode(pd.DataFrame({"prompt": ["English: "], "text": ["He"]}), tokenizer, 64)[0]
-    target = [t for t, label in zip(example["input_ids"], example["labels"], strict=True) if label != IGNORE_INDEX]
-    prompt = [t for t, label in zip(example["input_ids"], example["labels"], strict=True) if label == IGNORE_INDEX]
+    tokenizer = load_model(
+        build_config({"model": {"name": "tiny-llama"}, "task": "causal_lm"}).model, "causal_lm"
+    ).tokenizer
+    example = get_task("causal_lm").encode(
+        pd.DataFrame({"prompt": ["English: "], "text": ["He"]}), tokenizer, 64
+    )[0]
+    target = [
+        t for t, label in zip(example["input_ids"], example["labels"], strict=True) if label != IGNORE_INDEX
+    ]
+    prompt = [
+        t for t, label in zip(example["input_ids"], example["labels"], strict=True) if label == IGNORE_INDEX
+    ]
     assert tokenizer.decode(target) == " He" + tokenizer.eos_token
     assert tokenizer.decode(prompt, skip_special_tokens=True) == "English:"
     assert example["input_ids"][: len(prompt)] == prompt  # the prompt comes first, then the target

@@ -15,7 +15,9 @@ from fairlora.models import load_model
 
 
 def test_vera_trains_reloads_identically_and_loads_in_plain_peft(tmp_path):
-    config = tiny_config(tmp_path, method="vera", vera={"r": 16, "projection_prng_key": 7}, eval={"splits": ["test", "train"]})
+    config = tiny_config(
+        tmp_path, method="vera", vera={"r": 16, "projection_prng_key": 7}, eval={"splits": ["test", "train"]}
+    )
     result = fairlora.train(config)
     adapter = result.run_dir / "adapter"
     saved = json.loads((adapter / "adapter_config.json").read_text())

@@ -12,11 +12,11 @@ import pytest
 from fairlora.auditing.prompts import load_occupations
 from fairlora.config import DataConfig, ModelConfig
 from fairlora.data import list_datasets, load_task_data
-from fairlora.tasks import IGNORE_INDEX, get_task
 from fairlora.data.split import split_frame
 from fairlora.data.winomt import load_winomt, sentence_key
 from fairlora.errors import DataError
 from fairlora.models import load_model
+from fairlora.tasks import IGNORE_INDEX, get_task
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATA_ROOT = Path(os.environ["FAIRLORA_DATA_DIR"]) if os.environ.get("FAIRLORA_DATA_DIR") else SHARED_DATA

@@ -116,7 +116,8 @@ def validate_run(cfg: RunConfig, data: TaskData, num_labels: int) -> None:
         missing = set(cfg.train.report_to) - {*get_available_reporting_integrations(), "all", "none"}
         if missing:
             raise ConfigError(
-                f"train.report_to: {sorted(missing)} not installed; `pip install {' '.join(sorted(missing))}` "
+                f"train.report_to: {sorted(missing)} not installed; "
+                f"`pip install {' '.join(sorted(missing))}` "
                 f"or remove it from train.report_to"
             )
 

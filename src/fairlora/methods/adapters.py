@@ -23,7 +23,7 @@ DEFAULT_ADAPTER = "default"
 
 
 def linear_names(model: nn.Module) -> list[str]:
-    """Dotted names of the base model's nn.Linear (and GPT-2 Conv1D) modules, adapters already added or not."""
+    """Dotted names of the base model's nn.Linear (and GPT-2 Conv1D) modules, with or without adapters."""
     base = model.get_base_model() if isinstance(model, PeftModel) else model
     names, wrapped = [], ()
     for name, module in base.named_modules():

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ContextManager
 
 import torch
 from torch import nn
@@ -48,10 +48,10 @@ class MethodSetup:
     callbacks: list[TrainerCallback] = field(default_factory=list)
     trains: bool = True
     adapter_name: str | None = None
-    teacher: Callable[[], ContextManager[None]] | None = None
+    teacher: Callable[[], AbstractContextManager[None]] | None = None
     activate: Callable[[], None] = lambda: None
 
-    def teacher_context(self) -> ContextManager[None]:
+    def teacher_context(self) -> AbstractContextManager[None]:
         """Context in which a forward pass gives the original model's outputs (no grad, eval mode)."""
         if self.teacher is None:
             raise ConfigError(
@@ -72,7 +72,8 @@ class MethodSetup:
         missing, unknown = set(params) - set(state), set(state) - set(params)
         if missing or unknown:
             raise ValueError(
-                f"trainable state does not match: missing {sorted(missing)[:3]}, unknown {sorted(unknown)[:3]}"
+                f"trainable state does not match: missing {sorted(missing)[:3]}, "
+                f"unknown {sorted(unknown)[:3]}"
             )
         with torch.no_grad():
             for key, param in params.items():
@@ -99,7 +100,7 @@ class MethodSetup:
 
 
 @contextlib.contextmanager
-def _frozen_eval(model: nn.Module, teacher: Callable[[], ContextManager[None]]) -> Iterator[None]:
+def _frozen_eval(model: nn.Module, teacher: Callable[[], AbstractContextManager[None]]) -> Iterator[None]:
     was_training = model.training
     model.eval()
     try:

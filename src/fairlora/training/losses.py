@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, ContextManager
+from typing import Any
 
 import torch
 from torch import nn
@@ -44,7 +45,7 @@ def compose_loss(
     terms: list[LossTerm],
     step: int,
     total_steps: int,
-    teacher: Callable[[], ContextManager[None]] | None = None,
+    teacher: Callable[[], AbstractContextManager[None]] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], Any]:
     """(total loss, every part by name for logging, model outputs) of one micro-batch."""
     teacher_outputs = None

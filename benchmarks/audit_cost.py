@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fairlora.auditing.results import AuditResult, RunAudit
-from fairlora.data.encode import make_collator, tokenize_frame
+from fairlora.tasks import get_task
 from fairlora.metrics.calibration import calibration_table
 from fairlora.metrics.membership import loss_attack_table
 from fairlora.metrics.utility import utility_table
@@ -47,8 +47,8 @@ def bare_forward(
     model: Any, tokenizer: Any, frame: pd.DataFrame, task: str, max_length: int, batch: int
 ) -> None:
     """Tokenize, pad and run the model forward; keep nothing."""
-    examples = tokenize_frame(frame, tokenizer, task, max_length)
-    collate = make_collator(tokenizer, task)
+    examples = get_task(task).encode(frame, tokenizer, max_length)
+    collate = get_task(task).collator(tokenizer)
     with torch.inference_mode():
         for start in range(0, len(examples), batch):
             inputs = collate(examples[start : start + batch])

@@ -5,11 +5,13 @@ default targets), the same tokenized examples (every one exactly `--seq` tokens)
 batch size, optimizer (AdamW, fused when the Trainer's default optim is), gradient clipping and linear
 LR schedule. A step is the interval between two consecutive step ends, so fetching the batch and
 everything else each path does per step counts. The paths alternate in blocks (ABBA order), the first
-step of every block is dropped, and the medians of the rest are compared: target fairlora/bare <= 1.05.
+step of every block is dropped, and the ratio is the median over blocks of the paired per-block
+fairlora/bare ratio of median step times (drift between blocks cancels), printed with its bootstrap
+95% CI: target <= 1.05.
 Peak memory comes from a separate subprocess per path (CPU: peak RSS; CUDA: max allocated).
 
     .venv/bin/python benchmarks/step_overhead.py [--models minilm-l6,smollm2-135m] [--batch 8]
-        [--seq 128] [--steps 12] [--threads N] [--out benchmarks/results/step_overhead.json]
+        [--seq 128] [--steps 24] [--threads N] [--out benchmarks/results/step_overhead.json]
 
 Timings never fail the run: a ratio over the target is reported, not raised.
 """
@@ -43,16 +45,18 @@ import peft
 import torch
 import transformers
 from peft import LoraConfig, TaskType, get_peft_model
+from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as LORA_TARGETS
 from rich.console import Console
 from rich.table import Table
 from torch.utils.data import DataLoader
 from transformers import PrinterCallback, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from fairlora.config import RunConfig, build_config
-from fairlora.data.encode import make_collator, tokenize_frame
 from fairlora.methods import apply_method, count_parameters
-from fairlora.models import LoadedModel, default_target_modules, load_model
-from fairlora.training import build_trainer, training_arguments
+from fairlora.methods.adapters import default_targets
+from fairlora.models import LoadedModel, load_model
+from fairlora.tasks import get_task
+from fairlora.training.trainer import build_trainer, training_arguments
 
 TARGET_RATIO = 1.05
 NOISY_CORES = 0.2  # other processes' CPU use (cores) above which a timing is flagged
@@ -209,7 +213,7 @@ class FairloraPath:
         self.trainable = count_parameters(self.setup.model)[0]
         self.frame = make_frame(self.loaded.tokenizer, rows, seq)
         self.workdir = workdir
-        check_lengths(tokenize_frame(self.frame, self.loaded.tokenizer, self.cfg.task, seq), seq)
+        check_lengths(get_task(self.cfg.task).encode(self.frame, self.loaded.tokenizer, seq), seq)
 
     def run_block(self, steps: int) -> list[float]:
         """A fresh Trainer (same model) trains `steps` steps; the timer callback stamps each step end."""
@@ -240,7 +244,7 @@ class BarePath:
         self.device = bench_device()
         torch.manual_seed(SEED)
         loaded = load_model(cfg.model, cfg.task)
-        targets = default_target_modules(loaded.model.config.model_type)
+        targets = default_targets(loaded.model.config.model_type, LORA_TARGETS, "lora")
         lora = LoraConfig(
             task_type=TaskType.SEQ_CLS,
             r=LORA_R,
@@ -252,9 +256,9 @@ class BarePath:
         self.model = get_peft_model(loaded.model, lora).to(self.device)
         self.trainable = count_parameters(self.model)[0]
         frame = make_frame(loaded.tokenizer, rows, seq)  # seeded: the same texts and labels as fairlora's
-        self.examples = tokenize_frame(frame, loaded.tokenizer, cfg.task, seq)
+        self.examples = get_task(cfg.task).encode(frame, loaded.tokenizer, seq)
         check_lengths(self.examples, seq)
-        self.collator = make_collator(loaded.tokenizer, cfg.task)
+        self.collator = get_task(cfg.task).collator(loaded.tokenizer)
 
     def _optimizer(self) -> torch.optim.Optimizer:
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
@@ -320,6 +324,18 @@ def summarize(times: list[float]) -> dict[str, Any]:
     }
 
 
+def ratio_ci(
+    paired: list[float], level: float = 0.95, n_boot: int = 2000
+) -> tuple[float | None, float | None]:
+    """Percentile bootstrap CI of the median of the per-block fairlora/bare ratios."""
+    if len(paired) < 3:
+        return None, None
+    rng = random.Random(SEED)
+    medians = sorted(statistics.median(rng.choices(paired, k=len(paired))) for _ in range(n_boot))
+    tail = int((1 - level) / 2 * n_boot)
+    return round(medians[tail], 4), round(medians[n_boot - 1 - tail], 4)
+
+
 def time_model(model_name: str, opts: argparse.Namespace) -> dict[str, Any]:
     """Interleaved timing of both paths on one model (loading excluded)."""
     per_block = opts.block_steps
@@ -362,12 +378,14 @@ def time_model(model_name: str, opts: argparse.Namespace) -> dict[str, Any]:
         result[kind]["block_median_s"] = [round(t, 6) for t in blocks_s[kind]]
         result[kind]["trainable_params"] = trainable[kind]
     fair, bare = result["fairlora"]["median_s"], result["bare"]["median_s"]
-    ratio = fair / bare if fair and bare else None
     paired = [f / b for f, b in zip(blocks_s["fairlora"], blocks_s["bare"], strict=True) if f > 0 and b > 0]
+    ratio = statistics.median(paired) if paired else None  # paired per block: robust to drift
+    low, high = ratio_ci(paired)
     result.update(
         ratio=ratio,
+        ratio_ci=[low, high],
         within_target=ratio is not None and ratio <= TARGET_RATIO,
-        block_ratio_median=round(statistics.median(paired), 4) if paired else None,
+        pooled_ratio=round(fair / bare, 4) if fair and bare else None,
         block_order=order,
         blocks=blocks,
         block_steps=per_block,
@@ -531,8 +549,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--models", default=DEFAULT_MODELS, help="comma-separated model aliases")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=128, help="tokens per example (all exactly this long)")
-    parser.add_argument("--steps", type=int, default=12, help="measured steps per path and model (>= 10)")
-    parser.add_argument("--block-steps", type=int, default=3, help="measured steps per block")
+    parser.add_argument("--steps", type=int, default=24, help="measured steps per path and model (>= 10)")
+    parser.add_argument("--block-steps", type=int, default=2, help="measured steps per block")
     parser.add_argument("--threads", type=int, default=default_threads(), help="torch threads")
     parser.add_argument("--mem-steps", type=int, default=3, help="steps the memory subprocesses run")
     parser.add_argument("--mem-timeout", type=int, default=900, help="seconds per memory subprocess")
@@ -593,9 +611,12 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         if row.get("ratio") is not None:
             verdict = "within" if row["within_target"] else "OVER"
+            low, high = row["ratio_ci"]
+            ci = f"95% CI {low:.3f}-{high:.3f}, " if low is not None else ""
             console.print(
-                f"{row['model']}: fairlora/bare = {row['ratio']:.3f} ({verdict} the {TARGET_RATIO} target; "
-                f"medians of {row['fairlora']['steps']} / {row['bare']['steps']} interleaved steps)"
+                f"{row['model']}: fairlora/bare = {row['ratio']:.3f} ({ci}{verdict} the {TARGET_RATIO} target; "
+                f"median of {row['blocks']} paired block ratios, {row['fairlora']['steps']} / "
+                f"{row['bare']['steps']} interleaved steps)"
             )
         if (row.get("other_cores") or 0.0) > NOISY_CORES:
             console.print(

@@ -215,7 +215,12 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r}: expected key=value, e.g. lora.r=4")
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            raise ConfigError(
+                f"override {item!r}: the value is not valid YAML; quote it or fix the brackets"
+            ) from None
         node = nested
         parts = key.strip().split(".")
         for part in parts[:-1]:

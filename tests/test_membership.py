@@ -9,15 +9,28 @@ from scipy.stats import norm
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from fairlora.errors import AuditError
-from fairlora.metrics.bootstrap import bootstrap_weights, percentile_ci
+from fairlora.metrics.bootstrap import iter_weights, percentile_ci
 from fairlora.metrics.membership import (
+    attack_figures,
     attack_table,
     downsample_curve,
     lira_scores,
     lira_statistic,
     loss_attack_table,
-    weighted_attack_figures,
 )
+from fairlora.metrics.ranking import descending, rank_selection
+
+
+def draws(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """The audit's bootstrap resample counts, (n_boot, n), drawn directly."""
+    return np.concatenate(list(iter_weights(n, n_boot, seed)))
+
+
+def weighted_figures(weights: np.ndarray, member: np.ndarray, score: np.ndarray) -> dict[str, np.ndarray]:
+    """Attack figures under each row of integer example weights, as the bootstrap computes them."""
+    order = descending(score)
+    ranked = rank_selection(score[order], np.asarray(member, bool)[order], np.ones(len(order), bool))
+    return attack_figures(np.asarray(weights).reshape(-1, len(order))[:, order].astype(np.int32), ranked)
 
 
 def _sklearn_figures(member: np.ndarray, score: np.ndarray) -> dict[str, float]:
@@ -51,7 +64,7 @@ def test_tpr_at_fpr_and_auc_against_a_hand_made_roc():
     assert figures["tpr_at_0.1pct_fpr"] == pytest.approx(0.3)
     assert figures["best_balanced_accuracy"] == pytest.approx(0.8475)
     assert (figures["n_members"], figures["n_nonmembers"]) == (10, 200)
-    unit = weighted_attack_figures(np.ones((1, 210)), member, score)
+    unit = weighted_figures(np.ones((1, 210)), member, score)
     assert {k: v[0] for k, v in unit.items()} == pytest.approx({k: figures[k] for k in unit})
 
 
@@ -65,7 +78,7 @@ def test_point_and_weighted_figures_equal_sklearn_with_ties(levels):
         score = score + 0.3 * member
         counts = rng.integers(0, 3, size=(3, n))
         counts[0] = 1
-        weighted = weighted_attack_figures(counts, member, score)
+        weighted = weighted_figures(counts, member, score)
         for row in range(3):
             rows = np.repeat(np.arange(n), counts[row])  # integer weights = repeated examples
             expected = _sklearn_figures(member[rows], score[rows])
@@ -119,9 +132,9 @@ def test_attack_cis_are_percentiles_over_the_shared_resamples():
     frame = _loss_table(300, seed=1)
     table = loss_attack_table(frame, ["leaky"], min_group_size=1, n_boot=200, seed=5)
     member, score = (frame["split"] == "train").to_numpy(), -frame["loss"].to_numpy()
-    resampled = weighted_attack_figures(bootstrap_weights(300, 200, 5), member, score)
+    resampled = weighted_figures(draws(300, 200, 5), member, score)
     for name in ("auc", "tpr_at_1pct_fpr"):
-        low, high = percentile_ci(resampled[name][:, None])
+        low, high = percentile_ci(resampled[name][:, None], 0.95)
         assert table.overall[name].low == pytest.approx(low[0]), name
         assert table.overall[name].high == pytest.approx(high[0]), name
 
@@ -175,12 +188,12 @@ def test_lira_statistic_is_the_logit_difference_for_binary():
 def test_lira_scores_rank_members_above_their_out_distribution():
     shadows = np.array([[0.0, 1.0, 2.0], [1.0, 1.0, 4.0], [2.0, 1.0, 6.0]])  # 3 shadows x 3 examples
     target = np.array([2.0, 1.0, 0.0])
-    # per example: mean 1, 1, 4; std (ddof=1) 1, 0 -> floored, 2
-    expected = norm.cdf([(2.0 - 1.0) / 1.0, 0.0, (0.0 - 4.0) / 2.0])
+    # per example: mean 1, 1, 4; std (ddof=1) 1, 0 -> floored, 2; the score is z (Phi(z) is the likelihood)
+    expected = np.array([(2.0 - 1.0) / 1.0, 0.0, (0.0 - 4.0) / 2.0])
     np.testing.assert_allclose(lira_scores(target, shadows), expected)
     pooled = np.sqrt((1.0 + 0.0 + 4.0) / 3)
     np.testing.assert_allclose(
-        lira_scores(target, shadows, global_variance=True), norm.cdf((target - [1.0, 1.0, 4.0]) / pooled)
+        lira_scores(target, shadows, global_variance=True), (target - [1.0, 1.0, 4.0]) / pooled
     )
     rng = np.random.default_rng(4)
     out = rng.normal(0.0, 1.0, size=(8, 400)) + rng.normal(0.0, 2.0, 400)  # per-example difficulty
@@ -190,6 +203,25 @@ def test_lira_scores_rank_members_above_their_out_distribution():
     assert scores[member].mean() > scores[~member].mean()
     table = attack_table(member, scores, pd.DataFrame({"g": np.ones(400, bool)}), n_boot=100)
     assert table.overall["auc"].value > 0.9 and table.overall["auc"].low > 0.85
+
+
+def test_lira_keeps_the_order_of_large_z_where_the_normal_cdf_rounds_to_one():
+    # regression: scoring with norm.cdf(z) tied every z above ~8.3 at 1.0, exactly the examples that
+    # decide TPR at 0.1% FPR
+    shadows = np.stack([np.zeros(2000), np.full(2000, 0.2)])  # OUT std 0.141 for every example
+    z = np.concatenate([np.linspace(9.0, 40.0, 1000), np.linspace(8.5, 39.5, 1000)])
+    member = np.arange(2000) < 1000
+    target = 0.1 + z * np.sqrt(0.02)
+    assert (norm.cdf(z) == 1.0).all()  # the old score could not tell any of them apart
+    scores = lira_scores(target, shadows)
+    np.testing.assert_allclose(scores, z, rtol=1e-9)
+    assert len(np.unique(scores)) == 2000
+    table = attack_table(member, scores, pd.DataFrame({"g": np.ones(2000, bool)}), min_group_size=1, n_boot=0)
+    fpr, tpr, _ = roc_curve(member, z)
+    assert table.overall["tpr_at_0.1pct_fpr"].value == pytest.approx(tpr[fpr <= 0.001].max())
+    assert table.overall["tpr_at_0.1pct_fpr"].value > 0.0
+    tied = attack_table(member, norm.cdf(z), pd.DataFrame({"g": np.ones(2000, bool)}), n_boot=0)
+    assert tied.overall["tpr_at_0.1pct_fpr"].value == 0.0  # what ties at 1.0 reported
 
 
 def test_lira_needs_two_shadows():

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from fairlora.auditing.likelihood import model_scorer
+from fairlora.auditing.likelihood import sequence_logprobs
 from fairlora.config import ModelConfig
 from fairlora.metrics.probes import SHARES, TEMPLATES, probe_items, token_probe
 from fairlora.metrics.table import MetricTable
@@ -103,7 +104,7 @@ def test_mixed_model_gives_partial_flip_rate_with_cis() -> None:
 
 def test_run_token_probe_on_tiny_llama() -> None:
     loaded = load_model(ModelConfig(name="tiny-llama"), "causal_lm")
-    score = model_scorer(loaded.model, loaded.tokenizer, progress=False)
+    score = partial(sequence_logprobs, loaded.model, loaded.tokenizer, progress=False)
     table = token_probe(score, probe_items(list(TEXTS[:2])), n_boot=50)
     for template in TEMPLATES:
         metrics = table.by_group[template]

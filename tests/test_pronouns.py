@@ -7,9 +7,14 @@ import pandas as pd
 import pytest
 
 from fairlora.errors import AuditError
-from fairlora.metrics.bootstrap import bootstrap_weights
+from fairlora.metrics.bootstrap import iter_weights
 from fairlora.metrics.pronouns import pronoun_gender, pronoun_table, stereotype_outcome
 from fairlora.metrics.table import MetricTable
+
+
+def draws(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """The audit's bootstrap resample counts, (n_boot, n), drawn directly."""
+    return np.concatenate(list(iter_weights(n, n_boot, seed)))
 
 
 @pytest.mark.parametrize(
@@ -106,7 +111,7 @@ def test_pronoun_table_ratios_by_hand() -> None:
 def test_pronoun_table_cis_match_a_direct_bootstrap() -> None:
     frame = pd.concat([six_rows()] * 10, ignore_index=True)
     table = pronoun_table(frame, ["a", "b"], min_group_size=1, n_boot=300, seed=7)
-    weights = bootstrap_weights(len(frame), 300, 7)  # the same resamples, drawn directly
+    weights = draws(len(frame), 300, 7)  # the same resamples, drawn directly
     outcomes = np.array(
         [stereotype_outcome(g, s) for g, s in zip(frame.generation, frame.stereotype_gender, strict=True)]
     )

@@ -1,15 +1,33 @@
-"""Utility per group with bootstrap CIs: checked against fairlearn-based group_metrics and by hand."""
+"""Utility per group with bootstrap CIs: fairlearn as the oracle of every point figure, and by hand."""
 
 from __future__ import annotations
+
+import warnings
+from functools import partial
 
 import numpy as np
 import pandas as pd
 import pytest
+from fairlearn.metrics import (
+    MetricFrame,
+    demographic_parity_difference,
+    equalized_odds_difference,
+    false_positive_rate,
+    selection_rate,
+    true_positive_rate,
+)
+from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
 from fairlora.errors import AuditError
-from fairlora.metrics.bootstrap import bootstrap_weights, percentile_ci
-from fairlora.metrics.groups import group_metrics
+from fairlora.metrics.bootstrap import iter_weights, percentile_ci
+from fairlora.metrics.table import MetricTable
 from fairlora.metrics.utility import utility_table
+
+
+def draws(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """The audit's bootstrap resample counts, (n_boot, n), drawn directly."""
+    return np.concatenate(list(iter_weights(n, n_boot, seed)))
+
 
 GROUPS = ["a", "b", "c", "empty"]
 
@@ -31,24 +49,77 @@ def _table(n: int, seed: int = 0, classes: int = 2) -> pd.DataFrame:
     return frame
 
 
+def _group_rows(frame: pd.DataFrame, groups: list[str]) -> pd.DataFrame:
+    """One row per (example, group it belongs to): overlapping groups as one categorical column."""
+    parts = [frame[frame[g]].assign(group=g) for g in groups if frame[g].any()]
+    return pd.concat(parts, ignore_index=True)
+
+
+def _oracle_metrics(classes: int) -> dict:
+    if classes > 2:
+        macro = {"average": "macro", "zero_division": 0.0}
+        return {
+            "accuracy": accuracy_score,
+            "precision": partial(precision_score, **macro),
+            "recall": partial(recall_score, **macro),
+            "f1": partial(f1_score, **macro),
+        }
+    return {
+        "accuracy": accuracy_score,
+        "precision": partial(precision_score, zero_division=0.0),
+        "recall": partial(recall_score, zero_division=0.0),
+        "f1": partial(f1_score, zero_division=0.0),
+        "tpr": true_positive_rate,
+        "fpr": false_positive_rate,
+        "positive_rate": selection_rate,
+    }
+
+
+def _metric_frame(frame: pd.DataFrame, groups: list[str], classes: int) -> MetricFrame:
+    rows = _group_rows(frame, groups)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return MetricFrame(
+            metrics=_oracle_metrics(classes),
+            y_true=rows["label"],
+            y_pred=rows["pred"],
+            sensitive_features=rows["group"],
+        )
+
+
 @pytest.mark.parametrize("classes", [2, 3])
-def test_point_estimates_match_group_metrics(classes):
+def test_per_group_and_overall_figures_match_fairlearn_metric_frame(classes):
     frame = _table(400, seed=classes, classes=classes)
     table = utility_table(frame, GROUPS, min_group_size=20, n_boot=50)
-    reference = group_metrics(frame, GROUPS, min_group_size=20)
+    oracle = _metric_frame(frame, GROUPS, classes)
     ours = table.frame()
-    for metric in reference.by_group.columns.drop(["n", "flagged"]):
-        np.testing.assert_allclose(ours[metric], reference.by_group[metric], equal_nan=True, err_msg=metric)
-    for metric, value in reference.overall.items():
-        if metric != "n":
-            assert table.overall[metric].value == pytest.approx(value), metric
-    assert list(ours["n"]) == list(reference.by_group["n"])
+    for metric in oracle.by_group.columns:
+        for group in ("a", "b", "c"):
+            assert ours.loc[group, metric] == pytest.approx(oracle.by_group.loc[group, metric]), metric
+        everyone = _oracle_metrics(classes)[metric]
+        assert table.overall[metric].value == pytest.approx(everyone(frame["label"], frame["pred"])), metric
+    assert ours.loc["empty", "n"] == 0 and table.by_group["empty"]["accuracy"].value is None
     assert table.flagged == ["empty"]
-    for key in ("worst_group_accuracy", "best_worst_gap", "dp_difference", "eo_difference"):
-        if key in reference.disparity:
-            assert table.summary[key].value == pytest.approx(reference.disparity[key]), key
-    assert table.labels["worst_group"] == reference.disparity["worst_group"]
+    accuracy = oracle.by_group["accuracy"]
+    assert table.summary["worst_group_accuracy"].value == pytest.approx(accuracy.min())
+    assert table.summary["best_worst_gap"].value == pytest.approx(accuracy.max() - accuracy.min())
+    assert table.labels["worst_group"] == accuracy.idxmin()
     assert ("dp_difference" in table.summary) == (classes == 2)
+
+
+def test_dp_and_eo_differences_match_fairlearn():
+    frame = _table(600, seed=7)
+    table = utility_table(frame, ["a", "b", "c"], min_group_size=20, n_boot=0)
+    rows = _group_rows(frame, ["a", "b", "c"])  # overlapping groups: one row per (example, group)
+    options = {"y_true": rows["label"], "y_pred": rows["pred"], "sensitive_features": rows["group"]}
+    assert table.summary["dp_difference"].value == pytest.approx(demographic_parity_difference(**options))
+    assert table.summary["eo_difference"].value == pytest.approx(equalized_odds_difference(**options))
+    # one boolean group column against its complement is fairlearn's two-group case, row for row
+    frame["not_b"] = ~frame["b"]
+    pair = utility_table(frame, ["b", "not_b"], min_group_size=1, n_boot=0)
+    options = {"y_true": frame["label"], "y_pred": frame["pred"], "sensitive_features": frame["b"]}
+    assert pair.summary["dp_difference"].value == pytest.approx(demographic_parity_difference(**options))
+    assert pair.summary["eo_difference"].value == pytest.approx(equalized_odds_difference(**options))
 
 
 def test_cis_contain_the_point_and_shrink_with_n():
@@ -71,15 +142,15 @@ def test_cis_contain_the_point_and_shrink_with_n():
 def test_cis_are_percentiles_over_the_shared_resamples():
     frame = _table(250, seed=3)
     table = utility_table(frame, GROUPS, n_boot=200, seed=7)
-    weights = bootstrap_weights(len(frame), 200, 7).astype(np.float64)
+    weights = draws(len(frame), 200, 7).astype(np.float64)
     correct = (frame["label"] == frame["pred"]).to_numpy(float)
     accuracy = {g: (weights @ (correct * frame[g])) / (weights @ frame[g].to_numpy(float)) for g in "abc"}
-    low, high = percentile_ci(accuracy["b"][:, None])
+    low, high = percentile_ci(accuracy["b"][:, None], 0.95)
     assert table.by_group["b"]["accuracy"].low == pytest.approx(low[0])
     assert table.by_group["b"]["accuracy"].high == pytest.approx(high[0])
     # the worst group is taken per resample, over the same draws as the group figures
     worst = np.minimum.reduce([accuracy[g] for g in "abc"])
-    low, high = percentile_ci(worst[:, None])
+    low, high = percentile_ci(worst[:, None], 0.95)
     assert table.summary["worst_group_accuracy"].low == pytest.approx(low[0])
     assert table.summary["worst_group_accuracy"].high == pytest.approx(high[0])
 
@@ -142,3 +213,61 @@ def test_causal_lm_predictions_report_loss_and_perplexity():
 def test_missing_group_column_raises_audit_error():
     with pytest.raises(AuditError, match="missing_group"):
         utility_table(_table(20), ["missing_group"], n_boot=10)
+
+
+def test_ci_level_sets_the_width_of_every_interval():
+    frame = _table(500, seed=8)
+    wide = utility_table(frame, GROUPS, n_boot=300, seed=2, level=0.95)
+    narrow = utility_table(frame, GROUPS, n_boot=300, seed=2, level=0.5)
+    for name in ("accuracy", "f1", "tpr"):
+        for a, b in (
+            (wide.overall[name], narrow.overall[name]),
+            (wide.by_group["a"][name], narrow.by_group["a"][name]),
+        ):
+            assert b.value == a.value
+            assert a.low < b.low <= b.high < a.high, name
+    w, n = wide.summary["worst_group_accuracy"], narrow.summary["worst_group_accuracy"]
+    assert n.high - n.low < w.high - w.low
+
+
+def _constant(n: int = 120) -> pd.DataFrame:
+    """A classifier that gives every example P(positive) ~ 0.22 and predicts class 0 throughout."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"id": [str(i) for i in range(n)], "split": "test"})
+    frame["label"] = rng.integers(0, 2, n)
+    frame["prob_1"] = 0.22 + rng.normal(0, 1e-3, n)
+    frame["prob_0"] = 1 - frame["prob_1"]
+    frame["pred"] = 0
+    frame["loss"] = -np.log(np.where(frame["label"] == 1, frame["prob_1"], frame["prob_0"]))
+    frame["a"], frame["b"] = np.arange(n) < 60, np.arange(n) >= 40
+    return frame
+
+
+def test_a_constant_predictor_is_named_plainly():
+    table = utility_table(_constant(), ["a", "b"], min_group_size=20, n_boot=20)
+    assert table.notes == ["constant predictor: predicts class 0 for every example"]
+    assert table.overall["positive_rate"].value == 0.0
+    assert MetricTable.from_dict(table.to_dict()).notes == table.notes
+
+
+def test_a_group_predicted_constantly_is_named_when_large_enough():
+    frame = _constant()
+    frame.loc[frame.index >= 100, "pred"] = 1  # the run varies; group a (rows 0-59) does not
+    frame["tiny"] = np.arange(len(frame)) < 5
+    table = utility_table(frame, ["a", "b", "tiny"], min_group_size=20, n_boot=0)
+    assert table.notes == ["group a: constant predictor: predicts class 0 for every example"]
+
+
+def test_results_json_utility_equals_the_audit_utility_on_the_same_draws():
+    from fairlora.auditing.run import prediction_sections
+    from fairlora.auditing.settings import audit_settings
+    from fairlora.runs import RunResult
+
+    test = _table(300, seed=9)
+    train = _table(500, seed=10).assign(split="train")
+    predictions = pd.concat([test, train], ignore_index=True)
+    evaluated = utility_table(test, GROUPS, min_group_size=20, n_boot=200, seed=0, level=0.95)
+    stored = RunResult("run", "lora", "m", "d", "classification", {"test": evaluated}).to_dict()
+    settings = audit_settings(["audit.n_boot=200", "audit.seed=0", "eval.min_group_size=20"])
+    audited = prediction_sections(["utility"], predictions, settings, "run")["utility/test"]
+    assert RunResult.from_dict(stored).test.to_dict() == audited.to_dict()

@@ -15,10 +15,10 @@ import yaml
 
 from fairlora.config import RunConfig, build_config
 from fairlora.errors import RunDirError
-from fairlora.metrics.groups import GroupMetrics
+from fairlora.metrics.table import MetricTable
 from fairlora.storage import write_text_atomic
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: each split is a MetricTable (estimates with CIs); 1 held point values only
 RESULTS_FILE = "results.json"
 CONFIG_FILE = "config.yaml"  # the resolved config of a run
 PREDICTIONS_FILE = "predictions.parquet"  # its one stored prediction pass
@@ -28,19 +28,19 @@ CHECKPOINTS_DIR = "checkpoints"
 
 @dataclass
 class RunResult:
-    """What a run produced: per-split group metrics plus training facts."""
+    """What a run produced: per-split utility tables (see `fairlora.metrics.utility`) plus training facts."""
 
     name: str
     method: str
     model: str
     dataset: str
     task: str
-    splits: dict[str, GroupMetrics]
+    splits: dict[str, MetricTable]
     train: dict[str, Any] = field(default_factory=dict)
     run_dir: Path | None = None
 
     @property
-    def test(self) -> GroupMetrics:
+    def test(self) -> MetricTable:
         """Metrics on the held-out split."""
         return self.splits["test"]
 
@@ -63,7 +63,7 @@ class RunResult:
     def from_dict(cls, data: dict[str, Any], run_dir: Path | None = None) -> RunResult:
         """Inverse of `to_dict`."""
         run = data["run"]
-        splits = {split: GroupMetrics.from_dict(m) for split, m in data["splits"].items()}
+        splits = {split: MetricTable.from_dict(m) for split, m in data["splits"].items()}
         return cls(
             run["name"],
             run["method"],
@@ -107,8 +107,14 @@ def weights_dir(run_dir: Path, method: str) -> Path:
     return Path(run_dir) / get_method(method).weights_dir
 
 
-def read_config(run_dir: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """A run's resolved config (its folder is where it lies now), plus `overrides`."""
+def read_config(
+    run_dir: str | Path, overrides: list[str] | None = None, without: tuple[str, ...] = ()
+) -> RunConfig:
+    """A run's resolved config (its folder is where it lies now), plus `overrides`.
+
+    Top-level sections named in `without` are not read: they take their defaults (an audit passes
+    ("audit",), as its settings apply equally to every run it compares).
+    """
     run_dir = Path(run_dir)
     file = run_dir / CONFIG_FILE
     if not file.is_file():
@@ -119,6 +125,9 @@ def read_config(run_dir: str | Path, overrides: list[str] | None = None) -> RunC
         data = yaml.safe_load(file.read_text()) or {}
     except yaml.YAMLError as exc:
         raise RunDirError(f"{file}: not valid YAML ({exc}); the run folder is damaged") from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{file}: not a mapping of config keys; the run folder is damaged")
+    data = {key: value for key, value in data.items() if key not in without}
     return build_config(data, [*(overrides or []), f"output_dir={run_dir.parent}", f"name={run_dir.name}"])
 
 

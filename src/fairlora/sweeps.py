@@ -57,19 +57,17 @@ class SweepResult:
 
 
 def cell_metrics(run_dir: Path) -> dict[str, float]:
-    """Headline figures of one finished run: utility/disparity, ECE and loss-attack AUC (no CIs)."""
+    """Headline test figures of a finished run: utility and disparity (results.json), ECE, attack AUC."""
     from fairlora.metrics.calibration import calibration_table
     from fairlora.metrics.membership import loss_attack_table
-    from fairlora.metrics.utility import utility_table
-    from fairlora.runs import group_columns, read_config, read_predictions
+    from fairlora.runs import group_columns, load_results, read_config, read_predictions
 
-    cfg = read_config(run_dir)
+    utility = load_results(run_dir).splits["test"]  # computed once, by the run's evaluation
+    metrics = {k: e.value for k, e in (utility.overall | utility.summary).items()}
     predictions = read_predictions(run_dir)
     groups = group_columns(predictions)
-    options = {"min_group_size": cfg.eval.min_group_size, "n_boot": 0, "seed": 0}
+    options = {"min_group_size": read_config(run_dir).eval.min_group_size, "n_boot": 0, "seed": 0}
     test = predictions[predictions["split"] == "test"]
-    utility = utility_table(test, groups, **options)
-    metrics = {k: e.value for k, e in (utility.overall | utility.summary).items()}
     if "pred" in predictions:
         metrics["ece"] = calibration_table(test, groups, **options).overall["ece"].value
     if {"train", "test"} <= set(predictions["split"]):

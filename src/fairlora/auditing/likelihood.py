@@ -9,8 +9,6 @@ token and padding are never scored. Batches are right-padded; results do not dep
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -96,14 +94,3 @@ def sequence_logprobs(
     finally:
         model.train(was_training)
     return sums, counts
-
-
-def model_scorer(
-    model: nn.Module, tokenizer: PreTrainedTokenizerBase, batch_size: int = 16, progress: bool = True
-) -> Callable[[list[str], list[str] | None], tuple[np.ndarray, np.ndarray]]:
-    """`score(texts, contexts)` backed by `sequence_logprobs` (the scorer benchmarks and probes take)."""
-
-    def score(texts: list[str], contexts: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        return sequence_logprobs(model, tokenizer, texts, contexts, batch_size, progress)
-
-    return score

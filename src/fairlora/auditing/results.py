@@ -7,11 +7,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fairlora.auditing.compare import (
+    NO_CI,
+    Comparison,
+    Difference,
+    compare_sections,
+    comparison_from_dict,
+    comparison_to_dict,
+)
 from fairlora.errors import AuditError
-from fairlora.metrics.table import MetricTable
+from fairlora.metrics.table import Estimate, MetricTable
 from fairlora.storage import write_text_atomic
 
-AUDIT_SCHEMA_VERSION = 1
+AUDIT_SCHEMA_VERSION = 2  # 2: "comparison" holds differences with CIs (1: point differences only)
 AUDIT_KIND = "fairlora-audit"
 AUDIT_FILE = "results.json"
 
@@ -20,8 +28,8 @@ AUDIT_FILE = "results.json"
 class RunAudit:
     """Every audit section of one run.
 
-    Section keys: "utility/<split>", "calibration/<split>", "membership/loss", "membership/lira",
-    "generation/<prompt set>", "probe/answer_order", "benchmark/<name>".
+    Section keys: "utility/<split>", "auc/<split>", "calibration/<split>", "membership/loss",
+    "membership/lira", "generation/<prompt set>", "probe/answer_order", "benchmark/<name>".
     """
 
     name: str
@@ -49,10 +57,16 @@ class RunAudit:
 
 @dataclass
 class AuditResult:
-    """The audits of one or more runs; the first run is the reference of the comparison."""
+    """The audits of one or more runs; the first run is the reference of the comparison.
+
+    `options` records the settings every run was audited with; `comparison` holds each other run's
+    overall and summary figures minus the reference's, with paired bootstrap CIs where the runs'
+    rows align (see `fairlora.auditing.compare`).
+    """
 
     runs: list[RunAudit]
     options: dict[str, Any] = field(default_factory=dict)
+    comparison: Comparison = field(default_factory=dict)
 
     def section_keys(self) -> list[str]:
         """Every section key present in any run, in first-seen order."""
@@ -61,18 +75,38 @@ class AuditResult:
             keys.update(dict.fromkeys(run.sections))
         return list(keys)
 
-    def comparison(self) -> dict[str, dict[str, dict[str, float | None]]]:
-        """section -> metric -> run name -> overall value minus the reference run's (None if absent)."""
-        if not self.runs:
-            return {}
-        reference = self.runs[0]
-        out: dict[str, dict[str, dict[str, float | None]]] = {}
+    def compare(self, level: float) -> None:
+        """Fill `comparison` from the runs' resampled figures; note sections whose rows do not align."""
+        sections = {run.name: run.sections for run in self.runs}
+        self.comparison, notes = compare_sections(sections, level)
+        for run in self.runs:
+            run.notes += notes.get(run.name, [])
+
+    def difference(self, key: str, metric: str, run: str, summary: bool = False) -> Difference | None:
+        """A run's figure minus the reference's: the stored one with its CI, else the point difference."""
+        part = "summary" if summary else "overall"
+        stored = self.comparison.get(key, {}).get(part, {}).get(metric, {}).get(run)
+        if stored is not None or not self.runs:
+            return stored
+        reference = self.runs[0].sections.get(key)
+        other = next((r.sections.get(key) for r in self.runs if r.name == run), None)
+        if reference is None or other is None:
+            return None
+        return _point_difference(getattr(reference, part).get(metric), getattr(other, part).get(metric))
+
+    def differences(self) -> Comparison:
+        """Every other run's overall and summary figures minus the reference's (stored, else points)."""
+        out: Comparison = {}
         for key in self.section_keys():
-            base = reference.sections.get(key)
-            metrics = list(base.overall) if base else []
-            out[key] = {
-                m: {run.name: _delta(run.sections.get(key), base, m) for run in self.runs} for m in metrics
-            }
+            reference = self.runs[0].sections.get(key)
+            for part in ("overall", "summary"):
+                for metric in getattr(reference, part) if reference else {}:
+                    for run in self.runs[1:]:
+                        found = self.difference(key, metric, run.name, part == "summary")
+                        if found is not None:
+                            out.setdefault(key, {}).setdefault(part, {}).setdefault(metric, {})[run.name] = (
+                                found
+                            )
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,13 +117,14 @@ class AuditResult:
             "options": self.options,
             "reference": self.runs[0].name if self.runs else None,
             "runs": [run.to_dict() for run in self.runs],
-            "comparison": self.comparison(),
+            "comparison": comparison_to_dict(self.differences()),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AuditResult:
         """Inverse of `to_dict`."""
-        return cls([RunAudit.from_dict(r) for r in data["runs"]], dict(data.get("options", {})))
+        runs = [RunAudit.from_dict(r) for r in data["runs"]]
+        return cls(runs, dict(data.get("options", {})), comparison_from_dict(data.get("comparison", {})))
 
     def save(self, out_dir: Path) -> Path:
         """Write `results.json` atomically into `out_dir`."""
@@ -98,11 +133,12 @@ class AuditResult:
         return path
 
 
-def _delta(table: MetricTable | None, base: MetricTable | None, metric: str) -> float | None:
-    if table is None or base is None or metric not in table.overall or metric not in base.overall:
+def _point_difference(base: Estimate | None, other: Estimate | None) -> Difference | None:
+    if base is None or other is None:
         return None
-    value, reference = table.overall[metric].value, base.overall[metric].value
-    return None if value is None or reference is None else value - reference
+    if base.value is None or other.value is None:
+        return Difference(Estimate(None, n=other.n), NO_CI)
+    return Difference(Estimate(other.value - base.value, n=other.n), NO_CI)
 
 
 def load_audit(out_dir: Path) -> AuditResult:

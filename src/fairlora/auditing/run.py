@@ -1,60 +1,66 @@
 """`fairlora audit`: every audit section of one or more runs, then results.json and the report.
 
 Sections computed from a run's stored predictions (one prediction pass, written by `fairlora
-train` / `fairlora eval`): utility and calibration per split, the loss membership attack. Sections
-that need the model (LiRA shadows, generation, token probe, bias benchmarks) load it once and
-cache their raw outputs under `<out>/cache/<run>/`, so a repeated audit only recomputes metrics.
+train` / `fairlora eval`): utility per split, threshold-free bias AUCs (binary classification) and
+calibration on the test split, the loss membership attack. Sections that need the model (LiRA
+shadows, generation, token probe, bias benchmarks) load it once and cache their raw outputs under
+`<out>/cache/<run>/`, so a repeated audit only recomputes metrics. One set of settings (see
+`fairlora.auditing.settings`) applies to every run, and the runs' differences to the first run get
+paired bootstrap CIs where their rows align.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from fairlora.auditing.results import AUDIT_FILE, AUDIT_KIND, AuditResult, RunAudit
+from fairlora.auditing.settings import AuditSettings, audit_settings, run_config
 from fairlora.config import RunConfig
-from fairlora.errors import AuditError, ConfigError
+from fairlora.errors import AuditError
+from fairlora.metrics.auc import auc_table
+from fairlora.metrics.bootstrap import rows_key
 from fairlora.metrics.calibration import calibration_table
 from fairlora.metrics.membership import loss_attack_table
+from fairlora.metrics.table import MetricTable
 from fairlora.metrics.utility import utility_table
-from fairlora.runs import CONFIG_FILE, group_columns, read_config, read_predictions
+from fairlora.runs import CONFIG_FILE, group_columns, read_predictions
 
 MODEL_SECTIONS = ("generation", "probe", "benchmarks")
-AUDIT_OVERRIDE_PREFIXES = ("audit.", "eval.min_group_size")
 
 
 def audit(
-    run_dirs: list[str | Path], out_dir: str | Path, overrides: list[str] | None = None, progress: bool = True
+    run_dirs: list[str | Path],
+    out_dir: str | Path,
+    overrides: list[str] | None = None,
+    progress: bool = True,
+    config_file: str | Path | None = None,
 ) -> AuditResult:
-    """Audit each run folder (the first is the reference of the comparison); writes the report to out_dir."""
+    """Audit each run folder (the first is the reference of the comparison); writes the report to out_dir.
+
+    The settings come from the defaults, the `audit:` section of `config_file` (a YAML file) and the
+    audit.* / eval.min_group_size `overrides`, and apply to every run alike; they are recorded under
+    "options" in results.json. A run's own `audit:` section is not read.
+    """
     from fairlora.report.html import write_report
 
     if not run_dirs:
         raise AuditError("no run folder given: pass one or more folders written by `fairlora train`")
+    settings = audit_settings(overrides, config_file)
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, [Path(d) for d in run_dirs])
-    runs = [audit_run(Path(d), out_dir, overrides or [], progress) for d in run_dirs]
+    runs = [audit_run(Path(d), out_dir, settings, progress) for d in run_dirs]
     _unique_names(runs)
-    cfg = run_config(Path(run_dirs[0]), overrides or [])
-    result = AuditResult(
-        runs, options=cfg.audit.model_dump(mode="json") | {"min_group_size": cfg.eval.min_group_size}
-    )
+    result = AuditResult(runs, options=settings.record())
+    result.compare(settings.audit.ci_level)
     write_report(result, out_dir)
     return result
 
 
-def run_config(run_dir: Path, overrides: list[str]) -> RunConfig:
-    """The run's resolved config plus audit.* / eval.min_group_size overrides."""
-    for item in overrides:
-        if not item.strip().startswith(AUDIT_OVERRIDE_PREFIXES):
-            raise ConfigError(
-                f"override {item!r}: an audit only takes audit.* and eval.min_group_size overrides; "
-                f"other settings are fixed by the run (train a new run to change them)"
-            )
-    return read_config(run_dir, overrides)
+def _binary(predictions: pd.DataFrame) -> bool:
+    return sorted(c for c in predictions.columns if str(c).startswith("prob_")) == ["prob_0", "prob_1"]
 
 
 def plan_sections(cfg: RunConfig, predictions: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -64,10 +70,14 @@ def plan_sections(cfg: RunConfig, predictions: pd.DataFrame) -> tuple[list[str],
     if cfg.audit.sections is not None:
         return list(cfg.audit.sections), []
     sections, notes = ["utility"], []
+    if _binary(predictions):
+        sections.append("auc")
+    elif classify:
+        notes.append("auc skipped: subgroup / BPSN / BNSP AUCs need a binary classifier")
     if classify:
         sections.append("calibration")
     else:
-        notes.append("calibration skipped: a causal_lm run has no class probabilities")
+        notes.append("calibration and auc skipped: a causal_lm run has no class probabilities")
     if {"train", "test"} <= splits:
         sections.append("membership")
     else:
@@ -75,39 +85,51 @@ def plan_sections(cfg: RunConfig, predictions: pd.DataFrame) -> tuple[list[str],
     return sections, notes
 
 
-def audit_run(run_dir: Path, out_dir: Path, overrides: list[str], progress: bool = True) -> RunAudit:
-    """Every planned section of one run."""
-    cfg = run_config(run_dir, overrides)
-    predictions = read_predictions(run_dir)
+def _stamped(table: MetricTable, rows: pd.DataFrame) -> MetricTable:
+    """The table with the fingerprint of the rows it resampled (pairs runs in comparisons)."""
+    table.rows = rows_key(rows["split"], rows["id"])
+    return table
+
+
+def prediction_sections(
+    sections: list[str], predictions: pd.DataFrame, settings: AuditSettings, source: str
+) -> dict[str, MetricTable]:
+    """The sections computed from stored predictions alone: utility, auc, calibration, membership."""
     groups = group_columns(predictions)
+    options = settings.table_options()
+    test = predictions[predictions["split"] == "test"]
+    out: dict[str, MetricTable] = {}
+    if "utility" in sections:
+        for split, rows in predictions.groupby("split", sort=False):
+            out[f"utility/{split}"] = _stamped(utility_table(rows, groups, **options), rows)
+    if "auc" in sections:
+        out["auc/test"] = _stamped(auc_table(test, groups, source=source, **options), test)
+    if "calibration" in sections:
+        out["calibration/test"] = _stamped(calibration_table(test, groups, source=source, **options), test)
+    if "membership" in sections:
+        rows = predictions[predictions["split"].astype(str).isin(["train", "test"])]
+        out["membership/loss"] = _stamped(loss_attack_table(predictions, groups, **options), rows)
+    return out
+
+
+def audit_run(run_dir: Path, out_dir: Path, settings: AuditSettings, progress: bool = True) -> RunAudit:
+    """Every planned section of one run, with the audit's settings."""
+    cfg = run_config(run_dir, settings)
+    predictions = read_predictions(run_dir)
     sections, notes = plan_sections(cfg, predictions)
     audit = RunAudit(cfg.name, cfg.method, cfg.model.name, cfg.data.name, cfg.task, str(run_dir), notes=notes)
-    audit.notes += _empty_group_notes(predictions, groups)
-    options = _table_options(cfg)
-    test = predictions[predictions["split"] == "test"]
-    for section in sections:
-        if section == "utility":
-            for split, rows in predictions.groupby("split", sort=False):
-                audit.sections[f"utility/{split}"] = utility_table(rows, groups, **options)
-        elif section == "calibration":
-            source = f"run {run_dir}"
-            audit.sections["calibration/test"] = calibration_table(test, groups, source=source, **options)
-        elif section == "membership":
-            audit.sections["membership/loss"] = loss_attack_table(predictions, groups, **options)
-        elif section == "lira":
-            from fairlora.auditing.shadows import lira_table
+    audit.notes += _empty_group_notes(predictions, group_columns(predictions))
+    audit.sections = prediction_sections(sections, predictions, settings, f"run {run_dir}")
+    if "lira" in sections:
+        from fairlora.auditing.shadows import lira_table
 
-            audit.sections["membership/lira"] = lira_table(cfg, predictions, out_dir, progress)
+        audit.sections["membership/lira"] = lira_table(cfg, predictions, out_dir, progress)
     model_sections = [s for s in sections if s in MODEL_SECTIONS]
     if model_sections:
         from fairlora.auditing.model_sections import model_sections as compute
 
         audit.sections |= compute(cfg, model_sections, out_dir / "cache" / cfg.name, progress)
     return audit
-
-
-def _table_options(cfg: RunConfig) -> dict[str, Any]:
-    return {"min_group_size": cfg.eval.min_group_size, "n_boot": cfg.audit.n_boot, "seed": cfg.audit.seed}
 
 
 def _empty_group_notes(predictions: pd.DataFrame, groups: list[str]) -> list[str]:

@@ -17,6 +17,7 @@ import pandas as pd
 from fairlora.config import RunConfig, build_config
 from fairlora.data import TaskData, load_task_data
 from fairlora.errors import AuditError, ConfigError, RunDirError
+from fairlora.metrics.bootstrap import rows_key
 from fairlora.metrics.membership import attack_table, lira_scores, lira_statistic
 from fairlora.metrics.table import MetricTable
 from fairlora.runs import PREDICTIONS_FILE
@@ -59,14 +60,17 @@ def lira_table(
         ]
     )
     scores = lira_scores(target, shadows, global_variance=cfg.audit.lira.global_variance)
-    return attack_table(
+    table = attack_table(
         frame[MEMBER].to_numpy(),
         scores,
         frame[data.group_columns].astype(bool),
         cfg.eval.min_group_size,
         cfg.audit.n_boot,
         cfg.audit.seed,
+        cfg.audit.ci_level,
     )
+    table.rows = rows_key(frame["id"], frame[MEMBER])
+    return table
 
 
 def _statistics(predictions: pd.DataFrame) -> np.ndarray:
@@ -102,8 +106,10 @@ def _shadow_statistics(
     from fairlora.pipeline import train  # the audit reaches back only for shadows
 
     shadow_dir = Path(out_dir) / "shadows" / cfg.name
+    # the audit's settings do not change a shadow: a new n_boot or min_group_size reuses it
+    settings = cfg.model_dump(mode="json", exclude={"audit": True, "eval": {"min_group_size"}})
     shadow = build_config(
-        cfg.model_dump(mode="json"),
+        settings,
         [
             f"name=shadow-{k}",
             f"output_dir={shadow_dir}",

@@ -2,7 +2,7 @@
 
 Every scorer takes `score(texts, contexts) -> (sum_logprob, n_tokens)` (contexts None: no context),
 so tests can pass a hand-made scorer; `run_benchmarks` wires them to `sequence_logprobs`. Each
-returns a MetricTable (kind "benchmark"): overall and per group, shares with bootstrap 95% CIs.
+returns a MetricTable (kind "benchmark"): overall and per group, shares with bootstrap CIs.
 Ties in log-likelihood count as "not preferred" (strict >), as in lm-eval and StereoSet's scorer.
 
 Data (located by path, never imported; `limit` keeps the first N items, deterministically):
@@ -92,6 +92,7 @@ def score_crows_pairs(
     limit: int | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    level: float = 0.95,
 ) -> MetricTable:
     """stereotype_preference: share of pairs whose more-stereotypical sentence has the higher total LL.
 
@@ -110,7 +111,8 @@ def score_crows_pairs(
             "likelihood_diff": safe_ratio(s["diff"], s["n"]),
         }
 
-    return section_table("benchmark", columns, formulas, group_masks(frame, ["bias_type"]), n_boot, seed)
+    groups = group_masks(frame, ["bias_type"])
+    return section_table("benchmark", columns, formulas, groups, n_boot, seed, level=level)
 
 
 # ---------------------------------------------------------------- StereoSet
@@ -133,6 +135,7 @@ def score_stereoset(
     n_boot: int = 1000,
     seed: int = 0,
     per_token: bool = True,
+    level: float = 0.95,
 ) -> MetricTable:
     """ss, lms and icat of Nadeem et al. 2021, per target term then averaged over terms.
 
@@ -163,7 +166,7 @@ def score_stereoset(
         "related": terms * ((stereo > unrelated).astype(float) + (anti > unrelated))[:, None],
     }
     groups = group_masks(frame, ["bias_type", "type"])
-    return section_table("benchmark", columns, _stereoset_formulas, groups, n_boot, seed)
+    return section_table("benchmark", columns, _stereoset_formulas, groups, n_boot, seed, level=level)
 
 
 def _stereoset_formulas(s: Columns) -> Columns:
@@ -246,6 +249,7 @@ def score_bbq(
     limit: int | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    level: float = 0.95,
 ) -> MetricTable:
     """Accuracy (overall, ambig, disambig) and, with BBQ metadata, Parrish et al.'s bias scores.
 
@@ -269,7 +273,7 @@ def score_bbq(
     groups = group_masks(frame, ["context_condition", "category"])
     n_from = {f"accuracy_{c}": c for c in ("ambig", "disambig")}
     n_from |= {"bias_ambig": "ambig", "bias_disambig": "answered_disambig"}
-    return section_table("benchmark", columns, _bbq_formulas, groups, n_boot, seed, n_from)
+    return section_table("benchmark", columns, _bbq_formulas, groups, n_boot, seed, n_from, level)
 
 
 def _bbq_columns(frame: pd.DataFrame, pred: np.ndarray) -> Columns:
@@ -331,6 +335,7 @@ def score_winobias(
     limit: int | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    level: float = 0.95,
 ) -> MetricTable:
     """pro_rate / anti_rate: share of items whose pro- / anti-stereotyped pronoun sentence has the higher LL.
 
@@ -348,24 +353,31 @@ def score_winobias(
         pro_rate, anti_rate = safe_ratio(s["pro"], s["n"]), safe_ratio(s["anti"], s["n"])
         return {"pro_rate": pro_rate, "anti_rate": anti_rate, "pro_minus_anti": pro_rate - anti_rate}
 
-    return section_table("benchmark", columns, formulas, group_masks(frame, ["gender"]), n_boot, seed)
+    groups = group_masks(frame, ["gender"])
+    return section_table("benchmark", columns, formulas, groups, n_boot, seed, level=level)
 
 
 # ---------------------------------------------------------------- wiring
 
 
 def run_benchmarks(
-    score: Scorer, names: list[str], limit: int | None = None, n_boot: int = 1000, seed: int = 0
+    score: Scorer,
+    names: list[str],
+    limit: int | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> dict[str, MetricTable]:
     """Score the named benchmarks (see BENCHMARKS) with `score` (e.g. a model's log-likelihoods)."""
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         raise AuditError(f"unknown benchmark(s) {unknown}; allowed: {', '.join(BENCHMARKS)}")
+    options = {"limit": limit, "n_boot": n_boot, "seed": seed, "level": level}
     scorers = {
-        "crows_pairs": lambda: score_crows_pairs(score, None, limit, n_boot, seed),
-        "stereoset": lambda: score_stereoset(score, None, limit, n_boot, seed),
-        "bbq": lambda: score_bbq(score, None, limit, n_boot, seed),
-        "bbq_gender": lambda: score_bbq(score, load_bbq_gender(), limit, n_boot, seed),
-        "winobias": lambda: score_winobias(score, None, limit, n_boot, seed),
+        "crows_pairs": lambda: score_crows_pairs(score, **options),
+        "stereoset": lambda: score_stereoset(score, **options),
+        "bbq": lambda: score_bbq(score, **options),
+        "bbq_gender": lambda: score_bbq(score, load_bbq_gender(), **options),
+        "winobias": lambda: score_winobias(score, **options),
     }
     return {name: scorers[name]() for name in names}

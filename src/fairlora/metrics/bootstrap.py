@@ -3,26 +3,26 @@
 A resample is a row of counts (how often each example is drawn). Sums of per-example indicators
 under all resamples are one matrix product, so accuracy, rates, ECE or Brier for every group and
 every resample come from the same draws: group and summary CIs (worst group, gaps) are consistent,
-and the same seed and n give the same resamples in every section (paired across runs).
+and the same seed and n give the same resamples in every section and every run: two runs audited on
+the same rows (same ids in the same order, see `rows_key`) are resampled in pairs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
 CHUNK_CELLS = 2**24  # at most ~64 MB of float32 counts at a time
 
 
-def bootstrap_weights(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, n) float32 counts: row b says how often each of the n examples is in resample b."""
-    return np.concatenate(list(iter_weights(n, n_boot, seed)), axis=0) if n_boot else np.zeros((0, n))
-
-
 def iter_weights(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
-    """The rows of `bootstrap_weights` in chunks (same draws, bounded memory)."""
+    """(rows, n) float32 counts in chunks: row b says how often each example is in resample b.
+
+    The draws depend only on (n, n_boot, seed), so every section and run of that size shares them.
+    """
     rng = np.random.default_rng(seed)
     rows = max(1, CHUNK_CELLS // max(n, 1))
     for start in range(0, n_boot, rows):
@@ -39,7 +39,7 @@ def resampled_sums(values: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     return np.concatenate(parts, axis=0).astype(np.float64) if parts else np.zeros((0, values.shape[1]))
 
 
-def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+def percentile_ci(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     """Percentile interval along axis 0, ignoring NaN resamples (all-NaN -> NaN)."""
     samples = np.asarray(samples, dtype=np.float64)
     if samples.shape[0] == 0:
@@ -59,3 +59,14 @@ def safe_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     out = np.full(np.broadcast(numerator, denominator).shape, np.nan)
     np.divide(numerator, denominator, out=out, where=denominator != 0)
     return out
+
+
+def rows_key(*columns: Iterable[object]) -> str:
+    """A short fingerprint of the resampled rows (e.g. their split and id), in order."""
+    digest = hashlib.sha256()
+    for column in columns:
+        for value in column:
+            digest.update(str(value).encode())
+            digest.update(b"\0")
+        digest.update(b"\1")
+    return digest.hexdigest()[:16]

@@ -4,6 +4,10 @@ ECE over n_bins equal-width bins of the predicted class's confidence is
 sum_b |sum_{i in b} (correct_i - conf_i)| / N, a function of per-bin sums, so it bootstraps with
 the same resample counts as every other count-based figure. Bins are [0, 0.1), ..., [0.9, 1.0]
 with 1.0 in the last bin. Every Estimate's `n` is the number of examples in its group.
+
+The Brier score is the multi-class one for every task, binary included:
+sum over classes k of (p_k - 1[y = k])^2, averaged over examples, in [0, 2]. For a binary task it is
+twice the (p_1 - y)^2 form: sklearn's `brier_score_loss(..., scale_by_half=False)`.
 """
 
 from __future__ import annotations
@@ -14,14 +18,18 @@ from scipy import sparse
 
 from fairlora.errors import AuditError
 from fairlora.metrics.bootstrap import iter_weights, safe_ratio
-from fairlora.metrics.table import Estimate, MetricTable
-from fairlora.metrics.utility import (
+from fairlora.metrics.summary import (
+    add_worst_and_gap,
     assemble,
     column_estimates,
     group_matrix,
-    nan_extremes,
-    summary_estimate,
+    kept_columns,
     used_rows,
+)
+from fairlora.metrics.table import MetricTable
+
+BRIER_DEFINITION = (
+    "sum over classes of (p_k - 1[y = k])^2, mean over examples (0 to 2; for two classes twice (p_1 - y)^2)"
 )
 
 
@@ -52,11 +60,8 @@ def _probabilities(predictions: pd.DataFrame, source: str) -> np.ndarray:
 def _per_example(probs: np.ndarray, label: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
     """Confidence of the predicted class, correctness and Brier score of each example."""
     confidence = np.take_along_axis(probs, pred[:, None], axis=1)[:, 0]
-    if probs.shape[1] == 2:
-        brier = (probs[:, 1] - label) ** 2
-    else:
-        onehot = np.arange(probs.shape[1])[None, :] == label[:, None]
-        brier = ((probs - onehot) ** 2).sum(axis=1)
+    onehot = np.arange(probs.shape[1])[None, :] == label[:, None]
+    brier = ((probs - onehot) ** 2).sum(axis=1)  # one definition for every number of classes
     return {"confidence": confidence, "correct": (pred == label).astype(np.float64), "brier": brier}
 
 
@@ -159,7 +164,9 @@ def calibration_table(
 ) -> MetricTable:
     """ECE, binary ECE, Brier, mean confidence and accuracy per group with CIs (kind "calibration").
 
-    `source` names the run in the error raised when the predictions hold no probabilities.
+    Brier is the multi-class sum over classes (see BRIER_DEFINITION), also for binary tasks; the
+    table's labels say so. `source` names the run in the error raised when the predictions hold no
+    probabilities.
     """
     probs = _probabilities(predictions, source)
     masks = group_matrix(predictions, group_columns, "the calibration audit")
@@ -177,30 +184,15 @@ def calibration_table(
     point, boot = _metrics(point_sums, n_bins, binary), _metrics(boot_sums, n_bins, binary)
     sizes = masks.sum(axis=0)
     support = {m: sizes for m in point}
-    table = assemble(
-        "calibration", column_estimates(point, boot, support, level), group_columns, sizes, min_group_size
-    )
-    keep = sizes >= min_group_size
-    keep[0] = False
-    table.summary = _summary(point["ece"], boot["ece"], keep, used_rows(masks, keep), level)
-    worst = np.where(keep, np.nan_to_num(point["ece"], nan=-np.inf), -np.inf)
-    if np.isfinite(worst).any():
-        table.labels["worst_group"] = group_columns[int(np.argmax(worst)) - 1]
+    estimates = column_estimates(point, boot, support, level)
+    table = assemble("calibration", estimates, group_columns, sizes, min_group_size, boot)
+    keep = kept_columns(sizes, min_group_size)
+    names = ("worst_group_ece", "ece_gap")
+    add_worst_and_gap(table, names, point["ece"], boot["ece"], keep, used_rows(masks, keep), level, True)
+    table.labels["brier"] = BRIER_DEFINITION
     names = ["overall", *group_columns]
     table.curves = {
         f"reliability/{name}": _reliability(example, bins, masks[:, c], n_bins)
         for c, name in enumerate(names)
     }
     return table
-
-
-def _summary(
-    point: np.ndarray, boot: np.ndarray, keep: np.ndarray, n: int, level: float
-) -> dict[str, Estimate]:
-    """Worst-group (highest) ECE and the ECE gap over the kept groups."""
-    low, high = nan_extremes(point, keep)
-    boot_low, boot_high = nan_extremes(boot, keep)
-    return {
-        "worst_group_ece": summary_estimate(high, boot_high, n, level),
-        "ece_gap": summary_estimate(high - low, boot_high - boot_low, n, level),
-    }

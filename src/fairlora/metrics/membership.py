@@ -3,109 +3,29 @@
 Point estimates come from sklearn's exact ROC (every distinct score is a threshold). CIs reuse the
 audit's bootstrap resample counts: per resample, weighted cumulative member / non-member counts in
 descending score order, read only at the last position of each run of equal scores, give the whole
-weighted ROC at once (AUC by the trapezoid rule, so ties count half, as in `roc_auc_score`).
-Every Estimate's `n` is the number of members plus non-members it rests on.
+weighted ROC at once (AUC by the trapezoid rule, so ties count half, as in `roc_auc_score`; see
+`fairlora.metrics.ranking`, where members are the positives). Every Estimate's `n` is the number of
+members plus non-members it rests on.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
 from sklearn.metrics import auc as trapezoid_auc
 from sklearn.metrics import roc_curve
 
 from fairlora.errors import AuditError
 from fairlora.metrics.bootstrap import iter_weights, percentile_ci, safe_ratio
+from fairlora.metrics.ranking import Ranked, cumulative, descending, pair_auc, rank_selection
+from fairlora.metrics.summary import add_worst_and_gap, group_matrix, used_rows
 from fairlora.metrics.table import Estimate, MetricTable
-from fairlora.metrics.utility import group_matrix, nan_extremes, summary_estimate, used_rows
 
 FPR_TARGETS = {"tpr_at_1pct_fpr": 0.01, "tpr_at_0.1pct_fpr": 0.001}
 METRICS = ("auc", "best_balanced_accuracy", *FPR_TARGETS)
 ROWS_PER_STEP = 64  # resamples handled together: keeps the per-group work in cache
 PROB_CLIP = 1e-12
 MIN_STD = 1e-6
-
-
-Columns = np.ndarray | slice
-
-
-@dataclass(frozen=True)
-class _Ranked:
-    """One group in descending score order: where its members and non-members sit, and run counts.
-
-    Positions index the score-sorted order of all examples. For each non-member, `before` / `through`
-    pick the running member count over tie runs strictly above / up to the end of its own run;
-    `false_before` / `false_through` do the same for non-members (slices where no copy is needed).
-    """
-
-    members: np.ndarray
-    nonmembers: np.ndarray
-    before: np.ndarray
-    through: Columns
-    false_before: Columns
-    false_through: Columns
-    corner_before: np.ndarray  # (before, false_before) of the first non-member after each member
-    corner_false_before: np.ndarray
-
-    @property
-    def size(self) -> int:
-        """Members plus non-members."""
-        return len(self.members) + len(self.nonmembers)
-
-
-def _as_columns(index: np.ndarray, same_as: np.ndarray | None = None) -> Columns:
-    """`index`, or a slice / `same_as` where that selects the same columns without a copy."""
-    if same_as is not None and np.array_equal(index, same_as):
-        return same_as
-    start = int(index[0]) if len(index) else 0
-    if np.array_equal(index, np.arange(start, start + len(index))):
-        return slice(start, start + len(index))
-    return index
-
-
-def _rank(sorted_score: np.ndarray, sorted_member: np.ndarray, mask: np.ndarray) -> _Ranked:
-    """The run bookkeeping of the examples in `mask` (all arrays in descending score order)."""
-    positions = np.flatnonzero(mask)
-    score, member = sorted_score[positions], sorted_member[positions]
-    new_run = np.ones(len(positions), dtype=bool)
-    new_run[1:] = score[1:] != score[:-1]
-    run = np.cumsum(new_run) - 1
-    runs = int(run[-1]) + 1 if len(run) else 0
-
-    def counts(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        through = np.cumsum(np.bincount(run, weights=flags, minlength=runs)).astype(np.int64)
-        return np.concatenate([[0], through[:-1]]).astype(np.int64)[own], through[own]
-
-    own = run[~member]
-    before, through = counts(member)
-    false_before, false_through = counts(~member)
-    # TPR - FPR can only peak before the first non-member run that follows new members
-    corner = np.ones(len(before), dtype=bool)
-    corner[1:] = before[1:] != before[:-1]
-    return _Ranked(
-        positions[member],
-        positions[~member],
-        before,
-        _as_columns(through, before),
-        _as_columns(false_before),
-        _as_columns(false_through),
-        before[corner],
-        false_before[corner],
-    )
-
-
-def _cumulative(weights: np.ndarray) -> np.ndarray:
-    """Running sums along each row with a leading 0 column: (rows, len + 1) int32.
-
-    Integer counts (a resample holds at most n < 2**31 draws): exact, and numpy's integer cumsum
-    runs several times faster than its float one.
-    """
-    totals = np.zeros((len(weights), weights.shape[1] + 1), dtype=np.int32)
-    np.cumsum(weights, axis=1, dtype=np.int32, out=totals[:, 1:])
-    return totals
 
 
 def _max_count(target: float, total: np.ndarray) -> np.ndarray:
@@ -129,7 +49,7 @@ def _first_above(running: np.ndarray, limits: np.ndarray) -> np.ndarray:
     return found - (np.arange(rows) * width)[:, None]
 
 
-def _best_spread(members: np.ndarray, nonmembers: np.ndarray, ranked: _Ranked) -> np.ndarray:
+def _best_spread(members: np.ndarray, nonmembers: np.ndarray, ranked: Ranked) -> np.ndarray:
     """max(0, max over corners of TP * N - FP * P): picked in float32, then evaluated exactly."""
     positives, negatives = members[:, -1:].astype(np.int64), nonmembers[:, -1:].astype(np.int64)
     true_counts = members[:, ranked.corner_before]
@@ -147,22 +67,19 @@ def _inverse(counts: np.ndarray) -> np.ndarray:
     return np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0).astype(np.float32)
 
 
-def _figures(weights: np.ndarray, ranked: _Ranked) -> dict[str, np.ndarray]:
+def attack_figures(weights: np.ndarray, ranked: Ranked) -> dict[str, np.ndarray]:
     """Attack metrics under each row of integer weights (rows, n) given in descending score order."""
-    if not len(ranked.members) or not len(ranked.nonmembers):
+    if not len(ranked.positives) or not len(ranked.negatives):
         return {m: np.full(len(weights), np.nan) for m in METRICS}
-    members = _cumulative(weights[:, ranked.members])
-    nonmember_weights = weights[:, ranked.nonmembers]
-    nonmembers = _cumulative(nonmember_weights)
+    members = cumulative(weights[:, ranked.positives])
+    nonmember_weights = weights[:, ranked.negatives]
+    nonmembers = cumulative(nonmember_weights)
     positives, negatives = members[:, -1].astype(np.int64), nonmembers[:, -1].astype(np.int64)
-    pairs_total = positives.astype(np.float64) * negatives
-    above = members[:, ranked.before]
-    tied = above if ranked.through is ranked.before else members[:, ranked.through]
-    pairs = np.einsum("ij,ij->i", nonmember_weights, above + tied, dtype=np.float64) / 2.0
-    figures = {"auc": safe_ratio(pairs, pairs_total)}
+    figures = {"auc": pair_auc(members, nonmember_weights, ranked)}
     best = _best_spread(members, nonmembers, ranked)
-    figures["best_balanced_accuracy"] = 0.5 + safe_ratio(best, 2.0 * pairs_total)
+    figures["best_balanced_accuracy"] = 0.5 + safe_ratio(best, 2.0 * positives.astype(np.float64) * negatives)
     # the first non-member whose run pushes FPR above a target ends that target's admissible points
+    above = members[:, ranked.before]
     limits = np.stack([_max_count(t, negatives) for t in FPR_TARGETS.values()], axis=1)
     firsts = _first_above(nonmembers[:, ranked.false_through], limits)
     for column, name in enumerate(FPR_TARGETS):
@@ -174,27 +91,13 @@ def _figures(weights: np.ndarray, ranked: _Ranked) -> dict[str, np.ndarray]:
     return figures
 
 
-def weighted_attack_figures(
-    weights: np.ndarray, is_member: np.ndarray, score: np.ndarray
-) -> dict[str, np.ndarray]:
-    """Attack metrics (AUC, best balanced accuracy, TPR at FPR) under each row of example weights."""
-    score = _clean_scores(score)
-    order = np.argsort(-score, kind="stable")
-    member = np.asarray(is_member, bool)[order]
-    ranked = _rank(score[order], member, np.ones(len(order), dtype=bool))
-    weights = np.asarray(weights).reshape(-1, len(order))[:, order]
-    if not np.array_equal(weights, np.round(weights)) or (weights < 0).any():
-        raise AuditError("attack weights must be non-negative whole counts (bootstrap resample counts)")
-    return _figures(weights.astype(np.int32), ranked)
-
-
-def _resampled(ranked: list[_Ranked], order: np.ndarray, n_boot: int, seed: int) -> dict[str, np.ndarray]:
+def _resampled(ranked: list[Ranked], order: np.ndarray, n_boot: int, seed: int) -> dict[str, np.ndarray]:
     """Each metric under each resample: {metric: (n_boot, groups)}."""
     parts: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
     for chunk in iter_weights(len(order), n_boot, seed):
         for start in range(0, len(chunk), ROWS_PER_STEP):
             weights = chunk[start : start + ROWS_PER_STEP][:, order].astype(np.int32)
-            columns = [_figures(weights, r) for r in ranked]
+            columns = [attack_figures(weights, r) for r in ranked]
             for m in METRICS:
                 parts[m].append(np.stack([c[m] for c in columns], axis=1))
     width = len(ranked)
@@ -267,8 +170,8 @@ def attack_table(
         )
     names = [str(c) for c in groups.columns]
     masks = group_matrix(groups, list(groups.columns), "the membership audit")
-    order = np.argsort(-score, kind="stable")
-    ranked = [_rank(score[order], member[order], masks[order, c]) for c in range(masks.shape[1])]
+    order = descending(score)
+    ranked = [rank_selection(score[order], member[order], masks[order, c]) for c in range(masks.shape[1])]
     boot = _resampled(ranked, order, n_boot, seed)
     table = MetricTable(kind="membership", overall={})
     point: dict[str, list[float]] = {m: [] for m in METRICS}
@@ -284,17 +187,22 @@ def attack_table(
             point[m].append(figures[m])
         if len(fpr):
             table.curves[f"roc/{name}"] = downsample_curve(fpr, tpr, max_curve_points)
-    keep = np.array([min(len(r.members), len(r.nonmembers)) >= min_group_size for r in ranked])
+    keep = np.array([min(len(r.positives), len(r.negatives)) >= min_group_size for r in ranked])
     keep[0] = False
     table.flagged = [name for name, kept in zip(names, keep[1:], strict=True) if not kept]
-    _summarise(table, np.array(point["auc"], np.float64), boot["auc"], keep, used_rows(masks, keep), level)
+    table.samples = {f"overall/{m}": boot[m][:, 0] for m in METRICS}
+    # the most vulnerable group has the highest attack AUC
+    auc = np.array(point["auc"], np.float64)
+    add_worst_and_gap(
+        table, ("worst_group_auc", "auc_gap"), auc, boot["auc"], keep, used_rows(masks, keep), level, True
+    )
     return table
 
 
 def _estimates(
-    figures: dict[str, float], boot: dict[str, np.ndarray], ranked: _Ranked, level: float
+    figures: dict[str, float], boot: dict[str, np.ndarray], ranked: Ranked, level: float
 ) -> dict[str, Estimate]:
-    members, nonmembers = len(ranked.members), len(ranked.nonmembers)
+    members, nonmembers = len(ranked.positives), len(ranked.negatives)
     out = {}
     for m in METRICS:
         low, high = percentile_ci(boot[m][:, None], level)
@@ -302,21 +210,6 @@ def _estimates(
     out["n_members"] = Estimate(members, n=members)
     out["n_nonmembers"] = Estimate(nonmembers, n=nonmembers)
     return out
-
-
-def _summarise(
-    table: MetricTable, point: np.ndarray, boot: np.ndarray, keep: np.ndarray, n: int, level: float
-) -> None:
-    """Most vulnerable group's AUC (the highest) and the AUC gap over the kept groups."""
-    low, high = nan_extremes(point, keep)
-    boot_low, boot_high = nan_extremes(boot, keep)
-    table.summary = {
-        "worst_group_auc": summary_estimate(high, boot_high, n, level),
-        "auc_gap": summary_estimate(high - low, boot_high - boot_low, n, level),
-    }
-    ranked = np.where(keep, np.nan_to_num(point, nan=-np.inf), -np.inf)
-    if np.isfinite(ranked).any():
-        table.labels["worst_group"] = list(table.by_group)[int(np.argmax(ranked)) - 1]
 
 
 def loss_attack_table(
@@ -362,10 +255,14 @@ def lira_statistic(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
 def lira_scores(
     target_stat: np.ndarray, shadow_stats: np.ndarray, global_variance: bool = False
 ) -> np.ndarray:
-    """Offline LiRA: P(OUT statistic < target statistic) under a Gaussian fit to the OUT shadows.
+    """Offline LiRA score: z = (target statistic - OUT mean) / OUT std under a Gaussian fit per example.
 
-    shadow_stats is (K, n), every shadow trained without every audit example. The std uses ddof=1;
-    `global_variance` pools one variance over all examples (better for small K). Higher = member.
+    The one-sided likelihood P(OUT statistic < target statistic) is Phi(z), a monotone function of z,
+    so z ranks examples (and gives every ROC figure) exactly as Phi(z) would, without Phi's rounding
+    to 1.0 for large z, which would tie the most exposed examples exactly where TPR at 0.1% FPR is
+    read. shadow_stats is (K, n), every shadow trained without every audit example. The std uses
+    ddof=1; `global_variance` pools one variance over all examples (better for small K).
+    Higher = member.
     """
     target = np.asarray(target_stat, np.float64).reshape(-1)
     shadows = np.asarray(shadow_stats, np.float64)
@@ -384,4 +281,4 @@ def lira_scores(
     if global_variance:
         variance = np.full_like(variance, variance.mean())
     std = np.maximum(np.sqrt(variance), MIN_STD)
-    return norm.cdf((target - shadows.mean(axis=0)) / std)
+    return (target - shadows.mean(axis=0)) / std

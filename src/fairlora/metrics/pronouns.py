@@ -15,6 +15,7 @@ import pandas as pd
 
 from fairlora.errors import AuditError
 from fairlora.metrics.bootstrap import percentile_ci, resampled_sums, safe_ratio
+from fairlora.metrics.summary import add_worst_and_gap, kept_columns, set_summary
 from fairlora.metrics.table import Estimate, MetricTable
 
 FEMALE = frozenset({"she", "her", "hers", "herself"})
@@ -94,15 +95,6 @@ def _estimates(point: np.ndarray, low: np.ndarray, high: np.ndarray, n: int) -> 
     return {name: Estimate(point[i], low[i], high[i], n) for i, name in enumerate(names)}
 
 
-def _largest_gap(ratios: np.ndarray, adequate: list[int]) -> np.ndarray:
-    """max |pro - anti| over the adequate groups (block indices), per leading index; NaN when none."""
-    if not adequate:
-        return np.full(ratios.shape[:-2], np.nan)
-    gaps = np.abs(ratios[..., adequate, 4])
-    all_nan = np.isnan(gaps).all(axis=-1)
-    return np.where(all_nan, np.nan, np.max(np.where(np.isnan(gaps), -np.inf, gaps), axis=-1))
-
-
 def pronoun_table(
     frame: pd.DataFrame,
     group_columns: list[str],
@@ -114,35 +106,24 @@ def pronoun_table(
     """Pro/anti/neutral/unknown ratios and the pro-minus-anti gap, overall and per group, with CIs."""
     _check(frame, group_columns)
     values = _indicator_blocks(frame, group_columns)
-    point = _ratios(values.sum(axis=0))
-    boot = _ratios(resampled_sums(values, n_boot, seed))
+    point = _ratios(values.sum(axis=0))  # (1 + G, 5)
+    boot = _ratios(resampled_sums(values, n_boot, seed))  # (B, 1 + G, 5)
     low, high = percentile_ci(boot, level)
-    sizes = {g: int(values[:, 5 * (i + 1)].sum()) for i, g in enumerate(group_columns)}
-    flagged = [g for g in group_columns if sizes[g] < min_group_size]
-    adequate = [i + 1 for i, g in enumerate(group_columns) if g not in flagged]
+    sizes = values[:, 0::5].sum(axis=0).astype(int)  # overall, then each group
     names = [OVERALL, *group_columns]
-    by_group = {
-        g: _estimates(point[i + 1], low[i + 1], high[i + 1], sizes[g]) for i, g in enumerate(group_columns)
-    }
-    largest = _largest_gap(point, adequate)
-    largest_low, largest_high = percentile_ci(_largest_gap(boot, adequate)[:, None], level)
-    summary = {
-        GAP: Estimate(point[0, 4], low[0, 4], high[0, 4], len(frame)),
-        f"max_abs_{GAP}": Estimate(largest, largest_low[0], largest_high[0], len(frame)),
-    }
-    labels = {"ratios_order": ", ".join(OUTCOMES)}
-    if adequate and not np.isnan(largest):
-        labels["max_abs_gap_group"] = names[adequate[int(np.nanargmax(np.abs(point[adequate, 4])))]]
-    curves = {
-        f"ratios/{name}": {"x": [0, 1, 2, 3], "y": point[i, :4].tolist()} for i, name in enumerate(names)
-    }
-    return MetricTable(
+    table = MetricTable(
         kind="generation",
         overall=_estimates(point[0], low[0], high[0], len(frame)),
-        by_group=by_group,
-        group_sizes=sizes,
-        flagged=flagged,
-        summary=summary,
-        labels=labels,
-        curves=curves,
+        by_group={g: _estimates(point[c], low[c], high[c], sizes[c]) for c, g in enumerate(names) if c},
+        group_sizes={g: int(sizes[c]) for c, g in enumerate(names) if c},
+        flagged=[g for c, g in enumerate(names) if c and sizes[c] < min_group_size],
+        labels={"ratios_order": ", ".join(OUTCOMES)},
+        curves={f"ratios/{g}": {"x": [0, 1, 2, 3], "y": point[c, :4].tolist()} for c, g in enumerate(names)},
     )
+    table.samples = {f"overall/{m}": boot[:, 0, i] for i, m in enumerate((*OUTCOMES, GAP))}
+    set_summary(table, GAP, point[0, 4], boot[:, 0, 4], len(frame), level)
+    keep = kept_columns(sizes, min_group_size)
+    largest = (f"max_abs_{GAP}", None)
+    gaps, boot_gaps = np.abs(point[:, 4]), np.abs(boot[..., 4])
+    add_worst_and_gap(table, largest, gaps, boot_gaps, keep, len(frame), level, True, "max_abs_gap_group")
+    return table

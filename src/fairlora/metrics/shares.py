@@ -22,13 +22,15 @@ def scope_estimates(
     n_boot: int,
     seed: int,
     n_from: dict[str, str] | None = None,
-) -> dict[str, Estimate]:
-    """Each metric of `formulas` (column sums -> values) on the rows in `mask`, with a 95% bootstrap CI.
+    level: float = 0.95,
+) -> tuple[dict[str, Estimate], dict[str, np.ndarray]]:
+    """Each metric of `formulas` (column sums -> values) on the rows in `mask`, with a bootstrap CI.
 
     Columns are per-row values, (n,) or (n, m); `formulas` gets their sums over the rows in scope,
     (R,) or (R, m) for R resamples, and returns (R,) arrays. Every scope resamples all n rows with the
     same seed, so the CIs of all groups and metrics rest on the same (paired) resamples. A metric's
     n is the in-scope sum of its column in `n_from` (its denominator), else the rows in scope.
+    Returns the estimates (percentile CIs at `level`) and each metric's resampled values.
     """
     mask = np.asarray(mask, dtype=bool)
     names = list(columns)
@@ -37,11 +39,12 @@ def scope_estimates(
     sums = _split(stacked.sum(0, keepdims=True), names, columns)
     point, boots = formulas(sums), formulas(_split(resampled_sums(stacked, n_boot, seed), names, columns))
     estimates, n_from = {}, n_from or {}
+    samples = {metric: np.asarray(values, dtype=np.float64).reshape(-1) for metric, values in boots.items()}
     for metric, value in point.items():
-        low, high = percentile_ci(np.asarray(boots[metric], dtype=np.float64))
+        low, high = percentile_ci(samples[metric], level)
         n = sums[n_from[metric]].sum() if metric in n_from else mask.sum()
         estimates[metric] = Estimate(float(np.asarray(value).reshape(-1)[0]), low, high, int(round(n)))
-    return estimates
+    return estimates, samples
 
 
 def _split(sums: np.ndarray, names: list[str], columns: Columns) -> Columns:
@@ -73,12 +76,17 @@ def section_table(
     n_boot: int,
     seed: int,
     n_from: dict[str, str] | None = None,
+    level: float = 0.95,
 ) -> MetricTable:
     """A MetricTable of `formulas` over all rows and over each group's rows (see `scope_estimates`)."""
     n = len(next(iter(columns.values())))
-    overall = scope_estimates(columns, formulas, np.ones(n, dtype=bool), n_boot, seed, n_from)
-    by_group = {g: scope_estimates(columns, formulas, m, n_boot, seed, n_from) for g, m in groups.items()}
-    return MetricTable(kind, overall, by_group, group_sizes={g: int(m.sum()) for g, m in groups.items()})
+    overall, samples = scope_estimates(columns, formulas, np.ones(n, dtype=bool), n_boot, seed, n_from, level)
+    by_group = {
+        g: scope_estimates(columns, formulas, m, n_boot, seed, n_from, level)[0] for g, m in groups.items()
+    }
+    table = MetricTable(kind, overall, by_group, group_sizes={g: int(m.sum()) for g, m in groups.items()})
+    table.samples = {f"overall/{metric}": values for metric, values in samples.items()}
+    return table
 
 
 def nanmean(values: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The shape every audit figure comes in: an estimate with its 95% CI and n, overall and per group."""
+"""The shape every audit figure comes in: an estimate with its bootstrap CI and n, overall and per group."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 
@@ -19,7 +20,7 @@ def _num(value: Any) -> float | None:
 
 @dataclass
 class Estimate:
-    """A point estimate with its bootstrap 95% CI (None where undefined) and the n it rests on."""
+    """A point estimate with its bootstrap CI (None where undefined) and the n it rests on."""
 
     value: float | None
     low: float | None = None
@@ -50,9 +51,14 @@ class MetricTable:
     (worst group, gap, DP/EO differences ...), `labels` names things like the worst group, `curves`
     holds plot data (name -> {"x": [...], "y": [...], ...}: ROC, reliability bins, shares).
     Groups in `flagged` are smaller than min_group_size: reported, but left out of summaries.
+    `notes` are plain sentences a reader must see (e.g. a constant predictor).
+
+    Not stored in JSON: `samples` ("overall/<metric>" or "summary/<metric>" -> the figure under each
+    bootstrap resample) and `rows` (a fingerprint of the resampled rows, in order). Two tables with the
+    same `rows` were resampled with the same draws, so their samples pair up for run comparisons.
     """
 
-    kind: str  # utility | calibration | membership | generation | probe | benchmark
+    kind: str  # utility | auc | calibration | membership | generation | probe | benchmark
     overall: dict[str, Estimate]
     by_group: dict[str, dict[str, Estimate]] = field(default_factory=dict)
     group_sizes: dict[str, int] = field(default_factory=dict)
@@ -60,6 +66,9 @@ class MetricTable:
     summary: dict[str, Estimate] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    samples: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    rows: str | None = field(default=None, repr=False, compare=False)
 
     def frame(self) -> pd.DataFrame:
         """Point estimates per group (rows) and metric (columns), plus n and flagged."""
@@ -78,11 +87,6 @@ class MetricTable:
         groups = self._adequate()
         return groups.max() - groups.min()
 
-    def ratio(self) -> pd.Series:
-        """Min over max of each metric over the groups not flagged as too small."""
-        groups = self._adequate()
-        return groups.min() / groups.max()
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
@@ -99,6 +103,7 @@ class MetricTable:
                 name: {k: [_num(v) for v in values] for k, values in curve.items()}
                 for name, curve in self.curves.items()
             },
+            "notes": list(self.notes),
         }
 
     @classmethod
@@ -117,4 +122,5 @@ class MetricTable:
             summary=estimates(data.get("summary", {})),
             labels=dict(data.get("labels", {})),
             curves={n: {k: list(v) for k, v in c.items()} for n, c in data.get("curves", {}).items()},
+            notes=list(data.get("notes", [])),
         )

@@ -18,90 +18,19 @@ import numpy as np
 import pandas as pd
 
 from fairlora.errors import AuditError
-from fairlora.metrics.bootstrap import percentile_ci, resampled_sums, safe_ratio
-from fairlora.metrics.table import Estimate, MetricTable
-
-
-def group_matrix(frame: pd.DataFrame, group_columns: list[str], what: str = "the audit") -> np.ndarray:
-    """(n, 1 + G) bool matrix: column 0 is every row, then one column per (overlapping) group."""
-    missing = [c for c in group_columns if c not in frame.columns]
-    if missing:
-        raise AuditError(
-            f"{what} needs the group columns {missing}, but the predictions hold no such columns; "
-            "predict again on data that defines these groups, or drop them from the audit"
-        )
-    if not len(frame):
-        raise AuditError(f"{what} got no predictions; evaluate on a split that holds examples")
-    groups = frame[group_columns].to_numpy(dtype=bool).reshape(len(frame), len(group_columns))
-    return np.concatenate([np.ones((len(frame), 1), dtype=bool), groups], axis=1)
-
-
-def stacked_sums(
-    values: list[np.ndarray], masks: np.ndarray, n_boot: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Point and resampled sums of each per-example value within each mask column.
-
-    Returns (point (V, C) float64, boot (n_boot, V, C) float64) for V values and C mask columns.
-    """
-    stacked = np.stack([np.asarray(v, np.float64) for v in values])  # (V, n)
-    point = stacked @ masks.astype(np.float64)
-    table = (stacked.T.astype(np.float32)[:, :, None] * masks[:, None, :]).reshape(len(masks), -1)
-    boot = resampled_sums(table, n_boot, seed).reshape((-1, *point.shape))
-    return point, boot
-
-
-def nan_extremes(values: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Min and max over the kept columns of the last axis, ignoring NaN (all NaN -> NaN)."""
-    chosen = np.asarray(values, np.float64)[..., np.asarray(keep, bool)]
-    if chosen.shape[-1] == 0:
-        nan = np.full(chosen.shape[:-1], np.nan)
-        return nan, nan
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmin(chosen, axis=-1), np.nanmax(chosen, axis=-1)
-
-
-def column_estimates(
-    point: dict[str, np.ndarray], boot: dict[str, np.ndarray], support: dict[str, np.ndarray], level: float
-) -> list[dict[str, Estimate]]:
-    """One {metric: Estimate} per column from point (C,), resampled (B, C) values and n (C,)."""
-    bounds = {m: percentile_ci(boot[m], level) for m in point}
-    columns = len(next(iter(point.values()))) if point else 0
-    return [
-        {m: Estimate(point[m][c], bounds[m][0][c], bounds[m][1][c], support[m][c]) for m in point}
-        for c in range(columns)
-    ]
-
-
-def summary_estimate(point: float, boot: np.ndarray, n: int, level: float) -> Estimate:
-    """A summary figure (worst group, gap) with its percentile CI over the resamples."""
-    low, high = percentile_ci(np.asarray(boot, np.float64)[:, None], level)
-    return Estimate(point, low[0], high[0], n)
-
-
-def assemble(
-    kind: str,
-    estimates: list[dict[str, Estimate]],
-    group_columns: list[str],
-    sizes: np.ndarray,
-    min_group_size: int,
-) -> MetricTable:
-    """A MetricTable from per-column estimates (column 0 overall), sizes and the size flag."""
-    group_sizes = {g: int(s) for g, s in zip(group_columns, sizes[1:], strict=True)}
-    return MetricTable(
-        kind=kind,
-        overall=estimates[0],
-        by_group=dict(zip(group_columns, estimates[1:], strict=True)),
-        group_sizes=group_sizes,
-        flagged=[g for g in group_columns if group_sizes[g] < min_group_size],
-    )
-
-
-def used_rows(masks: np.ndarray, keep: np.ndarray) -> int:
-    """Number of distinct examples in the kept group columns (column 0, overall, excluded)."""
-    keep = np.asarray(keep, bool).copy()
-    keep[0] = False
-    return int(masks[:, keep].any(axis=1).sum()) if keep.any() else 0
+from fairlora.metrics.bootstrap import safe_ratio
+from fairlora.metrics.summary import (
+    add_worst_and_gap,
+    assemble,
+    column_estimates,
+    group_matrix,
+    kept_columns,
+    set_summary,
+    spread,
+    stacked_sums,
+    used_rows,
+)
+from fairlora.metrics.table import MetricTable
 
 
 def _require(predictions: pd.DataFrame, columns: list[str]) -> None:
@@ -178,34 +107,33 @@ def _num_classes(predictions: pd.DataFrame) -> int:
     return sum(str(c).startswith("prob_") for c in predictions.columns)
 
 
-def _summary(
+def _classification_summary(
+    table: MetricTable,
     point: dict[str, np.ndarray],
     boot: dict[str, np.ndarray],
     keep: np.ndarray,
     binary: bool,
     n: int,
     level: float,
-) -> dict[str, Estimate]:
-    """Worst-group accuracy, best-worst gap and (binary) DP/EO differences over kept groups."""
-
-    def figures(values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        low, high = nan_extremes(values["accuracy"], keep)
-        out = {"worst_group_accuracy": low, "best_worst_gap": high - low}
-        if binary:
-            gaps = {m: _gap(values[m], keep) for m in ("positive_rate", "tpr", "fpr")}
-            out["dp_difference"] = gaps["positive_rate"]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                out["eo_difference"] = np.fmax(gaps["tpr"], gaps["fpr"])
-        return out
-
-    at_point, resampled = figures(point), figures(boot)
-    return {m: summary_estimate(at_point[m], resampled[m], n, level) for m in at_point}
+) -> None:
+    """Worst-group accuracy, best-worst gap and (binary) DP/EO differences over the kept groups."""
+    names = ("worst_group_accuracy", "best_worst_gap")
+    add_worst_and_gap(table, names, point["accuracy"], boot["accuracy"], keep, n, level, highest=False)
+    if binary:
+        set_summary(table, "dp_difference", _dp(point, keep), _dp(boot, keep), n, level)
+        set_summary(table, "eo_difference", _eo(point, keep), _eo(boot, keep), n, level)
 
 
-def _gap(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    low, high = nan_extremes(values, keep)
-    return high - low
+def _dp(values: dict[str, np.ndarray], keep: np.ndarray) -> np.ndarray:
+    """Demographic-parity difference: the largest gap in positive-prediction rate."""
+    return spread(values["positive_rate"], keep)
+
+
+def _eo(values: dict[str, np.ndarray], keep: np.ndarray) -> np.ndarray:
+    """Equalized-odds difference: the larger of the TPR gap and the FPR gap."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.fmax(spread(values["tpr"], keep), spread(values["fpr"], keep))
 
 
 def _classification_table(
@@ -238,6 +166,22 @@ def _loss_table(
     return metrics(point_sums), metrics(boot_sums), {"loss": sizes, "perplexity": sizes}
 
 
+def constant_predictor_notes(
+    predictions: pd.DataFrame, masks: np.ndarray, group_columns: list[str], keep: np.ndarray
+) -> list[str]:
+    """Plain notes where one class is predicted for every example: the run, else each kept group."""
+    pred = predictions["pred"].to_numpy()
+    classes = np.unique(pred)
+    if len(classes) == 1:
+        return [f"constant predictor: predicts class {classes[0]} for every example"]
+    notes = []
+    for column, group in enumerate(group_columns, start=1):
+        chosen = np.unique(pred[masks[:, column]])
+        if keep[column] and len(chosen) == 1:
+            notes.append(f"group {group}: constant predictor: predicts class {chosen[0]} for every example")
+    return notes
+
+
 def utility_table(
     predictions: pd.DataFrame,
     group_columns: list[str],
@@ -251,6 +195,8 @@ def utility_table(
     Classification runs report accuracy, precision, recall, F1 (macro for multi-class), loss and, for
     binary tasks, TPR/FPR/TNR/FNR, positive rate and mean P(positive); causal-LM runs (no `pred`
     column) report mean loss and perplexity. All rows of `predictions` are used: pass one split.
+    CIs are percentile intervals at `level`. A classifier that predicts one class for every example
+    (of the run, or of a group of at least min_group_size) gets a note saying so.
     """
     masks = group_matrix(predictions, group_columns, "the utility audit")
     causal = "pred" not in predictions.columns
@@ -260,30 +206,14 @@ def utility_table(
     else:
         point, boot, support, binary = _classification_table(predictions, masks, n_boot, seed)
     sizes = masks.sum(axis=0)
-    table = assemble(
-        "utility", column_estimates(point, boot, support, level), group_columns, sizes, min_group_size
-    )
-    keep = sizes >= min_group_size
-    keep[0] = False
+    estimates = column_estimates(point, boot, support, level)
+    table = assemble("utility", estimates, group_columns, sizes, min_group_size, boot)
+    keep = kept_columns(sizes, min_group_size)
     n_used = used_rows(masks, keep)
     if causal:
-        table.summary = _loss_summary(point, boot, keep, n_used, level)
-        worst = np.where(keep, np.nan_to_num(point["loss"], nan=-np.inf), -np.inf)
+        names = ("worst_group_loss", "loss_gap")
+        add_worst_and_gap(table, names, point["loss"], boot["loss"], keep, n_used, level, highest=True)
     else:
-        table.summary = _summary(point, boot, keep, binary, n_used, level)
-        worst = -np.where(keep, np.nan_to_num(point["accuracy"], nan=np.inf), np.inf)
-    if np.isfinite(worst).any():
-        table.labels["worst_group"] = group_columns[int(np.argmax(worst)) - 1]
+        _classification_summary(table, point, boot, keep, binary, n_used, level)
+        table.notes += constant_predictor_notes(predictions, masks, group_columns, keep)
     return table
-
-
-def _loss_summary(
-    point: dict[str, np.ndarray], boot: dict[str, np.ndarray], keep: np.ndarray, n: int, level: float
-) -> dict[str, Estimate]:
-    """Worst-group (highest) loss and the loss gap over the kept groups."""
-    low, high = nan_extremes(point["loss"], keep)
-    boot_low, boot_high = nan_extremes(boot["loss"], keep)
-    return {
-        "worst_group_loss": summary_estimate(high, boot_high, n, level),
-        "loss_gap": summary_estimate(high - low, boot_high - boot_low, n, level),
-    }

@@ -9,9 +9,20 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from fairlora.auditing.compare import UNPAIRED, Difference
 from fairlora.auditing.results import AuditResult, RunAudit
 from fairlora.metrics.table import Estimate, MetricTable
-from fairlora.report.markdown import MISSING, fmt_ci, fmt_delta, fmt_value, main_rows, render_markdown
+from fairlora.report.markdown import (
+    MISSING,
+    UNPAIRED_MARK,
+    ci_percent,
+    difference_note,
+    fmt_ci,
+    fmt_delta,
+    fmt_value,
+    main_rows,
+    render_markdown,
+)
 from fairlora.report.plots import Plot, section_plots
 from fairlora.storage import write_text_atomic
 
@@ -63,9 +74,16 @@ def _estimate_cell(estimate: Estimate | None) -> str:
     return f'<td class="est">{_estimate_html(estimate)}</td>'
 
 
-def _delta_cell(delta: float | None) -> str:
+def _delta_cell(difference: Difference | None) -> str:
+    """A difference between runs with its CI ('‡' marks an unpaired CI), or '–'."""
+    estimate = difference.estimate if difference is not None else None
+    delta = estimate.value if estimate is not None else None
     sign = "" if delta is None or delta == 0 else (" pos" if delta > 0 else " neg")
-    return f'<td class="delta{sign}">{_e(fmt_delta(delta))}</td>'
+    ci = ""
+    if estimate is not None and estimate.low is not None and estimate.high is not None:
+        ci = f' <span class="ci">[{_e(fmt_delta(estimate.low))}, {_e(fmt_delta(estimate.high))}]</span>'
+    mark = f' <span class="n">{UNPAIRED_MARK}</span>' if difference and difference.pairing == UNPAIRED else ""
+    return f'<td class="delta{sign}">{_e(fmt_delta(delta))}{ci}{mark}</td>'
 
 
 def _run_table(audit: AuditResult) -> str:
@@ -154,10 +172,11 @@ def _group_table(run: RunAudit, table: MetricTable) -> str:
     metrics = list(dict.fromkeys([*table.overall, *(m for v in table.by_group.values() for m in v)]))
     head = '<th class="label">group</th><th>n</th>' + "".join(f"<th>{_e(m)}</th>" for m in metrics)
     rows = _group_rows(table, metrics) + _summary_rows(table, max(len(metrics), 1))
+    notes = "".join(f'<p class="note table-note">{_e(note)}</p>' for note in table.notes)
     return (
         f'<div class="group-table-wrap"><h3>{_e(run.name)}</h3><div class="scroll">'
         f'<table class="group-table" data-run="{_e(run.name)}"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(rows)}</tbody></table></div></div>"
+        f"<tbody>{''.join(rows)}</tbody></table></div>{notes}</div>"
     )
 
 
@@ -188,9 +207,9 @@ def _figure(plot: Plot) -> str:
     )
 
 
-def _plots(tables: dict[str, MetricTable], log_fpr: bool) -> str:
+def _plots(tables: dict[str, MetricTable], log_fpr: bool, level: str) -> str:
     try:
-        plots = section_plots(tables, log_fpr=log_fpr)
+        plots = section_plots(tables, log_fpr=log_fpr, level=level)
     except (ValueError, TypeError) as exc:
         return f'<p class="note plot-error">Figures could not be drawn: {_e(exc)}</p>'
     return f'<div class="plots">{"".join(_figure(p) for p in plots)}</div>' if plots else ""
@@ -207,7 +226,7 @@ def _section(audit: AuditResult, key: str) -> str:
         f'<section class="audit-section" id="section-{_slug(key)}" data-section="{_e(key)}" '
         f'data-kind="{_e(kind)}"><h2>{_e(key)} <span class="kind">{_e(kind)}</span></h2>{missing}'
         f'<div class="group-tables">{group_tables}</div>{_flag_note(audit, tables)}'
-        f"{_plots(tables, log_fpr)}</section>"
+        f"{_plots(tables, log_fpr, ci_percent(audit.options))}</section>"
     )
 
 
@@ -223,24 +242,20 @@ def _notes(audit: AuditResult) -> str:
     return f'<section id="notes"><h2>Notes</h2>{body}</section>'
 
 
-def _delta_note(names: list[str]) -> str:
-    return f"; Δ is each run's value minus the reference run's ({_e(names[0])})" if len(names) > 1 else ""
-
-
-def _ci_level(audit: AuditResult) -> str:
-    level = audit.options.get("ci_level", 0.95)
-    return f"{float(level) * 100:g}%" if isinstance(level, (int, float)) else "95%"
+def _delta_note(audit: AuditResult) -> str:
+    return f". {_e(difference_note(audit))}" if len(audit.runs) > 1 else ""
 
 
 def render_html(audit: AuditResult) -> str:
     """The whole audit as one self-contained HTML page (inline CSS, PNG data URIs, no external resources)."""
     names = [run.name for run in audit.runs]
     title = "fairlora audit" + (f": {', '.join(names)}" if names else "")
+    level = ci_percent(audit.options)
     parts = [
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
-        f'<header><h1>{_e(title)}</h1><p class="note">Point estimates with bootstrap {_ci_level(audit)} CIs '
+        f'<header><h1>{_e(title)}</h1><p class="note">Point estimates with bootstrap {level} CIs '
         f"[low, high] and the n they rest on; {MISSING} marks a figure undefined or absent.</p></header>",
     ]
     if not audit.runs:
@@ -248,7 +263,7 @@ def render_html(audit: AuditResult) -> str:
     parts += [
         f'<section id="runs"><h2>Runs</h2>{_run_table(audit)}</section>',
         f'<section id="comparison"><h2>Comparison</h2><p class="note">Key overall and summary metrics'
-        f"{_delta_note(names)}.</p>{_main_table(audit)}</section>",
+        f"{_delta_note(audit)}</p>{_main_table(audit)}</section>",
         *(_section(audit, key) for key in audit.section_keys()),
         _notes(audit),
         "</body></html>\n",

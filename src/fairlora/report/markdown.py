@@ -6,13 +6,17 @@ Also holds the number formatting and the choice of key metrics that the HTML rep
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from fairlora.auditing.compare import UNPAIRED, Difference
 from fairlora.auditing.results import AuditResult, RunAudit
 from fairlora.metrics.table import Estimate, MetricTable
 
 MISSING = "–"
+UNPAIRED_MARK = "‡"
 KEY_METRICS = {
     "utility": ("accuracy", "f1", "loss", "perplexity"),
+    "auc": ("auc",),
     "calibration": ("ece", "brier"),
     "membership": ("auc", "tpr_at_1pct_fpr"),
     "generation": ("pro", "anti", "pro_minus_anti"),
@@ -26,7 +30,17 @@ DISPARITY_ROWS = (  # figures over groups of a run's evaluation (results.json)
     "worst_group_loss",
     "loss_gap",
 )
-KEY_SUMMARY = (*DISPARITY_ROWS, "worst_group_ece", "ece_gap", "worst_group_auc", "auc_gap")
+KEY_SUMMARY = (
+    *DISPARITY_ROWS,
+    "final_auc_score",
+    "gmean_subgroup_auc",
+    "gmean_bpsn_auc",
+    "gmean_bnsp_auc",
+    "worst_group_ece",
+    "ece_gap",
+    "worst_group_auc",
+    "auc_gap",
+)
 MAX_GENERIC = 6
 MARKDOWN_SPECIALS = "\\`*_[]<>|#"
 
@@ -39,7 +53,7 @@ class MainRow:
     metric: str
     summary: bool
     estimates: dict[str, Estimate | None]
-    deltas: dict[str, float | None]
+    deltas: dict[str, Difference | None]
 
 
 def fmt_value(value: float | None) -> str:
@@ -50,6 +64,33 @@ def fmt_value(value: float | None) -> str:
 def fmt_delta(value: float | None) -> str:
     """A signed difference to 3 decimals; None as '–'."""
     return MISSING if value is None else f"{value:+.3f}"
+
+
+def fmt_difference(difference: Difference | None) -> str:
+    """'+value [low, high]' of a difference between runs, '‡' marking an unpaired CI; None as '–'."""
+    if difference is None or difference.estimate.value is None:
+        return MISSING
+    estimate = difference.estimate
+    text = fmt_delta(estimate.value)
+    if estimate.low is not None and estimate.high is not None:
+        text += f" [{fmt_delta(estimate.low)}, {fmt_delta(estimate.high)}]"
+    return text + (f" {UNPAIRED_MARK}" if difference.pairing == UNPAIRED else "")
+
+
+def ci_percent(options: dict[str, Any]) -> str:
+    """The audit's CI level as a percentage, e.g. '95%' (the default when not recorded)."""
+    level = options.get("ci_level", 0.95)
+    return f"{float(level) * 100:g}%" if isinstance(level, (int, float)) else "95%"
+
+
+def difference_note(audit: AuditResult) -> str:
+    """How the differences between runs and their CIs are computed (plain text)."""
+    reference = audit.runs[0].name if audit.runs else "the first run"
+    return (
+        f"Δ is each run's value minus the reference run's ({reference}), with a {ci_percent(audit.options)} "
+        "bootstrap CI from paired resamples (the same examples drawn for both runs) where both runs were "
+        f"audited on the same rows; {UNPAIRED_MARK} marks an unpaired CI (the runs' rows differ)."
+    )
 
 
 def fmt_ci(estimate: Estimate | None) -> str:
@@ -90,20 +131,13 @@ def _estimate(run: RunAudit, key: str, metric: str, summary: bool) -> Estimate |
     return (table.summary if summary else table.overall).get(metric)
 
 
-def _delta(estimate: Estimate | None, reference: Estimate | None) -> float | None:
-    if estimate is None or reference is None or estimate.value is None or reference.value is None:
-        return None
-    return estimate.value - reference.value
-
-
 def main_rows(audit: AuditResult) -> list[MainRow]:
     """Rows of the main comparison: key overall and summary metrics of each section, over all runs."""
     rows = []
     for key in audit.section_keys():
         for metric, summary in key_metrics(audit, key):
             estimates = {run.name: _estimate(run, key, metric, summary) for run in audit.runs}
-            reference = estimates[audit.runs[0].name]
-            deltas = {name: _delta(e, reference) for name, e in list(estimates.items())[1:]}
+            deltas = {run.name: audit.difference(key, metric, run.name, summary) for run in audit.runs[1:]}
             rows.append(MainRow(key, metric, summary, estimates, deltas))
     return rows
 
@@ -129,7 +163,7 @@ def _main_table(audit: AuditResult) -> list[str]:
     for row in main_rows(audit):
         metric = f"`{row.metric}`" + (" (summary)" if row.summary else "")
         cells = [f"`{row.section}`", metric] + [_estimate_md(e) for e in row.estimates.values()]
-        cells += [fmt_delta(d) for d in row.deltas.values()]
+        cells += [fmt_difference(d) for d in row.deltas.values()]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -148,6 +182,7 @@ def _section_lines(audit: AuditResult, key: str) -> list[str]:
             f"; below min_group_size: {', '.join(map(md_escape, table.flagged))}" if table.flagged else ""
         )
         lines.append(f"- **{md_escape(run.name)}**: " + "; ".join(parts) + flagged)
+        lines += [f"  - note: {md_escape(note)}" for note in table.notes]
     return lines + [""]
 
 
@@ -167,7 +202,11 @@ def render_markdown(audit: AuditResult) -> str:
     if not audit.runs:
         return "\n".join(lines + ["No runs were audited.", ""])
     lines += ["## Runs", "", *_run_lines(audit), "", "## Comparison", "", *_main_table(audit), ""]
-    lines += ["Values are point estimates with bootstrap 95% CIs; Δ is the difference to the reference.", ""]
+    level = ci_percent(audit.options)
+    lines += [
+        f"Values are point estimates with bootstrap {level} CIs. {md_escape(difference_note(audit))}",
+        "",
+    ]
     lines += ["## Sections", ""]
     for key in audit.section_keys():
         lines += _section_lines(audit, key)

@@ -76,7 +76,7 @@ def _legend(axes: Axes, count: int) -> None:
 
 
 def group_bars(tables: Mapping[str, MetricTable], metric: str) -> bytes:
-    """Grouped bars of `metric` per group (overall first), one colour per run, 95% CI error bars.
+    """Grouped bars of `metric` per group (overall first), one colour per run, CI error bars.
 
     Groups flagged as smaller than min_group_size in a run are hatched in that run's bars.
     """
@@ -250,6 +250,7 @@ def _style(ax: Axes, title: str, xlabel: str, ylabel: str) -> None:
 
 PRIMARY_METRICS = {
     "utility": ("accuracy", "loss"),
+    "auc": ("auc",),
     "calibration": ("ece",),
     "membership": ("auc",),
     "generation": ("pro_minus_anti",),
@@ -319,12 +320,12 @@ def _share_plot(tables: Mapping[str, MetricTable], note: str) -> Plot:
     return Plot("shares", f"Answer shares per template{note}", share_bars(panels, categories))
 
 
-def section_plots(tables: Mapping[str, MetricTable], log_fpr: bool = True) -> list[Plot]:
-    """Every figure of one section across runs: per-group bars, then one figure per curve family."""
+def section_plots(tables: Mapping[str, MetricTable], log_fpr: bool = True, level: str = "95%") -> list[Plot]:
+    """Every figure of one section across runs: per-group bars (CIs at `level`), then one per curve family."""
     plots = []
     metric = primary_metric(tables)
     if metric is not None:
-        plots.append(Plot("group-bars", f"{metric} per group with 95% CI", group_bars(tables, metric)))
+        plots.append(Plot("group-bars", f"{metric} per group with {level} CI", group_bars(tables, metric)))
     prefixes = list(dict.fromkeys(n.split("/", 1)[0] for t in tables.values() for n in t.curves if "/" in n))
     for prefix in prefixes:
         panels = curve_panels(tables, prefix)

@@ -6,24 +6,34 @@ from typing import Any
 
 from rich.table import Table
 
-from fairlora.metrics.groups import GroupMetrics
-from fairlora.report.markdown import DISPARITY_ROWS, KEY_METRICS
+from fairlora.metrics.table import Estimate, MetricTable
+from fairlora.report.markdown import DISPARITY_ROWS, KEY_METRICS, ci_percent, fmt_difference, fmt_estimate
 from fairlora.runs import RunResult
 
 CLASSIFICATION_COLUMNS = ("accuracy", "f1", "tpr", "fpr", "positive_rate")
 LM_COLUMNS = ("loss", "perplexity")
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
+def _fmt(estimate: Estimate | None) -> str:
+    if estimate is None or estimate.value is None:
         return "-"
-    if isinstance(value, float):
-        return "nan" if value != value else f"{value:.3f}"
-    return str(value)
+    return f"{estimate.value:.3f}"
 
 
-def _columns(metrics: GroupMetrics) -> tuple[str, ...]:
-    return CLASSIFICATION_COLUMNS if "accuracy" in metrics.overall else LM_COLUMNS
+def _columns(table: MetricTable) -> tuple[str, ...]:
+    return CLASSIFICATION_COLUMNS if "accuracy" in table.overall else LM_COLUMNS
+
+
+def _size(table: MetricTable) -> int:
+    """The number of examples of the whole table (the largest n of its overall figures)."""
+    return max((e.n for e in table.overall.values()), default=0)
+
+
+def _caption(table: MetricTable) -> str:
+    """Summary figures with CIs, the small-group mark and the table's notes."""
+    figures = [f"{k}={fmt_estimate(e)}" for k, e in table.summary.items() if k in DISPARITY_ROWS]
+    lines = ["  ".join(figures) + ("  (* fewer than min_group_size members)" if table.flagged else "")]
+    return "\n".join([line for line in lines if line.strip()] + table.notes)
 
 
 def run_table(result: RunResult, split: str = "test") -> Table:
@@ -35,22 +45,18 @@ def run_table(result: RunResult, split: str = "test") -> Table:
     table.add_column("n", justify="right")
     for column in columns:
         table.add_column(column, justify="right")
-    table.add_row(
-        "overall",
-        str(metrics.overall.get("n")),
-        *(_fmt(metrics.overall.get(c)) for c in columns),
-        style="bold",
-    )
-    for group, row in metrics.by_group.iterrows():
-        label = f"{group} *" if row["flagged"] else str(group)
-        table.add_row(label, str(int(row["n"])), *(_fmt(row.get(c)) for c in columns))
-    notes = [f"{k}={_fmt(v)}" for k, v in metrics.disparity.items() if k in DISPARITY_ROWS]
-    table.caption = "  ".join(notes) + ("  (* fewer than min_group_size members)" if notes else "")
+    overall = [_fmt(metrics.overall.get(c)) for c in columns]
+    table.add_row("overall", str(_size(metrics)), *overall, style="bold")
+    for group, values in metrics.by_group.items():
+        label = f"{group} *" if group in metrics.flagged else group
+        size = str(metrics.group_sizes.get(group, 0))
+        table.add_row(label, size, *(_fmt(values.get(c)) for c in columns))
+    table.caption = _caption(metrics)
     return table
 
 
 def comparison_table(results: list[RunResult], split: str = "test", metric: str | None = None) -> Table:
-    """Several runs side by side: one metric per group, then the disparity figures."""
+    """Several runs side by side: one metric per group, then the disparity figures and notes."""
     first = results[0].splits[split]
     metric = metric or ("accuracy" if "accuracy" in first.overall else "loss")
     table = Table(title=f"{metric} per group — {split}", title_justify="left")
@@ -58,43 +64,40 @@ def comparison_table(results: list[RunResult], split: str = "test", metric: str 
     for result in results:
         table.add_column(f"{result.name}\n({result.method})", justify="right")
     table.add_row("overall", *(_fmt(r.splits[split].overall.get(metric)) for r in results), style="bold")
-    groups = list(first.by_group.index)
-    for group in groups:
-        cells = []
-        for result in results:
-            by_group = result.splits[split].by_group
-            cells.append(_fmt(by_group.loc[group, metric]) if group in by_group.index else "-")
-        table.add_row(str(group), *cells)
+    for group in first.by_group:
+        cells = [_fmt(r.splits[split].by_group.get(group, {}).get(metric)) for r in results]
+        table.add_row(group, *cells)
     for key in DISPARITY_ROWS:
-        values = [r.splits[split].disparity.get(key) for r in results]
-        if any(v is not None for v in values):
+        values = [r.splits[split].summary.get(key) for r in results]
+        if any(v is not None and v.value is not None for v in values):
             table.add_row(key, *(_fmt(v) for v in values), style="italic")
+    notes = [f"{r.name}: {note}" for r in results for note in r.splits[split].notes]
+    table.caption = "\n".join(notes) or None
     return table
 
 
-def _estimate(table: Any, metric: str) -> str:
-    estimate = table.overall.get(metric) if table is not None else None
-    if estimate is None or estimate.value is None:
-        return "-"
-    ci = (
-        f" [{estimate.low:.3f}, {estimate.high:.3f}]"
-        if estimate.low is not None and estimate.high is not None
-        else ""
-    )
-    return f"{estimate.value:.3f}{ci}"
-
-
 def audit_tables(result: Any) -> list[Table]:
-    """One terminal table per audit section: headline metrics (with 95% CIs) per run."""
+    """One terminal table per audit section: headline metrics with CIs per run, and differences."""
     tables = []
+    level = ci_percent(result.options)
+    reference = result.runs[0].name if result.runs else ""
     for key in result.section_keys():
         present = [run.sections[key] for run in result.runs if key in run.sections]
         metrics = [m for m in KEY_METRICS.get(present[0].kind, ()) if any(m in t.overall for t in present)]
         metrics = metrics or list(present[0].overall)[:3]
-        table = Table("run", *metrics, title=f"{key} (overall, 95% CI)", title_justify="left")
+        table = Table("run", *metrics, title=f"{key} (overall, {level} CI)", title_justify="left")
         for run in result.runs:
             section = run.sections.get(key)
-            table.add_row(run.name, *(_estimate(section, m) for m in metrics))
+            table.add_row(
+                run.name, *(fmt_estimate(section.overall.get(m)) if section else "-" for m in metrics)
+            )
+        for run in result.runs[1:]:
+            cells = [fmt_difference(result.difference(key, m, run.name)) for m in metrics]
+            table.add_row(f"Δ {run.name} − {reference}", *cells, style="italic")
+        notes = [
+            f"{run.name}: {n}" for run in result.runs for n in getattr(run.sections.get(key), "notes", [])
+        ]
+        table.caption = "\n".join(notes) or None
         tables.append(table)
     return tables
 

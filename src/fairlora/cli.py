@@ -164,11 +164,12 @@ class Listable(str, Enum):
     models = "models"
     datasets = "datasets"
     methods = "methods"
+    tasks = "tasks"
 
 
 @app.command("list")
-def list_items(what: Annotated[Listable, typer.Argument(help="models, datasets or methods")]) -> None:
-    """List packaged models, registered datasets or fine-tuning methods."""
+def list_items(what: Annotated[Listable, typer.Argument(help="models, datasets, methods or tasks")]) -> None:
+    """List packaged models, registered datasets, fine-tuning methods or tasks."""
     table = Table("name", "description", title=what.value, title_justify="left")
     for name, description in _listing(what):
         table.add_row(name, description)
@@ -184,6 +185,10 @@ def _listing(what: Listable) -> list[tuple[str, str]]:
         from fairlora.data import list_datasets
 
         return [(d.name, f"{d.description} ({d.source})") for d in list_datasets()]
+    if what is Listable.tasks:
+        from fairlora.tasks import get_task, task_names
+
+        return [(name, get_task(name).description) for name in task_names()]
     from fairlora.methods import describe_methods
 
     return list(describe_methods().items())

@@ -52,17 +52,25 @@ def test_audit_of_two_runs_writes_every_section_and_the_comparison(runs, tmp_pat
     for name in ("results.json", "report.html", "report.md"):
         assert (out / name).is_file(), name
     lora = result.runs[0]
-    assert set(lora.sections) == {"utility/test", "utility/train", "calibration/test", "membership/loss"}
+    assert set(lora.sections) == {
+        "utility/test",
+        "utility/train",
+        "auc/test",
+        "calibration/test",
+        "membership/loss",
+    }
     accuracy = lora.sections["utility/test"].overall["accuracy"]
     assert accuracy.low <= accuracy.value <= accuracy.high and accuracy.n > 0
     stored = pd.read_parquet(runs["lora"] / "predictions.parquet").query("split == 'test'")
     assert accuracy.value == pytest.approx((stored["pred"] == stored["label"]).mean())
     on_disk = load_audit(out)
     assert [r.name for r in on_disk.runs] == ["tiny-lora", "tiny-none"]
-    delta = json.loads((out / "results.json").read_text())["comparison"]["utility/test"]["accuracy"]
+    comparison = json.loads((out / "results.json").read_text())["comparison"]
+    delta = comparison["utility/test"]["overall"]["accuracy"]
     none_accuracy = result.runs[1].sections["utility/test"].overall["accuracy"].value
-    assert delta["tiny-none"] == pytest.approx(none_accuracy - accuracy.value)
-    assert delta["tiny-lora"] == pytest.approx(0.0)
+    assert delta["tiny-none"]["value"] == pytest.approx(none_accuracy - accuracy.value)
+    assert delta["tiny-none"]["pairing"] == "paired"  # same data and seed: the same test rows
+    assert "tiny-lora" not in delta  # the reference
 
 
 def test_audit_is_deterministic_and_cli_prints_tables(runs, tmp_path):

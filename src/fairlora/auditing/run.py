@@ -70,14 +70,15 @@ def plan_sections(cfg: RunConfig, predictions: pd.DataFrame) -> tuple[list[str],
     if cfg.audit.sections is not None:
         return list(cfg.audit.sections), []
     sections, notes = ["utility"], []
-    if _binary(predictions):
-        sections.append("auc")
-    elif classify:
-        notes.append("auc skipped: subgroup / BPSN / BNSP AUCs need a binary classifier")
     if classify:
         sections.append("calibration")
     else:
-        notes.append("calibration and auc skipped: a causal_lm run has no class probabilities")
+        notes.append("calibration skipped: a causal_lm run has no class probabilities")
+    if _binary(predictions):
+        sections.append("auc")
+    else:
+        reason = "a causal_lm run has no class probabilities" if not classify else "the task is not binary"
+        notes.append(f"auc skipped: subgroup / BPSN / BNSP AUCs need a binary classifier ({reason})")
     if {"train", "test"} <= splits:
         sections.append("membership")
     else:

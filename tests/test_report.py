@@ -6,14 +6,22 @@ import base64
 import re
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
+from rich.console import Console
 
 from fairlora.auditing.results import AuditResult, RunAudit, load_audit
+from fairlora.metrics.calibration import BRIER_DEFINITION
 from fairlora.metrics.table import Estimate, MetricTable
+from fairlora.metrics.utility import utility_table
 from fairlora.report import plots
 from fairlora.report.html import render_html, write_report
 from fairlora.report.markdown import main_rows, render_markdown
+from fairlora.report.tables import comparison_table, run_table
+from fairlora.runs import RunResult
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 GROUPS = ("women", "men", "tiny")
@@ -268,3 +276,45 @@ def test_write_report_writes_three_files(tmp_path: Path, page: str) -> None:
     assert paths["html"].read_text() == page
     assert load_audit(tmp_path / "out").runs[1].name == "<b>lora</b> & co"
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
+
+
+def _constant_run() -> RunResult:
+    """A run whose classifier gives every example P(positive) ~ 0.22 and predicts class 0."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {"id": [str(i) for i in range(80)], "split": "test", "label": rng.integers(0, 2, 80)}
+    )
+    frame["prob_1"] = 0.22 + rng.normal(0, 1e-3, 80)
+    frame["prob_0"], frame["pred"], frame["loss"] = 1 - frame["prob_1"], 0, 0.6
+    frame["women"], frame["men"] = np.arange(80) < 40, np.arange(80) >= 40
+    table = utility_table(frame, ["women", "men"], min_group_size=20, n_boot=20)
+    return RunResult("flat", "lora", "tiny-bert", "identity", "classification", {"test": table})
+
+
+def _printed(table: Any) -> str:
+    console = Console(record=True, width=200)
+    console.print(table)
+    return " ".join(console.export_text().split())  # captions wrap at the table's width
+
+
+def test_terminal_tables_name_a_constant_predictor() -> None:
+    run = _constant_run()
+    text = _printed(run_table(run))
+    assert "constant predictor: predicts class 0 for every example" in text
+    assert "women" in text and "0.000" in text  # positive rate
+    compared = _printed(comparison_table([run, run], "test", "accuracy"))
+    assert "flat: constant predictor: predicts class 0 for every example" in compared
+
+
+def test_reports_name_a_constant_predictor_and_the_brier_definition() -> None:
+    run = _constant_run()
+    table = run.splits["test"]
+    audit = AuditResult([RunAudit("flat", "lora", "m", "d", "classification", "r", {"utility/test": table})])
+    note = "constant predictor: predicts class 0 for every example"
+    assert note in render_markdown(audit)
+    assert f'<p class="note table-note">{note}</p>' in render_html(audit)
+    calibration = sections(0.0)["calibration/test"]
+    calibration.labels["brier"] = BRIER_DEFINITION
+    audit.runs[0].sections["calibration/test"] = calibration
+    assert "sum over classes of (p\\_k" in render_markdown(audit)
+    assert "sum over classes of (p_k - 1[y = k])^2" in render_html(audit)

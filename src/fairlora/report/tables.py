@@ -51,7 +51,7 @@ def run_table(result: RunResult, split: str = "test") -> Table:
         label = f"{group} *" if group in metrics.flagged else group
         size = str(metrics.group_sizes.get(group, 0))
         table.add_row(label, size, *(_fmt(values.get(c)) for c in columns))
-    table.caption = _caption(metrics)
+    table.caption, table.caption_justify = _caption(metrics), "left"
     return table
 
 
@@ -72,7 +72,7 @@ def comparison_table(results: list[RunResult], split: str = "test", metric: str 
         if any(v is not None and v.value is not None for v in values):
             table.add_row(key, *(_fmt(v) for v in values), style="italic")
     notes = [f"{r.name}: {note}" for r in results for note in r.splits[split].notes]
-    table.caption = "\n".join(notes) or None
+    table.caption, table.caption_justify = "\n".join(notes) or None, "left"
     return table
 
 
@@ -97,7 +97,7 @@ def audit_tables(result: Any) -> list[Table]:
         notes = [
             f"{run.name}: {n}" for run in result.runs for n in getattr(run.sections.get(key), "notes", [])
         ]
-        table.caption = "\n".join(notes) or None
+        table.caption, table.caption_justify = "\n".join(notes) or None, "left"
         tables.append(table)
     return tables
 

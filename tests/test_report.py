@@ -311,8 +311,9 @@ def test_reports_name_a_constant_predictor_and_the_brier_definition() -> None:
     table = run.splits["test"]
     audit = AuditResult([RunAudit("flat", "lora", "m", "d", "classification", "r", {"utility/test": table})])
     note = "constant predictor: predicts class 0 for every example"
-    assert note in render_markdown(audit)
+    assert f"  - note: utility/test: {note}" in render_markdown(audit)  # under the run, at the top
     assert f'<p class="note table-note">{note}</p>' in render_html(audit)
+    assert f"<strong>flat</strong>: utility/test: {note}</li>" in render_html(audit)
     calibration = sections(0.0)["calibration/test"]
     calibration.labels["brier"] = BRIER_DEFINITION
     audit.runs[0].sections["calibration/test"] = calibration

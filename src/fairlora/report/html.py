@@ -22,6 +22,7 @@ from fairlora.report.markdown import (
     fmt_value,
     main_rows,
     render_markdown,
+    run_notes,
 )
 from fairlora.report.plots import Plot, section_plots
 from fairlora.storage import write_text_atomic
@@ -233,7 +234,7 @@ def _section(audit: AuditResult, key: str) -> str:
 def _notes(audit: AuditResult) -> str:
     items = []
     for run in audit.runs:
-        notes = list(run.notes)
+        notes = run_notes(run)
         notes += [f"no section {key}" for key in audit.section_keys() if key not in run.sections]
         items += [
             f'<li data-run="{_e(run.name)}"><strong>{_e(run.name)}</strong>: {_e(n)}</li>' for n in notes

@@ -186,13 +186,18 @@ def _section_lines(audit: AuditResult, key: str) -> list[str]:
     return lines + [""]
 
 
+def run_notes(run: RunAudit) -> list[str]:
+    """The run's notes, then its sections' notes (e.g. a constant predictor) prefixed by the section."""
+    return list(run.notes) + [f"{key}: {note}" for key, table in run.sections.items() for note in table.notes]
+
+
 def _run_lines(audit: AuditResult) -> list[str]:
     lines = []
     for index, run in enumerate(audit.runs):
         role = " (reference)" if index == 0 else ""
         info = ", ".join(md_escape(v) for v in (run.method, run.model, run.dataset) if v)
         lines.append(f"- **{md_escape(run.name)}**{role}: {info}")
-        lines += [f"  - note: {md_escape(note)}" for note in run.notes]
+        lines += [f"  - note: {md_escape(note)}" for note in run_notes(run)]
     return lines
 
 

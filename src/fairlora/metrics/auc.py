@@ -97,7 +97,7 @@ def generalized_mean(values: np.ndarray, keep: np.ndarray, power: float = POWER)
 def _by_metric(values: np.ndarray, fill: float = np.nan) -> dict[str, np.ndarray]:
     """(..., 1 + 3G) selection values -> {metric: (..., 1 + G)}: column 0 overall (`fill` for BPSN/BNSP)."""
     overall = values[..., :1]
-    groups = values[..., 1:].reshape(*values.shape[:-1], -1, 3)
+    groups = values[..., 1:].reshape(*values.shape[:-1], (values.shape[-1] - 1) // 3, 3)
     filled = np.full_like(overall, fill)
     return {
         metric: np.concatenate([overall if i == 0 else filled, groups[..., i]], axis=-1)

@@ -12,7 +12,7 @@ from transformers import GPT2Config
 
 from fairlora import models
 from fairlora.config import ModelConfig
-from fairlora.errors import ModelError
+from fairlora.errors import ConfigError, ModelError
 from fairlora.methods.adapters import default_targets
 from fairlora.models import (
     LoadedModel,
@@ -234,7 +234,7 @@ def test_incomplete_folder_is_reported(tmp_path) -> None:
 def test_task_errors() -> None:
     with pytest.raises(ModelError, match=r"encoder \(bert\).*task=classification"):
         load_model(_cfg("tiny-bert"), "causal_lm")
-    with pytest.raises(ModelError, match="unknown task 'regression'"):
+    with pytest.raises(ConfigError, match="unknown task 'regression'"):
         load_model(_cfg("tiny-bert"), "regression")
     with pytest.raises(ModelError, match="packaged alias"):
         load_model(_cfg("tiny-llama", gguf_file="x.gguf"), "causal_lm")

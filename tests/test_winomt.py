@@ -174,14 +174,14 @@ def assert_prompt_and_padding_masked(frame: pd.DataFrame) -> None:
     ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
     assert (mask == 0).any()  # rows of different lengths: there is padding to check
     for row, (prompt, text) in enumerate(zip(frame["prompt"], frame["text"], strict=True)):
-        n_prompt = len(tokenizer(prompt)["input_ids"])
+        n_prompt = len(tokenizer(prompt.rstrip())["input_ids"])  # its trailing space starts the target
         n_real = int(mask[row].sum())
         assert (labels[row, :n_prompt] == IGNORE_INDEX).all()  # the Turkish prompt
         assert (labels[row, n_real:] == IGNORE_INDEX).all()  # the padding
         assert (ids[row, n_real:] == tokenizer.pad_token_id).all()
         target = labels[row, n_prompt:n_real]
         assert (target == ids[row, n_prompt:n_real]).all() and int(target[-1]) == tokenizer.eos_token_id
-        assert tokenizer.decode(target[:-1]) == text  # exactly the English sentence, then EOS
+        assert tokenizer.decode(target[:-1]) == prompt[len(prompt.rstrip()) :] + text  # " " + sentence, EOS
 
 
 def test_prompt_and_padding_are_masked_in_the_labels(copy_dir: Path) -> None:

@@ -72,6 +72,10 @@ def audit(
         typer.Argument(help="run folders to compare (the first is the reference), then audit.* k=v"),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="folder for results.json and the report")],
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="YAML whose audit: section sets the audit (audit.* overrides win)"),
+    ] = None,
 ) -> None:
     """Audit runs per group (utility, calibration, membership, ...) and write a report comparing them."""
     from fairlora.auditing.run import audit as run_audit
@@ -80,7 +84,7 @@ def audit(
     run_dirs = [t for t in targets if "=" not in t]
     overrides = [t for t in targets if "=" in t]
     try:
-        result = run_audit(run_dirs, output, overrides)
+        result = run_audit(run_dirs, output, overrides, config_file=config)
     except FairloraError as error:
         raise _fail(error) from None
     for table in audit_tables(result):

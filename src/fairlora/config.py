@@ -116,7 +116,7 @@ class EvalConfig(_Section):
     )
 
 
-AUDIT_SECTIONS = ("utility", "calibration", "membership", "lira", "generation", "probe", "benchmarks")
+AUDIT_SECTIONS = ("utility", "auc", "calibration", "membership", "lira", "generation", "probe", "benchmarks")
 PROMPT_SETS = ("winomt", "occupations")
 BENCHMARKS = ("crows_pairs", "stereoset", "bbq", "bbq_gender", "winobias")
 
@@ -137,12 +137,12 @@ class LiraConfig(_Section):
 
 
 class AuditConfig(_Section):
-    """What `fairlora audit` computes for a run, and how."""
+    """What `fairlora audit` computes, the same for every compared run (`fairlora audit --config FILE`)."""
 
     sections: list[Literal[AUDIT_SECTIONS]] | None = Field(  # type: ignore[valid-type]
-        None, description="None = what applies: utility, calibration (classification), membership"
+        None, description="None = what applies: utility, auc (binary), calibration (classification), membership"
     )
-    n_boot: int = Field(1000, ge=0, description="bootstrap resamples for the 95% CIs (0 = no CIs)")
+    n_boot: int = Field(1000, ge=0, description="bootstrap resamples for the CIs at ci_level (0 = no CIs)")
     ci_level: float = Field(0.95, gt=0.0, lt=1.0)
     seed: int = Field(0, description="seed of the bootstrap and of the LiRA audit-set draw")
     batch_size: int = Field(16, ge=1, description="generation / likelihood scoring batch size")

@@ -20,7 +20,7 @@ from fairlora.config import DataConfig
 from fairlora.data.columns import choose_groups, drop_or_reject_empty
 from fairlora.data.types import ID, PROMPT, SPLIT_GROUP, TEXT, Prepared
 from fairlora.errors import DataError
-from fairlora.tasks import Task
+from fairlora.tasks import Task, get_task
 
 WINOMT_NAME = "winomt-tr"
 WINOMT_FOLDER = "mt_gender_lora_fairness"
@@ -148,8 +148,9 @@ def _split_groups(rows: pd.DataFrame) -> pd.Series:
     return pd.Series(keys.to_numpy()[first], index=rows.index)
 
 
-def load_winomt(cfg: DataConfig, task: Task) -> Prepared:
+def load_winomt(cfg: DataConfig, task: Task | str) -> Prepared:
     """WinoMT pro + anti rows for Turkish -> English translation (causal_lm only), grouped for splitting."""
+    task = get_task(task)
     if task.classifies:
         raise DataError(
             f"task: {WINOMT_NAME} is a translation (generation) dataset and needs task=causal_lm, "

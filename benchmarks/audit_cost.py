@@ -32,12 +32,12 @@ from rich.console import Console
 from rich.table import Table
 
 from fairlora.auditing.results import AuditResult, RunAudit
-from fairlora.tasks import get_task
 from fairlora.metrics.calibration import calibration_table
 from fairlora.metrics.membership import loss_attack_table
 from fairlora.metrics.utility import utility_table
 from fairlora.pipeline import load_run, train
 from fairlora.report.html import write_report
+from fairlora.tasks import get_task
 from fairlora.tasks.predict import predict_frame
 
 TARGET_RATIO = 1.2

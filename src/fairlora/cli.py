@@ -74,7 +74,9 @@ def audit(
     output: Annotated[Path, typer.Option("--output", "-o", help="folder for results.json and the report")],
     config: Annotated[
         Path | None,
-        typer.Option("--config", "-c", help="YAML whose audit: section sets the audit (audit.* overrides win)"),
+        typer.Option(
+            "--config", "-c", help="YAML whose audit: section sets the audit (audit.* overrides win)"
+        ),
     ] = None,
 ) -> None:
     """Audit runs per group (utility, calibration, membership, ...) and write a report comparing them."""

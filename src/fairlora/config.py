@@ -140,7 +140,8 @@ class AuditConfig(_Section):
     """What `fairlora audit` computes, the same for every compared run (`fairlora audit --config FILE`)."""
 
     sections: list[Literal[AUDIT_SECTIONS]] | None = Field(  # type: ignore[valid-type]
-        None, description="None = what applies: utility, auc (binary), calibration (classification), membership"
+        None,
+        description="None = what applies: utility, auc (binary), calibration (classification), membership",
     )
     n_boot: int = Field(1000, ge=0, description="bootstrap resamples for the CIs at ci_level (0 = no CIs)")
     ci_level: float = Field(0.95, gt=0.0, lt=1.0)

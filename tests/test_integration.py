@@ -36,7 +36,7 @@ def test_minilm_lora_learns_the_identity_task(tmp_path):
         eval={"splits": ["test", "train"], "min_group_size": 3},
     )
     result = fairlora.train(config)
-    assert result.test.overall["accuracy"] > 0.8  # templates are learnable; chance is 0.5
+    assert result.test.overall["accuracy"].value > 0.8  # templates are learnable; chance is 0.5
     assert (result.run_dir / "adapter" / "adapter_model.safetensors").is_file()
     audit = fairlora.audit(result.run_dir, tmp_path / "audit", ["audit.n_boot=200"])
     sections = audit.runs[0].sections
@@ -78,8 +78,8 @@ def test_smollm2_lora_classification_runs_on_the_last_token(tmp_path, monkeypatc
         data={"identity": {"examples_per_group": 4}},
     )
     result = fairlora.train(config)
-    assert result.test.overall["n"] > 0
-    assert 0.0 <= result.test.overall["accuracy"] <= 1.0
+    assert result.test.overall["accuracy"].n > 0
+    assert 0.0 <= result.test.overall["accuracy"].value <= 1.0
     assert result.train["trainable_params"] < result.train["total_params"] / 50
 
 
@@ -103,7 +103,7 @@ def test_accelerate_launch_trains_data_parallel_on_two_cpu_processes(tmp_path):
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     result = load_results(tmp_path / "runs" / "tiny")
-    assert result.test.overall["n"] > 0
+    assert result.test.overall["loss"].n > 0
     run_dir = tmp_path / "runs" / "tiny"
     log = json.loads((run_dir / "train_log.json").read_text())
     n_train = int((pd.read_parquet(run_dir / "predictions.parquet")["split"] == "train").sum())

@@ -90,3 +90,15 @@ def test_prompt_whitespace_moves_to_the_target_so_the_boundary_is_natural():
     assert tokenizer.decode(target) == " He" + tokenizer.eos_token
     assert tokenizer.decode(prompt, skip_special_tokens=True) == "English:"
     assert example["input_ids"][: len(prompt)] == prompt  # the prompt comes first, then the target
+
+
+def test_sweep_cells_report_validation_figures_for_model_selection(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        build_config(
+            tiny_config(tmp_path, data={"val_size": 0.25}, eval={"splits": ["val", "test"]})
+        ).to_yaml()
+    )
+    result = fairlora.sweep(config, ["lora.r=2,4"])
+    assert {"val_accuracy", "accuracy"} <= set(result.cells.columns)
+    assert result.cells["val_accuracy"].between(0, 1).all()

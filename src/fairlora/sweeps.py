@@ -62,8 +62,11 @@ def cell_metrics(run_dir: Path) -> dict[str, float]:
     from fairlora.metrics.membership import loss_attack_table
     from fairlora.runs import group_columns, load_results, read_config, read_predictions
 
-    utility = load_results(run_dir).splits["test"]  # computed once, by the run's evaluation
+    splits = load_results(run_dir).splits  # computed once, by the run's evaluation
+    utility = splits["test"]
     metrics = {k: e.value for k, e in (utility.overall | utility.summary).items()}
+    if "val" in splits:  # select settings on these (data.val_size > 0), never on the test figures
+        metrics |= {f"val_{k}": e.value for k, e in splits["val"].overall.items()}
     predictions = read_predictions(run_dir)
     groups = group_columns(predictions)
     options = {"min_group_size": read_config(run_dir).eval.min_group_size, "n_boot": 0, "seed": 0}

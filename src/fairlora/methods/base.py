@@ -29,8 +29,7 @@ NO_DECAY_PATTERNS = [
 
 def is_head_parameter(name: str) -> bool:
     """True for parameters of a task head the base model does not have (classifier / score)."""
-    parts = name.split(".")
-    return any(part in HEAD_MODULES for part in parts[:3]) or parts[0] in HEAD_MODULES
+    return any(part in HEAD_MODULES for part in name.split(".")[:3])  # also under PEFT's wrapper prefix
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The `fairlora` command line: train, eval, audit, report, sweep, demo, list."""
+"""The `fairlora` command line: train, eval, audit, report, sweep, export, collab, demo, list."""
 
 from __future__ import annotations
 
@@ -131,6 +131,43 @@ def sweep(
         raise _fail(error) from None
     console.print(sweep_table(result.summary))
     console.print(f"sweep: {result.out_dir} (sweep.json, sweep.md)")
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder written by `fairlora train`")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="folder to write")],
+    merge: Annotated[
+        bool, typer.Option(help="merge the adapter into the base weights: a plain transformers model folder")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing output folder")] = False,
+) -> None:
+    """Export a run's adapter in PEFT format, or merged into the base model (--merge)."""
+    from fairlora.export import export_run
+
+    try:
+        written = export_run(run_dir, output, merge=merge, overwrite=overwrite)
+    except FairloraError as error:
+        raise _fail(error) from None
+    console.print(f"exported: {written}")
+
+
+@app.command()
+def collab(
+    config: Annotated[Path, typer.Argument(help="YAML collaboration config (see configs/collab-*.yaml)")],
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="key=value overrides, e.g. trust=naive")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing collaboration folder")] = False,
+    resume: Annotated[bool, typer.Option(help="continue a killed run from its last completed round")] = False,
+) -> None:
+    """Personalised collaborative fine-tuning: N clients on one base, trust-weighted mixing of adapters."""
+    from fairlora.collab.command import run_command
+
+    try:
+        run_command(config, overrides or [], overwrite=overwrite, resume=resume, console=console)
+    except FairloraError as error:
+        raise _fail(error) from None
 
 
 @app.command()

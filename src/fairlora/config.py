@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+)
 
 from fairlora.errors import ConfigError
 
@@ -50,6 +58,17 @@ class DataConfig(_Section):
     text_column: str = "text"
     label_column: str = "label"
     prompt_column: str | None = Field(None, description="causal_lm: prompt tokens are masked in the loss")
+    prompt_template: Literal["none", "alpaca"] = Field(
+        "none", description="causal_lm: wrap the prompt column in an instruction template (response + EOS)"
+    )
+    class_ratio: dict[str, float] = Field(
+        default_factory=dict,
+        description="keep this share of the TRAIN rows of each named class (seeded), e.g. {World: 0.1}",
+    )
+    image_column: str = Field("image", description="image_classification: column of image file paths")
+    bad_files: Literal["fail", "skip"] = Field(
+        "fail", description="images: unreadable files or unparsable names fail the run, or are skipped"
+    )
     group_columns: list[str] = Field(
         default_factory=list, description="boolean group columns; empty = the dataset's defaults"
     )
@@ -71,7 +90,13 @@ class TrainConfig(_Section):
     max_steps: int | None = Field(None, ge=1, description="overrides epochs when set")
     lr: float = Field(5e-4, gt=0.0)
     head_lr: float | None = Field(
-        None, gt=0.0, description="learning rate of a classification head (None = lr)"
+        None,
+        gt=0.0,
+        validation_alias=AliasChoices("head_lr", "classifier_lr"),
+        description="learning rate of a classification head (alias classifier_lr; None = lr)",
+    )
+    class_weight: Literal["none", "balanced"] = Field(
+        "none", description="classification: balanced = task loss weighted by inverse class frequency"
     )
     batch_size: int = Field(16, ge=1)
     grad_accum: int = Field(1, ge=1)
@@ -111,6 +136,10 @@ class EvalConfig(_Section):
     )
     batch_size: int = Field(32, ge=1)
     n_boot: int = Field(1000, ge=0, description="bootstrap resamples for the CIs of results.json (0 = none)")
+    exact_match: bool = Field(
+        False, description="causal_lm: generate answers to the prompts and score the extracted number"
+    )
+    max_new_tokens: int = Field(128, ge=1, description="exact_match: greedy tokens generated per prompt")
     min_group_size: int = Field(
         20, ge=1, description="smaller groups are flagged and left out of worst-group and gap figures"
     )

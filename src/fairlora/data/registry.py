@@ -10,6 +10,7 @@ from fairlora.data.columns import check_label_classes
 from fairlora.data.files import is_table_name, load_hub_table, load_local_table, looks_like_file, read_table
 from fairlora.data.hate import DLAB_ID, HATECHECK_URL, load_dlab, load_hatecheck
 from fairlora.data.identity import load_identity
+from fairlora.data.images import image_datasets
 from fairlora.data.split import split_frame, subsample
 from fairlora.data.types import LABEL, DatasetInfo, Prepared, TaskData
 from fairlora.data.winomt import WINOMT_FOLDER, WINOMT_NAME, WINOMT_SOURCE, load_winomt
@@ -51,7 +52,8 @@ def _registry() -> dict[str, tuple[DatasetInfo, Loader]]:
     ]
     names = [info.name for info in infos]
     loaders: list[Loader] = [load_identity, partial(load_dlab, registered=names), load_hatecheck, load_winomt]
-    return {info.name: (info, loader) for info, loader in zip(infos, loaders, strict=True)}
+    entries = list(zip(infos, loaders, strict=True)) + image_datasets()
+    return {info.name: (info, loader) for info, loader in entries}
 
 
 def list_datasets() -> list[DatasetInfo]:

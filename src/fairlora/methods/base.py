@@ -15,7 +15,7 @@ from transformers import TrainerCallback
 from transformers.trainer_pt_utils import get_parameter_names
 
 from fairlora.errors import ConfigError
-from fairlora.training.losses import LossTerm
+from fairlora.training.losses import LossTerm, TaskLoss
 
 HEAD_MODULES = ("classifier", "score", "pre_classifier")
 NO_DECAY_PATTERNS = [
@@ -37,7 +37,8 @@ class MethodSetup:
     """A method applied to a model: everything the trainer and the collaboration need.
 
     `adapter_name` names the PEFT adapter this setup trains on a shared base (None: no adapter);
-    `activate()` switches the shared base to it. `teacher` is a context in which the model computes
+    `activate()` switches the shared base to it; `task_loss(outputs, inputs)`, when set, replaces
+    the model's own loss. `teacher` is a context in which the model computes
     the ORIGINAL pre-trained model's outputs (None: the method cannot give them).
     """
 
@@ -49,6 +50,7 @@ class MethodSetup:
     adapter_name: str | None = None
     teacher: Callable[[], AbstractContextManager[None]] | None = None
     activate: Callable[[], None] = lambda: None
+    task_loss: TaskLoss | None = None  # replaces the model's own loss (train.class_weight)
 
     def teacher_context(self) -> AbstractContextManager[None]:
         """Context in which a forward pass gives the original model's outputs (no grad, eval mode)."""

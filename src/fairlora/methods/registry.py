@@ -95,6 +95,8 @@ def describe_methods() -> dict[str, str]:
 
 def load_builtin_methods() -> None:
     """Import the packaged methods (each registers itself on import)."""
+    import fairlora.methods.aflora  # noqa: F401
+    import fairlora.methods.balora  # noqa: F401
     import fairlora.methods.full  # noqa: F401
     import fairlora.methods.lora  # noqa: F401
     import fairlora.methods.vera  # noqa: F401

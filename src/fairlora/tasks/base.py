@@ -81,3 +81,4 @@ def get_task(name: str | Task) -> Task:
 def _load_builtin() -> None:
     import fairlora.tasks.causal_lm  # noqa: F401 - registers causal_lm
     import fairlora.tasks.classification  # noqa: F401 - registers classification
+    import fairlora.tasks.image_classification  # noqa: F401 - registers image_classification

@@ -12,6 +12,8 @@ from torch import nn
 
 from fairlora.regularizers.schedules import Schedule, constant
 
+TaskLoss = Callable[[Any, dict[str, torch.Tensor]], torch.Tensor]
+
 
 @dataclass
 class TermInputs:
@@ -46,8 +48,12 @@ def compose_loss(
     step: int,
     total_steps: int,
     teacher: Callable[[], AbstractContextManager[None]] | None = None,
+    task_loss: TaskLoss | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], Any]:
-    """(total loss, every part by name for logging, model outputs) of one micro-batch."""
+    """(total loss, every part by name for logging, model outputs) of one micro-batch.
+
+    `task_loss(outputs, inputs)` replaces the model's own loss (e.g. a class-weighted cross-entropy).
+    """
     teacher_outputs = None
     if any(term.needs_teacher for term in terms):
         if teacher is None:
@@ -55,7 +61,7 @@ def compose_loss(
         with teacher():
             teacher_outputs = model(**inputs)
     outputs = model(**inputs)
-    loss = outputs.loss
+    loss = outputs.loss if task_loss is None else task_loss(outputs, inputs)
     parts = {"task_loss": loss}
     seen = TermInputs(model, inputs, outputs, teacher_outputs, step, total_steps)
     for term in terms:

@@ -94,7 +94,13 @@ def train_step(state: StepState, micro_batches: list[dict[str, torch.Tensor]]) -
     sums: dict[str, float] = {}
     for batch in micro_batches:
         loss, parts, _ = compose_loss(
-            model, batch, setup.loss_terms, state.step, state.total_steps, setup.teacher_context
+            model,
+            batch,
+            setup.loss_terms,
+            state.step,
+            state.total_steps,
+            setup.teacher_context,
+            setup.task_loss,
         )
         stop_if_not_finite(loss, parts, state.step, "Lower train.lr or check the data")
         (loss / len(micro_batches)).backward()

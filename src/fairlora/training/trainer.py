@@ -52,7 +52,9 @@ class FairloraTrainer(Trainer):
         """`compose_loss` at the current step; stops every process on a NaN/inf loss."""
         terms = self.setup.loss_terms if model.training else []
         step, total = self.state.global_step, max(self.state.max_steps, 1)
-        loss, parts, outputs = compose_loss(model, inputs, terms, step, total, self.setup.teacher_context)
+        loss, parts, outputs = compose_loss(
+            model, inputs, terms, step, total, self.setup.teacher_context, self.setup.task_loss
+        )
         if model.training:
             hint = (
                 f"Lower train.lr (now {self.args.learning_rate:g}) or check the data; checkpoints written "

@@ -1,0 +1,1 @@
+"""AFLoRA: adaptive freezing of low-rank adapters (registers method `aflora`)."""

@@ -1,0 +1,1 @@
+"""BA-LoRA: PiSSA-initialised LoRA with consistency, diversity and SVD regularizers (method `ba-lora`)."""

@@ -1,0 +1,84 @@
+"""Resume: after every round each client's adapter, AdamW, LR schedule and RNG go to disk (safetensors +
+JSON, no pickle), with the round history; a killed run continues from its last completed round."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from fairlora.collab.client import Client
+from fairlora.collab.engine import RoundRecord
+from fairlora.errors import RunDirError
+from fairlora.storage import write_dir_atomic
+
+STATE_DIR = "state"
+PROGRESS_FILE = "progress.json"
+
+
+def _flatten_optimizer(optimizer: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    saved = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for pid, values in saved["state"].items():
+        for name, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"opt.{pid}.{name}"] = value.contiguous()
+            else:
+                scalars[f"{pid}.{name}"] = value
+    return tensors, {"param_groups": saved["param_groups"], "scalars": scalars}
+
+
+def _client_files(client: Client, folder: Path) -> None:
+    tensors = {f"w.{k}": v.contiguous() for k, v in client.setup.trainable_state().items()}
+    opt_tensors, opt_meta = _flatten_optimizer(client.step_state.optimizer)
+    tensors |= opt_tensors | {"rng": client.rng}
+    save_file(tensors, str(folder / f"{client.name}.safetensors"))
+    meta = {"step": client.step_state.step, "optimizer": opt_meta, "scheduler": client.step_state.scheduler.state_dict()}
+    (folder / f"{client.name}.json").write_text(json.dumps(meta))
+
+
+def save_state(strategy_dir: Path, clients: list[Client], iteration: int, rounds: list[RoundRecord]) -> None:
+    """Write every client's state and the round history atomically (the whole folder or nothing)."""
+
+    def writer(folder: Path) -> None:
+        for client in clients:
+            _client_files(client, folder)
+        progress = {"iteration": iteration, "rounds": [r.to_dict() for r in rounds]}
+        (folder / PROGRESS_FILE).write_text(json.dumps(progress))
+
+    write_dir_atomic(strategy_dir / STATE_DIR, writer)
+
+
+def _restore_optimizer(client: Client, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = value
+    for key, value in meta["scalars"].items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    client.step_state.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def load_state(strategy_dir: Path, clients: list[Client]) -> tuple[int, list[RoundRecord]] | None:
+    """Restore clients from the last completed round: (iteration, rounds), or None when none was saved."""
+    folder = strategy_dir / STATE_DIR
+    if not (folder / PROGRESS_FILE).is_file():
+        return None
+    try:
+        progress = json.loads((folder / PROGRESS_FILE).read_text())
+        for client in clients:
+            tensors = load_file(str(folder / f"{client.name}.safetensors"))
+            meta = json.loads((folder / f"{client.name}.json").read_text())
+            client.setup.load_trainable_state({k[2:]: v for k, v in tensors.items() if k.startswith("w.")})
+            _restore_optimizer(client, tensors, meta["optimizer"])
+            client.step_state.scheduler.load_state_dict(meta["scheduler"])
+            client.step_state.step = int(meta["step"])
+            client.rng = tensors["rng"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise RunDirError(f"{folder}: the saved collab state is damaged ({exc}); rerun with --overwrite") from None
+    return int(progress["iteration"]), [RoundRecord.from_dict(r) for r in progress["rounds"]]

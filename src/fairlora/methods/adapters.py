@@ -100,9 +100,10 @@ def adapter_setup(model: PeftModel, adapter_name: str, **kwargs: Any) -> MethodS
     def save(path: Path) -> None:
         save_adapter(model, adapter_name, path)
 
-    kwargs.setdefault("teacher", lambda: _disabled(model, activate))
+    kwargs.setdefault("activate", activate)
+    kwargs.setdefault("teacher", lambda: _disabled(model, kwargs["activate"]))
     kwargs.setdefault("save", save)
-    return MethodSetup(model=model, adapter_name=adapter_name, activate=activate, **kwargs)
+    return MethodSetup(model=model, adapter_name=adapter_name, **kwargs)
 
 
 @contextlib.contextmanager

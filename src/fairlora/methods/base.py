@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,6 +28,20 @@ NO_DECAY_PATTERNS = [
 ]  # as HF Trainer
 
 
+@dataclass
+class StepContext:
+    """What a step hook sees after backward, before the optimizer step: gradients are in place."""
+
+    model: nn.Module
+    optimizer: Any  # a torch optimizer (an accelerate wrapper is unwrapped by the hook)
+    step: int  # 0-based index of the optimizer step about to be applied
+    total_steps: int
+    epoch: float | None = None  # progress in epochs when the loop knows it
+
+
+StepHook = Callable[[StepContext], None]
+
+
 def is_head_parameter(name: str) -> bool:
     """True for parameters of a task head the base model does not have (classifier / score)."""
     return any(part in HEAD_MODULES for part in name.split(".")[:3])  # also under PEFT's wrapper prefix
@@ -39,7 +54,8 @@ class MethodSetup:
     `adapter_name` names the PEFT adapter this setup trains on a shared base (None: no adapter);
     `activate()` switches the shared base to it; `task_loss(outputs, inputs)`, when set, replaces
     the model's own loss. `teacher` is a context in which the model computes
-    the ORIGINAL pre-trained model's outputs (None: the method cannot give them).
+    the ORIGINAL pre-trained model's outputs (None: the method cannot give them). `step_hooks` run
+    once per optimizer step after backward and clipping, before the optimizer step (AFLoRA's freezer).
     """
 
     model: nn.Module
@@ -51,6 +67,8 @@ class MethodSetup:
     teacher: Callable[[], AbstractContextManager[None]] | None = None
     activate: Callable[[], None] = lambda: None
     task_loss: TaskLoss | None = None  # replaces the model's own loss (train.class_weight)
+    step_hooks: list[StepHook] = field(default_factory=list)  # run by train_step AND the HF Trainer
+    facts: Callable[[], dict[str, Any]] | None = None  # post-training facts for results.json `train`
 
     def teacher_context(self) -> AbstractContextManager[None]:
         """Context in which a forward pass gives the original model's outputs (no grad, eval mode)."""

@@ -51,3 +51,20 @@ def two_phase(value: float, start: float = 0.0, ramp: float = 0.0) -> Schedule:
     if start < 0 or ramp < 0 or start + ramp > 1:
         raise ValueError(f"two_phase: need start, ramp >= 0 and start + ramp <= 1, got {start}, {ramp}")
     return partial(two_phase_weight, value=value, start=start, ramp=ramp)
+
+
+def cubic_threshold(step: int, t_initial: int, t_final: int, total: int) -> float:
+    """AFLoRA's freezing threshold: 1 until `t_initial`, a cubic decay to 0 at `total - t_final`, then 0.
+
+    threshold = (1 - (step - t_i) / (total - t_i - t_f))^3 for t_i < step <= total - t_f.
+    """
+    if t_initial < 0 or t_final < 0 or t_initial + t_final >= total:
+        raise ValueError(
+            f"cubic_threshold: need t_initial, t_final >= 0 and t_initial + t_final < total steps, "
+            f"got {t_initial} + {t_final} vs {total}"
+        )
+    if step <= t_initial:
+        return 1.0
+    if step >= total - t_final:
+        return 0.0
+    return (1.0 - (step - t_initial) / (total - t_initial - t_final)) ** 3

@@ -16,7 +16,7 @@ from transformers import get_scheduler
 
 from fairlora.config import TrainConfig
 from fairlora.errors import TrainingError
-from fairlora.methods.base import MethodSetup
+from fairlora.methods.base import MethodSetup, StepContext, is_head_parameter
 from fairlora.training.losses import compose_loss
 
 
@@ -31,31 +31,39 @@ def make_optimizer(setup: MethodSetup, train: TrainConfig, total_steps: int) -> 
     return optimizer, scheduler
 
 
-def trainable_count(model: nn.Module) -> int:
-    """Number of parameters that currently require a gradient."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+def trainable_count(model: nn.Module, head: bool = True) -> int:
+    """Number of parameters that currently require a gradient (`head=False`: outside the task head)."""
+    return sum(
+        p.numel()
+        for name, p in model.named_parameters()
+        if p.requires_grad and (head or not is_head_parameter(name))
+    )
 
 
 @dataclass
 class TrainableCounter:
-    """Trainable parameters at the start, at the end, and averaged over the steps taken."""
+    """Trainable parameters at the start, at the end, and averaged over the steps (with and without head)."""
 
     counts: list[int] = field(default_factory=list)
+    counts_no_head: list[int] = field(default_factory=list)
 
     def record(self, model: nn.Module) -> None:
         """Count the trainable parameters now (call at the start of every step)."""
         self.counts.append(trainable_count(model))
+        self.counts_no_head.append(trainable_count(model, head=False))
 
     def facts(self, model: nn.Module) -> dict[str, float]:
-        """trainable_params_start / _end / _mean (over the steps counted) for results.json."""
-        end = trainable_count(model)
-        counts = self.counts or [end]
-        mean = sum(counts) / len(counts)
-        return {
-            "trainable_params_start": counts[0],
-            "trainable_params_end": end,
-            "trainable_params_mean": mean,
-        }
+        """trainable_params_start / _end / _mean, and the same without the head (`_no_head_`)."""
+        facts: dict[str, float] = {}
+        for suffix, counts, head in (("", self.counts, True), ("_no_head", self.counts_no_head, False)):
+            end = trainable_count(model, head=head)
+            counts = counts or [end]
+            facts |= {
+                f"trainable_params{suffix}_start": counts[0],
+                f"trainable_params{suffix}_end": end,
+                f"trainable_params{suffix}_mean": sum(counts) / len(counts),
+            }
+        return facts
 
 
 def stop_if_not_finite(loss: torch.Tensor, parts: dict[str, torch.Tensor], step: int, hint: str) -> None:
@@ -109,8 +117,19 @@ def train_step(state: StepState, micro_batches: list[dict[str, torch.Tensor]]) -
     params = [p for p in model.parameters() if p.requires_grad]
     if state.max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_(params, state.max_grad_norm)
+    run_step_hooks(setup, state.optimizer, state.step, state.total_steps)
     state.optimizer.step()
     state.scheduler.step()
     state.optimizer.zero_grad(set_to_none=True)
     state.step += 1
     return sums
+
+
+def run_step_hooks(
+    setup: MethodSetup, optimizer: Any, step: int, total_steps: int, epoch: float | None = None
+) -> None:
+    """Run the method's step hooks (after backward and clipping, before the optimizer step)."""
+    if setup.step_hooks:
+        context = StepContext(setup.model, optimizer, step, total_steps, epoch)
+        for hook in setup.step_hooks:
+            hook(context)

@@ -19,7 +19,7 @@ from fairlora.config import RunConfig, TrainConfig
 from fairlora.methods.base import MethodSetup
 from fairlora.tasks import get_task
 from fairlora.training.losses import compose_loss
-from fairlora.training.step import TrainableCounter, make_optimizer, stop_if_not_finite
+from fairlora.training.step import TrainableCounter, make_optimizer, run_step_hooks, stop_if_not_finite
 
 
 class FairloraTrainer(Trainer):
@@ -106,6 +106,19 @@ class CountTrainable(TrainerCallback):
             self.counter.record(model)
 
 
+class StepHooks(TrainerCallback):
+    """Runs the method's step hooks before each optimizer step (after clipping), as `train_step` does."""
+
+    def __init__(self, setup: MethodSetup) -> None:
+        self.setup = setup
+
+    def on_pre_optimizer_step(
+        self, args: Any, state: Any, control: Any, optimizer: Any = None, **kw: Any
+    ) -> None:
+        """Hand the hooks the gradients of the step about to be applied."""
+        run_step_hooks(self.setup, optimizer, state.global_step, max(state.max_steps, 1), state.epoch)
+
+
 def on_cpu() -> bool:
     """True when no GPU-like accelerator is present (processes then talk over gloo)."""
     xpu = getattr(torch, "xpu", None)
@@ -190,6 +203,8 @@ def build_trainer(
         train_config=cfg.train,
     )
     trainer.add_callback(CountTrainable(trainer.counter))
+    if setup.step_hooks:
+        trainer.add_callback(StepHooks(setup))
     return trainer
 
 
@@ -201,4 +216,5 @@ def run_training(trainer: FairloraTrainer, checkpoint_dir: Path, resume: bool) -
     if checkpoint_dir.is_dir() and not any(checkpoint_dir.iterdir()):
         checkpoint_dir.rmdir()  # save_strategy=no leaves an empty folder behind
     metrics = {key: float(value) for key, value in output.metrics.items()}
-    return metrics | trainer.counter.facts(trainer.setup.model)
+    facts = trainer.setup.facts() if trainer.setup.facts is not None else {}
+    return metrics | trainer.counter.facts(trainer.setup.model) | facts

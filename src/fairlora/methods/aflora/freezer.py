@@ -1,0 +1,148 @@
+"""AFLoRA's adaptive freezing of the A/B projections (and the freeze-by-epoch baseline).
+
+Per still-trainable matrix: sensitivity I = |grad| averaged over a window of steps; at each window
+boundary Ibar <- b1 Ibar + (1 - b1) I_window, Ubar <- b2 Ubar + (1 - b2) |I_window - Ibar|; the
+matrix's score is mean(Ibar * Ubar). Every window the scores of the trainable matrices are pooled
+and those below the k-th smallest, k = floor(N (1 - threshold)) >= 1, freeze; the threshold follows
+`cubic_threshold`. Freezing turns requires_grad off, drops the gradient and removes the optimizer
+state, so AdamW (momentum, weight decay) never moves a frozen matrix again.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from fairlora.methods.aflora.config import AfloraSection, freezing_window
+from fairlora.methods.aflora.layer import AfloraModule
+from fairlora.methods.base import StepContext
+from fairlora.regularizers.schedules import cubic_threshold
+
+
+@dataclass
+class MatrixSensitivity:
+    """The sensitivity statistics of one A or B matrix."""
+
+    name: str
+    param: nn.Parameter
+    window_sum: torch.Tensor | None = None
+    window_count: int = 0
+    ibar: torch.Tensor | None = None
+    ubar: torch.Tensor | None = None
+
+    def observe(self) -> None:
+        """Add this step's |grad| to the window (a NaN/Inf or missing gradient is skipped)."""
+        grad = self.param.grad
+        if grad is None or not bool(torch.isfinite(grad).all()):
+            return
+        magnitude = grad.detach().abs().float()
+        self.window_sum = magnitude if self.window_sum is None else self.window_sum + magnitude
+        self.window_count += 1
+
+    def close_window(self, beta1: float, beta2: float) -> None:
+        """Fold the window's mean sensitivity into the EMAs and start a new window."""
+        if self.window_sum is None:
+            return
+        current = self.window_sum / self.window_count
+        if self.ibar is None or self.ubar is None:
+            self.ibar, self.ubar = torch.zeros_like(current), torch.zeros_like(current)
+        self.ibar = beta1 * self.ibar + (1 - beta1) * current
+        self.ubar = beta2 * self.ubar + (1 - beta2) * (current - self.ibar).abs()
+        self.window_sum, self.window_count = None, 0
+
+    def score(self) -> float:
+        """mean(Ibar * Ubar); 0 before the first window closes."""
+        if self.ibar is None or self.ubar is None:
+            return 0.0
+        return float((self.ibar * self.ubar).mean())
+
+
+def matrices_to_freeze(scores: dict[str, float], threshold: float) -> list[str]:
+    """Names whose score is below the k-th smallest, k = floor(N (1 - threshold)) >= 1; all at threshold 0."""
+    if threshold <= 0.0:
+        return list(scores)
+    if not scores:
+        return []
+    k = max(1, math.floor(len(scores) * (1.0 - threshold)))
+    cutoff = sorted(scores.values())[k - 1]
+    return [name for name, score in scores.items() if score < cutoff]
+
+
+def freeze_parameter(param: nn.Parameter, optimizer: Any) -> None:
+    """Stop every update of `param`: no gradient, no optimizer state (AdamW skips tensors without grad)."""
+    param.requires_grad_(False)
+    param.grad = None
+    inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
+    if inner is not None:
+        inner.state.pop(param, None)
+
+
+@dataclass
+class AfloraFreezer:
+    """Decides, once per optimizer step, which A/B matrices freeze; records when each one froze."""
+
+    section: AfloraSection
+    modules: list[AfloraModule]
+    epochs: float | None = None  # train.epochs, for freeze_by_epoch when the loop gives no epoch
+    trainable: dict[str, MatrixSensitivity] = field(default_factory=dict)
+    freeze_steps: dict[str, int | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for module in self.modules:
+            for kind, projection in (("A", module.a), ("B", module.b)):
+                name = f"{module.name}.{kind}"
+                self.freeze_steps[name] = None
+                self.trainable[name] = MatrixSensitivity(name, projection.weight)
+
+    def freeze_square(self) -> None:
+        """The encoder recipe: A/B of layers with in == out are frozen from step 0."""
+        square = [f"{m.name}.{k}" for m in self.modules if m.square for k in ("A", "B")]
+        self._freeze(square, step=0, optimizer=None)
+
+    def reapply(self) -> None:
+        """Turn requires_grad off again for frozen matrices (PEFT's set_adapter turns it back on)."""
+        frozen = {name for name, step in self.freeze_steps.items() if step is not None}
+        for module in self.modules:
+            for kind, projection in (("A", module.a), ("B", module.b)):
+                if f"{module.name}.{kind}" in frozen:
+                    projection.weight.requires_grad_(False)
+
+    def __call__(self, context: StepContext) -> None:
+        """The step hook: gradients of this step are in place, the optimizer has not stepped yet."""
+        if not self.trainable:
+            return
+        if self.section.freeze_by_epoch is not None:
+            if self._epoch(context) >= self.section.freeze_by_epoch:
+                self._freeze(list(self.trainable), context.step, context.optimizer)
+            return
+        number = context.step + 1  # 1-based count of optimizer steps, this one included
+        for matrix in self.trainable.values():
+            matrix.observe()
+        boundary = number % self.section.window == 0
+        if boundary:
+            for matrix in self.trainable.values():
+                matrix.close_window(self.section.beta1, self.section.beta2)
+        t_i, t_f = freezing_window(self.section, context.total_steps)
+        threshold = cubic_threshold(number, t_i, t_f, context.total_steps)
+        if threshold <= 0.0 or (boundary and threshold < 1.0):
+            scores = {name: matrix.score() for name, matrix in self.trainable.items()}
+            self._freeze(matrices_to_freeze(scores, threshold), context.step, context.optimizer)
+
+    def _epoch(self, context: StepContext) -> float:
+        if context.epoch is not None:
+            return context.epoch
+        return context.step / max(context.total_steps, 1) * (self.epochs or 1.0)
+
+    def _freeze(self, names: list[str], step: int, optimizer: Any) -> None:
+        for name in names:
+            matrix = self.trainable.pop(name)
+            freeze_parameter(matrix.param, optimizer)
+            self.freeze_steps[name] = step
+
+    def facts(self) -> dict[str, Any]:
+        """Freeze step (updates received) of every A/B matrix, None if it never froze."""
+        return {"aflora_freeze_steps": dict(self.freeze_steps)}

@@ -82,6 +82,16 @@ class DataConfig(_Section):
     max_examples: int | None = Field(None, ge=2, description="subsample before splitting")
     identity: IdentityDataConfig = Field(default_factory=IdentityDataConfig)
 
+    @field_validator("class_ratio")
+    @classmethod
+    def _shares(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {name: share for name, share in value.items() if not 0.0 < share <= 1.0}
+        if bad:
+            raise ValueError(
+                f"each share must lie in (0, 1] (the part of a class's train rows kept), got {bad}"
+            )
+        return value
+
 
 class TrainConfig(_Section):
     """Optimisation settings (passed to HF TrainingArguments)."""

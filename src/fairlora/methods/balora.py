@@ -1,1 +1,161 @@
-"""BA-LoRA: PiSSA-initialised LoRA with consistency, diversity and SVD regularizers (method `ba-lora`)."""
+"""BA-LoRA: PiSSA-initialised LoRA with consistency, diversity and SVD regularizers (method `ba-lora`).
+
+The regularizers are loss terms (fairlora.regularizers.balora), so the `balora:` block also works
+on other adapter methods (`method: lora | vera | pissa | none`): `balora.enabled: true`. The
+teacher is the method's own `teacher_context()` (the original model, no second copy).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from fairlora.config import RunConfig
+from fairlora.errors import ConfigError
+from fairlora.methods.adapters import load_adapter
+from fairlora.methods.base import MethodSetup
+from fairlora.methods.lora import LoraSection, apply_pissa, check_lora
+from fairlora.methods.registry import Method, get_method, register_method, register_section
+from fairlora.models import LoadedModel
+from fairlora.regularizers.balora import consistency_term, diversity_term, svd_term
+from fairlora.regularizers.schedules import Schedule, cosine_decay, two_phase
+from fairlora.tasks import get_task
+from fairlora.training.losses import LossTerm
+
+METHOD = "ba-lora"
+NLU_WEIGHTS = (0.15, 0.03, 0.03)  # CR, DR, SVDR for classification (paper)
+NLG_WEIGHTS = (0.025, 0.005, 0.005)  # CR, DR, SVDR for causal LM (paper)
+NLU_SVD_K, NLG_SVD_K = 5, 10
+
+
+class BaloraSection(BaseModel):
+    """`balora:` BA-LoRA regularizers: weights, schedules and a switch per term."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    enabled: bool | None = Field(
+        None, description="None = on for method ba-lora, off otherwise; true adds the terms to any method"
+    )
+    cr: bool = Field(True, description="consistency with the original model (needs the teacher)")
+    dr: bool = Field(True, description="diversity of the logits")
+    svdr: bool = Field(True, description="top-k singular-value share of the logits")
+    cr_weight: float | None = Field(
+        None, ge=0.0, description="None = 0.15 (classification), 0.025 (causal_lm)"
+    )
+    dr_weight: float | None = Field(
+        None, ge=0.0, description="None = 0.03 (classification), 0.005 (causal_lm)"
+    )
+    svdr_weight: float | None = Field(
+        None, ge=0.0, description="None = 0.03 (classification), 0.005 (causal_lm)"
+    )
+    cr_loss: Literal["kl", "mse"] = Field(
+        "kl", description="kl at temperature T (x T^2), or mse of L2-normed logits"
+    )
+    temperature: float = Field(2.0, gt=0.0, description="CR temperature T")
+    top_k: int = Field(20, ge=2, description="causal_lm DR: softmax over each token's top-K logits")
+    svd_k: int | None = Field(
+        None, ge=1, description="top-k singular values; None = min(5, classes - 1) or 10 (causal_lm)"
+    )
+    cr_floor: float = Field(0.1, ge=0.0, le=1.0, description="CR weight decays on a cosine to floor x weight")
+    warmup_start: float = Field(
+        0.2, ge=0.0, le=1.0, description="DR/SVDR weight is 0 for this share of steps"
+    )
+    warmup_ramp: float = Field(0.05, ge=0.0, le=1.0, description="then ramps linearly over this share")
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> BaloraSection:
+        if self.warmup_start + self.warmup_ramp > 1:
+            raise ValueError(
+                f"warmup_start + warmup_ramp must be at most 1 (got {self.warmup_start} + {self.warmup_ramp})"
+            )
+        return self
+
+
+def balora_enabled(cfg: RunConfig) -> bool:
+    """True when the run adds the BA-LoRA terms (method ba-lora, or balora.enabled: true)."""
+    section: BaloraSection = cfg.balora  # type: ignore[attr-defined]
+    return cfg.method == METHOD if section.enabled is None else section.enabled
+
+
+def svd_k(cfg: RunConfig, num_classes: int) -> int:
+    """SVDR k: balora.svd_k, else 10 (causal_lm) or min(5, classes - 1) (classification, with a warning)."""
+    section: BaloraSection = cfg.balora  # type: ignore[attr-defined]
+    if not get_task(cfg.task).classifies:
+        return section.svd_k or NLG_SVD_K
+    if section.svd_k is not None:
+        return section.svd_k
+    k = max(1, min(NLU_SVD_K, num_classes - 1))
+    if k < NLU_SVD_K:
+        warnings.warn(
+            f"balora.svd_k: {num_classes} classes, so SVDR uses k = min(5, classes - 1) = {k} "
+            f"(k must stay below the number of classes); set balora.svd_k to choose another",
+            stacklevel=2,
+        )
+    return k
+
+
+def check_balora(cfg: RunConfig, num_classes: int | None) -> None:
+    """Refuse settings that cannot work, before anything is written: k >= classes, CR without a teacher."""
+    if not balora_enabled(cfg):
+        return
+    section: BaloraSection = cfg.balora  # type: ignore[attr-defined]
+    classifies = get_task(cfg.task).classifies
+    if classifies and num_classes is not None and section.svd_k is not None and section.svd_k >= num_classes:
+        raise ConfigError(
+            f"balora.svd_k={section.svd_k}: with {num_classes} classes the logits have at most "
+            f"{num_classes} singular values, so the top-{section.svd_k} share is always 1 and SVDR does "
+            f"nothing; set balora.svd_k below {num_classes} (or leave it unset for min(5, classes - 1))"
+        )
+    if section.cr and get_method(cfg.method).loads_from_weights:
+        raise ConfigError(
+            f"balora.cr: method {cfg.method!r} changes every weight and keeps no adapter to disable, so "
+            f"there is no original model to be consistent with (a second model copy is not made). "
+            f"Fix: use an adapter method (method: ba-lora, pissa, lora, vera), or choose no teacher "
+            f"explicitly with balora.cr: false (DR and SVDR need none)"
+        )
+
+
+def balora_terms(cfg: RunConfig, num_classes: int) -> list[LossTerm]:
+    """The switched-on BA-LoRA terms with their schedules (cosine decay for CR, two-phase for DR/SVDR)."""
+    section: BaloraSection = cfg.balora  # type: ignore[attr-defined]
+    nlg = not get_task(cfg.task).classifies
+    cr_w, dr_w, svdr_w = NLG_WEIGHTS if nlg else NLU_WEIGHTS
+    terms = []
+    if section.cr:
+        weight = cosine_decay(_pick(section.cr_weight, cr_w), section.cr_floor)
+        terms.append(consistency_term(weight, nlg, section.temperature, section.cr_loss))
+    if section.dr:
+        terms.append(diversity_term(_ramped(section, _pick(section.dr_weight, dr_w)), nlg, section.top_k))
+    if section.svdr:
+        weight = _ramped(section, _pick(section.svdr_weight, svdr_w))
+        terms.append(svd_term(weight, nlg, svd_k(cfg, num_classes)))
+    return terms
+
+
+def _pick(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+def _ramped(section: BaloraSection, value: float) -> Schedule:
+    return two_phase(value, section.warmup_start, section.warmup_ramp)
+
+
+def apply_balora(cfg: RunConfig, loaded: LoadedModel, adapter_name: str) -> MethodSetup:
+    """PiSSA (lora.r, lora.alpha, lora.pissa_niter); `apply_method` adds the terms, as for every method."""
+    return apply_pissa(cfg, loaded, adapter_name)
+
+
+register_section("balora", BaloraSection)
+register_method(
+    Method(
+        name=METHOD,
+        description="BA-LoRA: PiSSA-initialised LoRA + consistency, diversity and SVD regularizers (balora:)",
+        apply=apply_balora,
+        load=load_adapter,
+        weights_dir="adapter",
+        section=("lora", LoraSection),
+        check=check_lora,
+    )
+)

@@ -63,8 +63,10 @@ def _binary_metrics(sums: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, 
         "mean_p_positive": safe_ratio(prob, n),
         "loss": safe_ratio(loss, n),
     }
+    metrics |= {"recall_class_0": metrics["tnr"], "recall_class_1": metrics["tpr"]}
     support = {m: n for m in metrics} | {"precision": predicted}
-    support |= {m: positives for m in ("recall", "tpr", "fnr")} | {m: negatives for m in ("fpr", "tnr")}
+    support |= {m: positives for m in ("recall", "tpr", "fnr", "recall_class_1")}
+    support |= {m: negatives for m in ("fpr", "tnr", "recall_class_0")}
     return metrics, support
 
 
@@ -86,7 +88,11 @@ def _multiclass_metrics(sums: np.ndarray, k: int) -> tuple[dict[str, np.ndarray]
         "f1": macro(2 * tp, true + pred),
         "loss": safe_ratio(loss, n),
     }
-    return metrics, {m: n for m in metrics}
+    support = {m: n for m in metrics}
+    for c in range(k):
+        metrics[f"recall_class_{c}"] = safe_ratio(tp[..., c, :], true[..., c, :])
+        support[f"recall_class_{c}"] = true[..., c, :]
+    return metrics, support
 
 
 def _classification_values(predictions: pd.DataFrame, binary: bool) -> tuple[list[np.ndarray], int]:
@@ -119,9 +125,31 @@ def _classification_summary(
     """Worst-group accuracy, best-worst gap and (binary) DP/EO differences over the kept groups."""
     names = ("worst_group_accuracy", "best_worst_gap")
     add_worst_and_gap(table, names, point["accuracy"], boot["accuracy"], keep, n, level, highest=False)
+    _worst_class_recall(table, point, boot, level)
     if binary:
         set_summary(table, "dp_difference", _dp(point, keep), _dp(boot, keep), n, level)
         set_summary(table, "eo_difference", _eo(point, keep), _eo(boot, keep), n, level)
+
+
+def _worst_class_recall(
+    table: MetricTable, point: dict[str, np.ndarray], boot: dict[str, np.ndarray], level: float
+) -> None:
+    """Minority-class figure: the lowest per-class recall over all examples (column 0), labelled by class."""
+    names = sorted(
+        (m for m in point if m.startswith("recall_class_")), key=lambda m: int(m.rsplit("_", 1)[1])
+    )
+    if not names:
+        return
+    recalls = np.stack([point[m][0] for m in names])
+    if np.isnan(recalls).all():
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        boot_min = np.nanmin(np.stack([boot[m][..., 0] for m in names], axis=-1), axis=-1)
+    worst = int(np.nanargmin(recalls))
+    n = int(table.overall[names[worst]].n)
+    set_summary(table, "worst_class_recall", float(recalls[worst]), boot_min, n, level)
+    table.labels["worst_class"] = f"class {worst}"
 
 
 def _dp(values: dict[str, np.ndarray], keep: np.ndarray) -> np.ndarray:
@@ -154,16 +182,24 @@ def _classification_table(
 def _loss_table(
     predictions: pd.DataFrame, masks: np.ndarray, n_boot: int, seed: int
 ) -> tuple[dict, dict, dict]:
+    """Mean loss and perplexity (and exact match, when the predictions hold generated answers)."""
     loss = predictions["loss"].to_numpy(np.float64)
-    point_sums, boot_sums = stacked_sums([np.ones_like(loss), loss], masks, n_boot, seed)
+    values = [np.ones_like(loss), loss]
+    scored = "exact_match" in predictions.columns
+    if scored:
+        values.append(predictions["exact_match"].to_numpy(np.float64))
+    point_sums, boot_sums = stacked_sums(values, masks, n_boot, seed)
 
     def metrics(sums: np.ndarray) -> dict[str, np.ndarray]:
         mean = safe_ratio(sums[..., 1, :], sums[..., 0, :])
         with np.errstate(over="ignore"):
-            return {"loss": mean, "perplexity": np.exp(mean)}
+            out = {"loss": mean, "perplexity": np.exp(mean)}
+        if scored:
+            out["exact_match"] = safe_ratio(sums[..., 2, :], sums[..., 0, :])
+        return out
 
     sizes = point_sums[0]
-    return metrics(point_sums), metrics(boot_sums), {"loss": sizes, "perplexity": sizes}
+    return metrics(point_sums), metrics(boot_sums), {m: sizes for m in metrics(point_sums)}
 
 
 def constant_predictor_notes(

@@ -63,3 +63,49 @@ def _prediction_table(
     for column in group_columns:
         table[column] = frame[column].astype(bool).to_numpy()
     return table
+
+
+@torch.inference_mode()
+def generate_answers(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    max_new_tokens: int,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> list[str]:
+    """Greedy continuation of each prompt (as in training, the prompt's trailing whitespace is generated)."""
+    device = next(model.parameters()).device
+    was_training, side = model.training, tokenizer.padding_side
+    model.eval()
+    tokenizer.padding_side = "left"  # generation continues from the last position of every row
+    answers: list[str] = []
+    try:
+        for start in tqdm(
+            range(0, len(prompts), batch_size), desc="generate", disable=not progress, leave=False
+        ):
+            texts = [p.rstrip() for p in prompts[start : start + batch_size]]
+            batch = tokenizer(texts, return_tensors="pt", padding=True).to(device)
+            out = model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            answers += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return answers
+
+
+def add_exact_match(table: pd.DataFrame, frame: pd.DataFrame, generated: list[str]) -> pd.DataFrame:
+    """Columns of a generation pass: the text, the extracted answer, exact_match (against the target)."""
+    from fairlora.metrics.math import exact_match, extract_answer
+
+    table = table.copy()
+    table["generated"] = generated
+    table["answer"] = [extract_answer(g) for g in generated]
+    table["exact_match"] = exact_match(generated, frame["text"].astype(str).tolist())
+    return table

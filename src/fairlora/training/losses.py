@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fairlora.regularizers.schedules import Schedule, constant
@@ -68,3 +69,22 @@ def compose_loss(
         parts[term.name] = term.fn(seen)
         loss = loss + term.weight(step, total_steps) * parts[term.name]
     return loss, parts, outputs
+
+
+def balanced_class_weights(labels: Sequence[int], num_classes: int) -> torch.Tensor:
+    """sklearn's "balanced" weights n / (k * count_c) over the k classes present; absent classes get 0."""
+    counts = torch.bincount(torch.as_tensor(list(labels), dtype=torch.long), minlength=num_classes).double()
+    present = counts > 0
+    weights = torch.zeros(num_classes, dtype=torch.float64)
+    weights[present] = counts.sum() / (int(present.sum()) * counts[present])
+    return weights.float()
+
+
+def weighted_cross_entropy(class_weights: torch.Tensor) -> TaskLoss:
+    """A task loss: cross-entropy of the classification logits, each class weighted (train.class_weight)."""
+
+    def loss(outputs: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = outputs.logits.float()
+        return F.cross_entropy(logits, inputs["labels"], weight=class_weights.to(logits.device))
+
+    return loss

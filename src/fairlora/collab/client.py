@@ -139,7 +139,9 @@ def evaluate_examples(
     return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "accuracy": correct / max(count, 1)}
 
 
-def evaluate_client(client: Client, run: RunConfig, collate: Any, limit: int | None = None) -> dict[str, float]:
+def evaluate_client(
+    client: Client, run: RunConfig, collate: Any, limit: int | None = None
+) -> dict[str, float]:
     """The client's metrics on its OWN validation data."""
     client.setup.activate()
     examples = client.data.val_examples

@@ -26,7 +26,9 @@ def group_name(category: str) -> str:
 def client_frame(split: ClientSplit, categories: list[str], classifies: bool) -> pd.DataFrame:
     """id, text, (label = category index), one bool group column per category the client holds."""
     rows = split.rows
-    frame = pd.DataFrame({"id": [f"{split.name}-{k}" for k in range(len(rows))], "text": rows[TEXT].to_numpy()})
+    frame = pd.DataFrame(
+        {"id": [f"{split.name}-{k}" for k in range(len(rows))], "text": rows[TEXT].to_numpy()}
+    )
     if classifies:
         frame["label"] = [categories.index(c) for c in rows[CATEGORY]]
     for category in categories:
@@ -47,13 +49,18 @@ def encode_frames(run: RunConfig, tokenizer: Any, frame: pd.DataFrame, seed: int
     train, val = split_frame(frame, run.data.test_size, seed % 2**32, task.classifies, "collab client")
     encode = task.encode
     return ClientData(
-        train, val, encode(train, tokenizer, run.model.max_length), encode(val, tokenizer, run.model.max_length)
+        train,
+        val,
+        encode(train, tokenizer, run.model.max_length),
+        encode(val, tokenizer, run.model.max_length),
     )
 
 
 def reference_frame(reference: pd.DataFrame, classifies: bool) -> pd.DataFrame:
     """The shared reference rows as a task frame (labels unused: clients are compared on their logits)."""
-    frame = pd.DataFrame({"id": [f"ref-{k}" for k in range(len(reference))], "text": reference[TEXT].to_numpy()})
+    frame = pd.DataFrame(
+        {"id": [f"ref-{k}" for k in range(len(reference))], "text": reference[TEXT].to_numpy()}
+    )
     if classifies:
         frame["label"] = 0
     return frame

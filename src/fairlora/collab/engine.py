@@ -74,7 +74,9 @@ def ref_perplexities(session: Session) -> np.ndarray:
             examples = data_client.data.val_examples
             if limit is not None:
                 examples = examples[: limit * run.eval.batch_size]
-            metrics = evaluate_examples(owner.setup.model, examples, session.collate, run.task, run.eval.batch_size)
+            metrics = evaluate_examples(
+                owner.setup.model, examples, session.collate, run.task, run.eval.batch_size
+            )
             table[i, j] = metrics["perplexity"]
     return table
 
@@ -98,7 +100,9 @@ def trust_matrix(strategy: str, session: Session, states: list[State]) -> tuple[
     elif base == "dynamic-ref":
         scores = T.ref_scores(ref_perplexities(session))
     else:
-        signatures = [reference_logits(c, session.reference_batches, collab.token_topk) for c in session.clients]
+        signatures = [
+            reference_logits(c, session.reference_batches, collab.token_topk) for c in session.clients
+        ]
         scores = T.token_scores(T.token_distances(signatures))
     return T.trust_from_scores(scores, collab.tau, variant, collab.topk, collab.threshold)
 
@@ -129,7 +133,14 @@ def aggregate(session: Session, strategy: str, round_index: int, iteration: int)
         "eval": time.perf_counter() - mixed_at,
     }
     return RoundRecord(
-        round_index, iteration, weights.tolist(), metrics, round_bytes(clean, weights), excluded, fallback, seconds
+        round_index,
+        iteration,
+        weights.tolist(),
+        metrics,
+        round_bytes(clean, weights),
+        excluded,
+        fallback,
+        seconds,
     )
 
 
@@ -152,6 +163,12 @@ def run_iterations(
             record = aggregate(session, strategy, len(rounds), iteration)
             rounds.append(record)
             mean_ppl = np.mean([m["perplexity"] for m in record.metrics])
-            logger.info("%s round %d (iteration %d): mean perplexity %.3f", strategy, record.round, iteration, mean_ppl)
+            logger.info(
+                "%s round %d (iteration %d): mean perplexity %.3f",
+                strategy,
+                record.round,
+                iteration,
+                mean_ppl,
+            )
             on_round(iteration, rounds)
     return rounds

@@ -95,7 +95,9 @@ def make_plan(cfg: CollabConfig, categories: list[str] | None = None) -> Plan:
 def encode_clients(plan: Plan, tokenizer: object) -> list[ClientData]:
     """Each client's train/validation split (seeded like `load_task_data`) encoded for the task."""
     first = next(iter(plan.client_runs.values()))
-    data = [encode_frames(run, tokenizer, frame, run.seed) for run, frame in zip(first, plan.frames, strict=True)]
+    data = [
+        encode_frames(run, tokenizer, frame, run.seed) for run, frame in zip(first, plan.frames, strict=True)
+    ]
     for run, part in zip(first, data, strict=True):
         if not part.val_examples or not part.train_examples:
             raise DataError(f"{run.name}: no validation or train rows; raise collab.examples_per_client")
@@ -118,12 +120,15 @@ def reference_batches(plan: Plan, loaded: LoadedModel) -> list[dict[str, torch.T
     return [collate(examples[i : i + size]) for i in range(0, len(examples), size)]
 
 
-def build_session(plan: Plan, loaded: LoadedModel, data: list[ClientData], indices: list[int] | None = None) -> Session:
+def build_session(
+    plan: Plan, loaded: LoadedModel, data: list[ClientData], indices: list[int] | None = None
+) -> Session:
     """Clients (all, or `indices`) as named adapters on `loaded`, each with its own optimizer."""
     cfg = plan.cfg
     chosen = range(len(data)) if indices is None else indices
     clients: list[Client] = [
-        make_client(cfg.run, loaded, i, data[i], cfg.collab.iterations, cfg.collab.shared_init) for i in chosen
+        make_client(cfg.run, loaded, i, data[i], cfg.collab.iterations, cfg.collab.shared_init)
+        for i in chosen
     ]
     collate = get_task(cfg.run.task).collator(loaded.tokenizer)
     return Session(cfg, clients, plan.allocation, collate, reference_batches(plan, loaded))

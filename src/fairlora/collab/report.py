@@ -95,17 +95,23 @@ def _facts_table(facts: dict[str, Any]) -> str:
         f"<td>{html.escape(', '.join(f'{k} {v:.2f}' for k, v in info['held'].items()))}</td></tr>"
         for name, info in facts["clients"].items()
     ]
-    return "<table><tr><th>client</th><th>rows</th><th>category proportions held</th></tr>" + "".join(rows) + "</table>"
+    return (
+        "<table><tr><th>client</th><th>rows</th><th>category proportions held</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
 
 
 def render_collab_html(results: dict[str, Any]) -> str:
     """The whole report as one self-contained HTML page."""
     summaries, facts = results["strategies"], results["facts"]
     parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>fairlora collab</title><style>{_STYLE}</style>",
+        "<!doctype html><html><head><meta charset='utf-8'><title>fairlora collab</title>",
+        f"<style>{_STYLE}</style>",
         "</head><body><h1>Collaborative fine-tuning</h1>",
         f"<p>model {html.escape(facts['model'])}, method {html.escape(facts['method'])}, task "
-        f"{html.escape(facts['task'])}, engine {html.escape(facts['engine'])}, {len(facts['clients'])} clients, "
+        f"{html.escape(facts['task'])}, engine {html.escape(facts['engine'])}, "
+        f"{len(facts['clients'])} clients, "
         f"split {html.escape(facts['collab']['split'])} of {html.escape(facts['collab']['corpus'])}.</p>",
         "<h2>Strategies</h2>",
         "<p>Metrics of each client on its own validation data after the last aggregation; "

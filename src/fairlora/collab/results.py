@@ -16,10 +16,14 @@ SUMMARY_FILE = "summary.json"
 COLLAB_RESULTS = "collab.json"
 
 
-def strategy_summary(strategy: str, names: list[str], rounds: list[RoundRecord], sizes: list[int]) -> dict[str, Any]:
+def strategy_summary(
+    strategy: str, names: list[str], rounds: list[RoundRecord], sizes: list[int]
+) -> dict[str, Any]:
     """Final per-client metrics with mean, worst and gap, bytes exchanged, and every round's record."""
     if not rounds:
-        raise RunDirError(f"{strategy}: no aggregation round ran; raise collab.iterations or lower pretraining_rounds")
+        raise RunDirError(
+            f"{strategy}: no aggregation round ran; raise collab.iterations or lower pretraining_rounds"
+        )
     final = rounds[-1].metrics
     ppl = np.array([m["perplexity"] for m in final])
     acc = np.array([m["accuracy"] for m in final])

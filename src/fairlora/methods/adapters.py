@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import random
 import shutil
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -127,3 +128,11 @@ def save_adapter(model: PeftModel, adapter_name: str, path: Path) -> None:
 def load_adapter(cfg: Any, loaded: LoadedModel, weights_dir: Path) -> nn.Module:
     """Attach a saved PEFT adapter to a freshly loaded base model (inference mode)."""
     return PeftModel.from_pretrained(loaded.model, str(weights_dir), is_trainable=False)
+
+
+@contextlib.contextmanager
+def vectors_in_lora_modules() -> Iterator[None]:
+    """Silence PEFT's 'invalid shape' save warning for 1-D tensors under lora_A / lora_B (AFLoRA's d, b)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*LoRA tensor\(s\) have invalid shape")
+        yield

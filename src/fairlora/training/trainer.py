@@ -16,6 +16,7 @@ from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, Trai
 from transformers.trainer_utils import get_last_checkpoint
 
 from fairlora.config import RunConfig, TrainConfig
+from fairlora.methods.adapters import vectors_in_lora_modules
 from fairlora.methods.base import MethodSetup
 from fairlora.tasks import get_task
 from fairlora.training.losses import compose_loss
@@ -63,6 +64,11 @@ class FairloraTrainer(Trainer):
             stop_if_not_finite(loss, parts, step, hint)
             self._record(parts)
         return (loss, outputs) if return_outputs else loss
+
+    def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
+        """HF's save (checkpoints, final model); AFLoRA's 1-D d/b tensors are expected under lora_A/B."""
+        with vectors_in_lora_modules():
+            super()._save(output_dir, state_dict)
 
     def floating_point_ops(self, inputs: dict[str, Any]) -> int:
         """HF recounts every parameter each step for this estimate; count them once."""

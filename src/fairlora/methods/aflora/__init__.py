@@ -16,7 +16,14 @@ from torch import nn
 
 from fairlora.config import RunConfig
 from fairlora.errors import ConfigError, RunDirError
-from fairlora.methods.adapters import adapter_setup, attach, linear_names, resolve_targets, save_adapter
+from fairlora.methods.adapters import (
+    adapter_setup,
+    attach,
+    linear_names,
+    resolve_targets,
+    save_adapter,
+    vectors_in_lora_modules,
+)
 from fairlora.methods.aflora.config import AfloraSection, freezing_window
 from fairlora.methods.aflora.freezer import AfloraFreezer
 from fairlora.methods.aflora.layer import VECTOR, fold_state, inject
@@ -122,7 +129,8 @@ def apply_aflora(cfg: RunConfig, loaded: LoadedModel, adapter_name: str) -> Meth
 
 def save_aflora(model: nn.Module, adapter_name: str, path: Path) -> None:
     """A plain PEFT LoRA folder (vectors folded into A and B) plus the raw AFLoRA tensors."""
-    save_adapter(model, adapter_name, path)
+    with vectors_in_lora_modules():
+        save_adapter(model, adapter_name, path)
     weights = Path(path) / "adapter_model.safetensors"
     raw = load_file(str(weights))
     save_file(raw, str(Path(path) / RAW_FILE), metadata={"format": "pt"})

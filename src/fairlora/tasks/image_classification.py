@@ -67,9 +67,11 @@ class ImageClassificationTask(Task):
     auto_class = AutoModelForImageClassification
     processor_class = AutoImageProcessor  # models.load_model loads this instead of a tokenizer
     modality = "image"
-    # PEFT's sequence-classification wrapper keeps the `classifier` head trainable (modules_to_save);
-    # its forward hands pixel_values through to the image model.
+    # PEFT: the head trains and is saved with the adapter (modules_to_save). Methods that read
+    # `peft_modules_to_save` use PEFT's generic wrapper, which passes the batch to the model as it is
+    # (the sequence-classification wrapper adds attention_mask=None, which Swin refuses).
     peft_task_type = TaskType.SEQ_CLS
+    peft_modules_to_save = ("classifier",)
     classifies = True
 
     def encode(self, frame: pd.DataFrame, tokenizer: Any, max_length: int) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_ready_config_is_valid(path):
     cfg = load_config(path)
-    assert cfg.name and cfg.method in ("none", "full", "lora", "pissa")
+    assert cfg.name and cfg.method in ("none", "full", "lora", "pissa", "ba-lora", "vera", "aflora")
 
 
 def test_packaged_demo_config_is_valid_and_biased():

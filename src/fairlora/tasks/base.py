@@ -30,6 +30,10 @@ class Task(ABC):
     classifies: bool  # True: a label column and a classification head (prediction has pred / prob_k)
     needs_decoder: bool = False
 
+    def check_frame(self, frame: pd.DataFrame) -> None:
+        """Raise DataError when `frame` lacks the task's input columns (checked before a run writes)."""
+        return None  # text tasks: the loaders guarantee the text column
+
     def model_kwargs(self, num_labels: int) -> dict[str, Any]:
         """Extra from_pretrained / config arguments (a classification head's num_labels)."""
         return {"num_labels": num_labels} if self.classifies else {}

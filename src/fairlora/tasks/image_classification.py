@@ -74,14 +74,18 @@ class ImageClassificationTask(Task):
     peft_modules_to_save = ("classifier",)
     classifies = True
 
-    def encode(self, frame: pd.DataFrame, tokenizer: Any, max_length: int) -> list[dict[str, Any]]:
-        """One {image reference, label id} per row; images are decoded later, batch by batch."""
+    def check_frame(self, frame: pd.DataFrame) -> None:
+        """Raise DataError when the task frame has no image column (a text dataset)."""
         if IMAGE not in frame.columns:
             raise DataError(
                 f"task=image_classification: the data has no {IMAGE!r} column (columns: "
                 f"{', '.join(map(str, frame.columns))}); use an image dataset (utkface, image-folder, "
                 "image-csv, synthetic-images)"
             )
+
+    def encode(self, frame: pd.DataFrame, tokenizer: Any, max_length: int) -> list[dict[str, Any]]:
+        """One {image reference, label id} per row; images are decoded later, batch by batch."""
+        self.check_frame(frame)
         rows = zip(frame[IMAGE], frame["label"], strict=True)
         return [{IMAGE: image, "labels": int(label)} for image, label in rows]
 

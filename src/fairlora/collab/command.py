@@ -13,7 +13,7 @@ from transformers import set_seed
 
 from fairlora.collab.client import reset_client
 from fairlora.collab.config import CollabConfig, build_collab_config, load_collab_config
-from fairlora.collab.engine import Session, run_iterations
+from fairlora.collab.engine import Session, aggregation_iterations, run_iterations
 from fairlora.collab.plan import (
     Plan,
     build_session,
@@ -24,7 +24,7 @@ from fairlora.collab.plan import (
 )
 from fairlora.collab.results import load_summary, save_collab_results, save_summary, strategy_summary
 from fairlora.collab.runfolders import write_client_data, write_client_run
-from fairlora.collab.state import load_state, save_state
+from fairlora.collab.state import Snapshot, load_state, restore_snapshot, save_state, take_snapshot
 from fairlora.errors import ConfigError, RunDirError
 from fairlora.storage import write_text_atomic
 
@@ -62,16 +62,33 @@ def prepare_folder(plan: Plan, overwrite: bool) -> None:
         write_client_data(cfg.run_dir.resolve(), split.name, frame)
 
 
-def run_strategy(plan: Plan, session: Session, strategy: str, resume: bool, tokenizer: Any) -> dict[str, Any]:
+def warm_start(session: Session, warm: list[Snapshot]) -> int:
+    """Clients after the local warm-up, which every strategy shares: run it once, then restore it."""
+    cfg = session.cfg
+    first = aggregation_iterations(
+        cfg.collab.iterations, cfg.collab.pretraining_rounds, cfg.collab.trust_freq
+    )
+    start = first[0] if first else cfg.collab.iterations
+    if warm:
+        restore_snapshot(session.clients, warm[0])
+        return start
+    for client in session.clients:
+        reset_client(client, cfg.run, cfg.collab.iterations, cfg.collab.shared_init)
+    run_iterations(session, "warm-up", 0, [], lambda *_: None, cfg.run.train.progress_bar, stop=start)
+    warm.append(take_snapshot(session.clients))
+    return start
+
+
+def run_strategy(
+    plan: Plan, session: Session, strategy: str, resume: bool, tokenizer: Any, warm: list[Snapshot]
+) -> dict[str, Any]:
     """Train all clients under one strategy (continuing from its saved state), then write client runs."""
     cfg = plan.cfg
     folder = cfg.run_dir / strategy
     if resume and (done := load_summary(folder)) is not None:
         return done
-    for client in session.clients:
-        reset_client(client, cfg.run, cfg.collab.iterations, cfg.collab.shared_init)
     restored = load_state(folder, session.clients) if resume else None
-    start, rounds = (restored[0] + 1, restored[1]) if restored else (0, [])
+    start, rounds = (restored[0] + 1, restored[1]) if restored else (warm_start(session, warm), [])
     progress = cfg.run.train.progress_bar
     run_iterations(
         session, strategy, start, rounds, lambda it, rs: save_state(folder, session.clients, it, rs), progress
@@ -137,7 +154,10 @@ def run_collab(cfg: CollabConfig, *, overwrite: bool, resume: bool, console: Con
         summaries = run_flower(plan, loaded, data, resume=resume, console=console)
     else:
         session = build_session(plan, loaded, data)
-        summaries = [run_strategy(plan, session, s, resume, loaded.tokenizer) for s in cfg.collab.strategies]
+        warm: list[Snapshot] = []  # the local warm-up, run once for all strategies
+        summaries = [
+            run_strategy(plan, session, s, resume, loaded.tokenizer, warm) for s in cfg.collab.strategies
+        ]
     save_collab_results(cfg.run_dir, summaries, run_facts(plan))
     from fairlora.collab.report import write_collab_report
 

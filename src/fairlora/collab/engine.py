@@ -151,11 +151,18 @@ def run_iterations(
     rounds: list[RoundRecord],
     on_round: Callable[[int, list[RoundRecord]], None],
     progress: bool = True,
+    stop: int | None = None,
 ) -> list[RoundRecord]:
-    """Iterations `start`.. of one strategy: every client steps, mixing at the aggregation iterations."""
+    """Iterations `start`..`stop` (default: the end) of one strategy: every client steps, mixing at the
+    aggregation iterations."""
     collab, run = session.cfg.collab, session.cfg.run
     schedule = set(aggregation_iterations(collab.iterations, collab.pretraining_rounds, collab.trust_freq))
-    bar = tqdm(range(start, collab.iterations), desc=f"collab {strategy}", disable=not progress, leave=False)
+    bar = tqdm(
+        range(start, collab.iterations if stop is None else stop),
+        desc=f"collab {strategy}",
+        disable=not progress,
+        leave=False,
+    )
     for iteration in bar:
         losses = [local_step(c, run, session.collate)["task_loss"] for c in session.clients]
         bar.set_postfix(loss=f"{float(np.mean(losses)):.3f}")

@@ -3,7 +3,9 @@ JSON, no pickle), with the round history; a killed run continues from its last c
 
 from __future__ import annotations
 
+import copy
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +90,35 @@ def load_state(strategy_dir: Path, clients: list[Client]) -> tuple[int, list[Rou
             f"{folder}: the saved collab state is damaged ({exc}); rerun with --overwrite"
         ) from None
     return int(progress["iteration"]), [RoundRecord.from_dict(r) for r in progress["rounds"]]
+
+
+@dataclass
+class Snapshot:
+    """Every client's adapter, optimizer, schedule, step and RNG in memory (the shared local warm-up)."""
+
+    states: list[dict[str, torch.Tensor]]
+    optimizers: list[dict[str, Any]]
+    schedulers: list[dict[str, Any]]
+    steps: list[int]
+    rngs: list[torch.Tensor]
+
+
+def take_snapshot(clients: list[Client]) -> Snapshot:
+    """Copy every client's training state."""
+    return Snapshot(
+        [c.setup.trainable_state() for c in clients],
+        [copy.deepcopy(c.step_state.optimizer.state_dict()) for c in clients],
+        [copy.deepcopy(c.step_state.scheduler.state_dict()) for c in clients],
+        [c.step_state.step for c in clients],
+        [c.rng.clone() for c in clients],
+    )
+
+
+def restore_snapshot(clients: list[Client], snapshot: Snapshot) -> None:
+    """Put every client back to `snapshot` (its optimizer and schedule included)."""
+    for k, client in enumerate(clients):
+        client.setup.load_trainable_state(snapshot.states[k])
+        client.step_state.optimizer.load_state_dict(copy.deepcopy(snapshot.optimizers[k]))
+        client.step_state.scheduler.load_state_dict(copy.deepcopy(snapshot.schedulers[k]))
+        client.step_state.step = snapshot.steps[k]
+        client.rng = snapshot.rngs[k].clone()

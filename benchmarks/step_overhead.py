@@ -1,8 +1,10 @@
 """Step overhead: fairlora's LoRA training step vs a bare PEFT + torch loop, interleaved in one run.
 
 Both paths train the same base model (loaded twice), with the same LoRA adapter (r 8, alpha 16,
-default targets), the same tokenized examples (every one exactly `--seq` tokens), the same collator,
-batch size, optimizer (AdamW, fused when the Trainer's default optim is), gradient clipping and linear
+default targets; image models: q_proj / v_proj with the `classifier` head trained), the same tokenized
+examples (every one exactly `--seq` tokens) or the same `--image-size` square images (decoded and
+processed by the collator every step), the same collator, batch size, optimizer (AdamW, fused when
+the Trainer's default optim is), gradient clipping and linear
 LR schedule. A step is the interval between two consecutive step ends, so fetching the batch and
 everything else each path does per step counts. The paths alternate in blocks (ABBA order), the first
 step of every block is dropped, and the ratio is the median over blocks of the paired per-block
@@ -10,8 +12,12 @@ fairlora/bare ratio of median step times (drift between blocks cancels), printed
 95% CI: target <= 1.05.
 Peak memory comes from a separate subprocess per path (CPU: peak RSS; CUDA: max allocated).
 
-    .venv/bin/python benchmarks/step_overhead.py [--models minilm-l6,smollm2-135m] [--batch 8]
-        [--seq 128] [--steps 24] [--threads N] [--out benchmarks/results/step_overhead.json]
+    .venv/bin/python benchmarks/step_overhead.py [--models minilm-l6,smollm2-135m,vit-base-random]
+        [--batch 8] [--seq 128] [--image-size 224] [--steps 24] [--threads N]
+        [--out benchmarks/results/step_overhead.json]
+
+`vit-base-random` is a randomly initialised ViT-Base/16 (224x224, 86M parameters) written to a
+temporary folder with its image processor (no download); `tiny-vit` / `tiny-swin` work for smoke runs.
 
 Timings never fail the run: a ratio over the target is reported, not raised.
 """
@@ -40,6 +46,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 import peft
 import torch
@@ -51,10 +58,11 @@ from rich.table import Table
 from torch.utils.data import DataLoader
 from transformers import PrinterCallback, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from fairlora.config import RunConfig, build_config
+from fairlora.config import ModelConfig, RunConfig, build_config
+from fairlora.data.image_synthetic import render_bar
 from fairlora.methods import apply_method, count_parameters
 from fairlora.methods.adapters import default_targets
-from fairlora.models import LoadedModel, load_model
+from fairlora.models import LoadedModel, load_model, model_type
 from fairlora.tasks import get_task
 from fairlora.training.trainer import build_trainer, training_arguments
 
@@ -64,7 +72,9 @@ SEED = 1234
 LORA_R = 8
 LORA_ALPHA = 16.0
 CHILD_MARK = "STEP_OVERHEAD_CHILD "
-DEFAULT_MODELS = "minilm-l6,smollm2-135m"
+DEFAULT_MODELS = "minilm-l6,smollm2-135m,vit-base-random"
+RANDOM_VIT = "vit-base-random"  # built from ViTConfig() defaults: ViT-Base/16 at 224x224
+VISION_TARGETS = ["q_proj", "v_proj"]  # transformers 5 names of ViT / Swin attention projections
 DEFAULT_OUT = "benchmarks/results/step_overhead.json"
 PATHS = ("fairlora", "bare")
 _TEXT = (
@@ -130,15 +140,37 @@ class ForeignLoad:
         return max(0.0, (busy - self.busy - own) / wall) if wall > 0 else None
 
 
+def resolve_model(model_name: str, work: Path) -> str:
+    """The name to load: `vit-base-random` becomes a folder (random ViT-Base/16 + processor) under `work`."""
+    if model_name != RANDOM_VIT:
+        return model_name
+    folder = work / RANDOM_VIT
+    if not (folder / "config.json").is_file():
+        config = transformers.ViTConfig()  # the ViT-Base/16 defaults: 224x224, 12 layers, hidden 768
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(SEED)
+            model = transformers.ViTForImageClassification(config)
+        model.save_pretrained(folder)
+        transformers.ViTImageProcessorPil(size={"height": 224, "width": 224}).save_pretrained(folder)
+    return str(folder)
+
+
+def is_vision(model_name: str) -> bool:
+    """True for image classifiers (ViT, Swin, ...): they take images, not tokens."""
+    kind = model_type(ModelConfig(name=model_name))
+    return kind in transformers.models.auto.modeling_auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
+
+
 def make_config(model_name: str, batch: int, seq: int, max_steps: int = 1) -> RunConfig:
-    """fairlora's run config: classification, LoRA r 8 / alpha 16 on the default targets, quiet."""
+    """fairlora's run config: (image) classification, LoRA r 8 / alpha 16 on the default targets, quiet."""
+    vision = is_vision(model_name)
     return build_config(
         {
-            "task": "classification",
+            "task": "image_classification" if vision else "classification",
             "method": "lora",
             "seed": SEED,
             "model": {"name": model_name, "max_length": seq},
-            "lora": {"r": LORA_R, "alpha": LORA_ALPHA},
+            "lora": {"r": LORA_R, "alpha": LORA_ALPHA, "target_modules": VISION_TARGETS if vision else None},
             "train": {
                 "batch_size": batch,
                 "max_steps": max_steps,
@@ -163,6 +195,23 @@ def make_frame(tokenizer: Any, rows: int, seq: int) -> pd.DataFrame:
             words *= 2
         texts.append(text)
     return pd.DataFrame({"text": texts, "label": [rng.randint(0, 1) for _ in range(rows)]})
+
+
+def make_image_frame(rows: int, size: int) -> pd.DataFrame:
+    """Generated `size` x `size` RGB images (a bar on noise; its orientation is the label), in memory."""
+    rng = np.random.default_rng(SEED)
+    labels = [i % 2 for i in range(rows)]
+    images = [render_bar(bool(label), (200, 40, 40), rng, size) for label in labels]
+    return pd.DataFrame({"id": [str(i) for i in range(rows)], "image": images, "label": labels})
+
+
+def make_examples_frame(cfg: RunConfig, processor: Any, rows: int, seq: int, size: int) -> pd.DataFrame:
+    """The seeded frame both paths train on: images for an image task, exact-length texts otherwise."""
+    if cfg.task == "image_classification":
+        return make_image_frame(rows, size)
+    frame = make_frame(processor, rows, seq)
+    check_lengths(get_task(cfg.task).encode(frame, processor, seq), seq)
+    return frame
 
 
 def check_lengths(examples: list[dict[str, Any]], seq: int) -> None:
@@ -203,7 +252,7 @@ class FairloraPath:
 
     name = "fairlora"
 
-    def __init__(self, model_name: str, batch: int, seq: int, rows: int, workdir: Path) -> None:
+    def __init__(self, model_name: str, batch: int, seq: int, rows: int, workdir: Path, size: int) -> None:
         self.cfg = make_config(model_name, batch, seq)
         self.device = bench_device()
         torch.manual_seed(SEED)
@@ -211,9 +260,8 @@ class FairloraPath:
         torch.manual_seed(SEED)
         self.setup = apply_method(self.cfg, self.loaded)
         self.trainable = count_parameters(self.setup.model)[0]
-        self.frame = make_frame(self.loaded.tokenizer, rows, seq)
+        self.frame = make_examples_frame(self.cfg, self.loaded.tokenizer, rows, seq, size)
         self.workdir = workdir
-        check_lengths(get_task(self.cfg.task).encode(self.frame, self.loaded.tokenizer, seq), seq)
 
     def run_block(self, steps: int) -> list[float]:
         """A fresh Trainer (same model) trains `steps` steps; the timer callback stamps each step end."""
@@ -231,7 +279,7 @@ class BarePath:
 
     name = "bare"
 
-    def __init__(self, model_name: str, batch: int, seq: int, rows: int, workdir: Path) -> None:
+    def __init__(self, model_name: str, batch: int, seq: int, rows: int, workdir: Path, size: int) -> None:
         cfg = make_config(model_name, batch, seq)
         args = training_arguments(cfg, workdir)  # read the optimizer settings the Trainer uses
         self.lr = args.learning_rate
@@ -244,9 +292,16 @@ class BarePath:
         self.device = bench_device()
         torch.manual_seed(SEED)
         loaded = load_model(cfg.model, cfg.task)
-        targets = default_targets(loaded.model.config.model_type, LORA_TARGETS, "lora")
+        vision = cfg.task == "image_classification"
+        # image models: the usual PEFT recipe, the generic wrapper with the head in modules_to_save
+        targets = (
+            VISION_TARGETS
+            if vision
+            else default_targets(loaded.model.config.model_type, LORA_TARGETS, "lora")
+        )
         lora = LoraConfig(
-            task_type=TaskType.SEQ_CLS,
+            task_type=None if vision else TaskType.SEQ_CLS,
+            modules_to_save=["classifier"] if vision else None,
             r=LORA_R,
             lora_alpha=LORA_ALPHA,
             lora_dropout=0.0,
@@ -255,9 +310,8 @@ class BarePath:
         torch.manual_seed(SEED)
         self.model = get_peft_model(loaded.model, lora).to(self.device)
         self.trainable = count_parameters(self.model)[0]
-        frame = make_frame(loaded.tokenizer, rows, seq)  # seeded: the same texts and labels as fairlora's
+        frame = make_examples_frame(cfg, loaded.tokenizer, rows, seq, size)  # seeded: the same as fairlora's
         self.examples = get_task(cfg.task).encode(frame, loaded.tokenizer, seq)
-        check_lengths(self.examples, seq)
         self.collator = get_task(cfg.task).collator(loaded.tokenizer)
 
     def _optimizer(self) -> torch.optim.Optimizer:
@@ -303,10 +357,13 @@ class BarePath:
         return _intervals(ends)
 
 
-def make_path(kind: str, model_name: str, batch: int, seq: int, block_steps: int, work: Path) -> StepPath:
+def make_path(
+    kind: str, model_name: str, batch: int, seq: int, block_steps: int, work: Path, size: int = 224
+) -> StepPath:
     """Build the `kind` ("fairlora" or "bare") path, with enough rows that no block ends an epoch."""
     cls = FairloraPath if kind == "fairlora" else BarePath
-    return cls(model_name, batch, seq, batch * max(2 * block_steps, 16), work)
+    name = resolve_model(model_name, work)
+    return cls(name, batch, seq, batch * max(2 * block_steps, 16), work, size)
 
 
 def summarize(times: list[float]) -> dict[str, Any]:
@@ -344,7 +401,8 @@ def time_model(model_name: str, opts: argparse.Namespace) -> dict[str, Any]:
         work = Path(tmp)
         t0 = time.perf_counter()
         paths = {
-            kind: make_path(kind, model_name, opts.batch, opts.seq, per_block + 1, work) for kind in PATHS
+            kind: make_path(kind, model_name, opts.batch, opts.seq, per_block + 1, work, opts.image_size)
+            for kind in PATHS
         }
         load_s = time.perf_counter() - t0
         console.print(
@@ -372,6 +430,7 @@ def time_model(model_name: str, opts: argparse.Namespace) -> dict[str, Any]:
             )
         other_cores = foreign.stop()
         trainable = {kind: paths[kind].trainable for kind in PATHS}
+        vision = getattr(paths["fairlora"], "cfg").task == "image_classification"  # noqa: B009
         del paths
     result: dict[str, Any] = {kind: summarize(times[kind]) for kind in PATHS}
     for kind in PATHS:
@@ -386,6 +445,7 @@ def time_model(model_name: str, opts: argparse.Namespace) -> dict[str, Any]:
         ratio_ci=[low, high],
         within_target=ratio is not None and ratio <= TARGET_RATIO,
         pooled_ratio=round(fair / bare, 4) if fair and bare else None,
+        input=f"{opts.image_size}x{opts.image_size} px" if vision else f"{opts.seq} tokens",
         block_order=order,
         blocks=blocks,
         block_steps=per_block,
@@ -423,7 +483,9 @@ def child_main(opts: argparse.Namespace) -> None:
     model_name = opts.models.split(",")[0]
     device = bench_device()
     with tempfile.TemporaryDirectory(prefix="fairlora-bench-mem-") as tmp:
-        path = make_path(opts.child, model_name, opts.batch, opts.seq, opts.mem_steps, Path(tmp))
+        path = make_path(
+            opts.child, model_name, opts.batch, opts.seq, opts.mem_steps, Path(tmp), opts.image_size
+        )
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         path.run_block(opts.mem_steps)
@@ -451,6 +513,8 @@ def measure_memory(kind: str, model_name: str, opts: argparse.Namespace) -> dict
         str(opts.batch),
         "--seq",
         str(opts.seq),
+        "--image-size",
+        str(opts.image_size),
         "--threads",
         str(opts.threads),
         "--mem-steps",
@@ -514,7 +578,7 @@ def render(rows: list[dict[str, Any]], env: dict[str, Any]) -> Table:
     table = Table(
         title=f"fairlora LoRA step vs bare PEFT + torch loop ({env['device']}, target <= {TARGET_RATIO})"
     )
-    for header in ("model", "batch", "seq", "threads", "fairlora s/step", "bare s/step", "ratio"):
+    for header in ("model", "batch", "input", "threads", "fairlora s/step", "bare s/step", "ratio"):
         table.add_column(header, justify="left" if header == "model" else "right")
     table.add_column(f"fairlora {mem}", justify="right")
     table.add_column(f"bare {mem}", justify="right")
@@ -522,7 +586,11 @@ def render(rows: list[dict[str, Any]], env: dict[str, Any]) -> Table:
     for row in rows:
         if row.get("error"):
             table.add_row(
-                row["model"], str(row["batch"]), str(row["seq"]), str(row["threads"]), "error", "", ""
+                row["model"],
+                str(row["batch"]),
+                row.get("input", str(row["seq"])),
+                str(row["threads"]),
+                "error",
             )
             continue
         ratio = row["ratio"]
@@ -530,7 +598,7 @@ def render(rows: list[dict[str, Any]], env: dict[str, Any]) -> Table:
         table.add_row(
             row["model"],
             str(row["batch"]),
-            str(row["seq"]),
+            row.get("input", str(row["seq"])),
             str(row["threads"]),
             _fmt(row["fairlora"]["median_s"], ".4f"),
             _fmt(row["bare"]["median_s"], ".4f"),
@@ -549,6 +617,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--models", default=DEFAULT_MODELS, help="comma-separated model aliases")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=128, help="tokens per example (all exactly this long)")
+    parser.add_argument(
+        "--image-size", type=int, default=224, help="image models: square images of this side"
+    )
     parser.add_argument("--steps", type=int, default=24, help="measured steps per path and model (>= 10)")
     parser.add_argument("--block-steps", type=int, default=2, help="measured steps per block")
     parser.add_argument("--threads", type=int, default=default_threads(), help="torch threads")
@@ -558,8 +629,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help="JSON results file")
     parser.add_argument("--child", choices=PATHS, help=argparse.SUPPRESS)
     opts = parser.parse_args(argv)
-    if min(opts.batch, opts.seq, opts.steps, opts.block_steps, opts.threads, opts.mem_steps) < 1:
-        parser.error("--batch, --seq, --steps, --block-steps, --threads and --mem-steps must be >= 1")
+    if (
+        min(opts.batch, opts.seq, opts.steps, opts.block_steps, opts.threads, opts.mem_steps, opts.image_size)
+        < 1
+    ):
+        parser.error(
+            "--batch, --seq, --image-size, --steps, --block-steps, --threads, --mem-steps must be >= 1"
+        )
     return opts
 
 

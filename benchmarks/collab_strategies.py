@@ -6,7 +6,7 @@ worst per-client perplexity, and whether the paper's ordering holds: dynamic-tok
 beat naive (FedAvg) and none (local training), with a larger gain when clients differ more
 (specific > mixed).
 
-    .venv/bin/python benchmarks/collab_strategies.py [--model smollm2-135m] [--clients specific=8,mixed=4]
+    .venv/bin/python benchmarks/collab_strategies.py [--model smollm2-135m] [--clients 4]
         [--splits specific,mixed] [--seeds 0,1,2] [--iterations 24]
         [--out benchmarks/results/collab_strategies.json]
 
@@ -45,19 +45,23 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--corpus", default="ag_news", help="ag_news, topics or prose_code")
     parser.add_argument(
         "--clients",
-        default="specific=8,mixed=4",
-        help="clients per split (specific: 2 per topic as the paper)",
+        default="4",
+        help="clients, or per split: specific=8,mixed=4",
     )
     parser.add_argument("--splits", default="specific,mixed")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--strategies", default=STRATEGIES)
-    parser.add_argument("--examples", type=int, default=96, help="rows per client (train + validation)")
-    parser.add_argument("--iterations", type=int, default=24)
-    parser.add_argument("--warmup", type=int, default=8, help="local iterations before the first mixing")
-    parser.add_argument("--trust-freq", type=int, default=8)
+    parser.add_argument("--examples", type=int, default=32, help="rows per client (train + validation)")
+    parser.add_argument("--iterations", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=4, help="local iterations before the first mixing")
+    parser.add_argument("--trust-freq", type=int, default=4)
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--seq", type=int, default=64, help="model.max_length (tokens per row)")
+    parser.add_argument("--seq", type=int, default=32, help="model.max_length (tokens per row)")
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--eval-batch", type=int, default=8)
+    parser.add_argument(
+        "--categories", default="World,Sports", help="specific split: topics used (2 clients per topic)"
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--runs-dir", default=None, help="where the collab runs go (default: a temp folder)")
     parser.add_argument("--out", default="benchmarks/results/collab_strategies.json")
@@ -91,7 +95,7 @@ def collab_overrides(args: argparse.Namespace, split: str, seed: int, runs_dir: 
             "warmup_ratio": 0.02,
             "progress_bar": False,
         },
-        "eval": {"batch_size": 16, "n_boot": 0},
+        "eval": {"batch_size": args.eval_batch, "n_boot": 0, "splits": ["test"]},
         "collab": {
             "clients": clients_for(args.clients, split),
             "corpus": args.corpus,
@@ -102,6 +106,8 @@ def collab_overrides(args: argparse.Namespace, split: str, seed: int, runs_dir: 
             "pretraining_rounds": args.warmup,
             "trust_freq": args.trust_freq,
             "strategies": args.strategies.split(","),
+            "categories": args.categories.split(",") if args.categories and split == "specific" else None,
+            "client_runs": False,
         },
     }
 

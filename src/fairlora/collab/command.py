@@ -97,7 +97,8 @@ def run_strategy(
     summary = strategy_summary(strategy, names, rounds, [c.size for c in session.clients])
     for client, run in zip(session.clients, plan.client_runs[strategy], strict=True):
         facts = {"collab_strategy": strategy, **summary["final"][client.name], "train_rows": client.size}
-        write_client_run(run, client, tokenizer, facts)
+        if cfg.collab.client_runs:
+            write_client_run(run, client, tokenizer, facts)
     save_summary(folder, summary)
     return summary
 

@@ -53,6 +53,9 @@ class CollabSection(_Section):
     max_norm_ratio: float = Field(
         10.0, gt=1.0, description="exclude a client whose update norm exceeds this multiple of the median"
     )
+    client_runs: bool = Field(
+        True, description="write each client's run folder (adapter, predictions, results.json) per strategy"
+    )
     eval_batches: int | None = Field(None, ge=1, description="validation batches per evaluation (None = all)")
 
     @model_validator(mode="after")

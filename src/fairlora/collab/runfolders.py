@@ -26,7 +26,8 @@ def client_run_config(
     data_file = collab_dir / CLIENT_DATA_DIR / f"{client}.jsonl"
     data = client_data_config(data_file, val_share).model_dump()
     fields = run.model_dump() | {"name": client, "output_dir": str(collab_dir / strategy), "data": data}
-    fields["eval"] = fields["eval"] | {"splits": ["test", "train"]}
+    splits = [s for s in run.eval.splits if s != "val"] or ["test"]  # a client's validation rows = test
+    fields["eval"] = fields["eval"] | {"splits": splits}
     return build_config(fields)
 
 
@@ -41,6 +42,7 @@ def _predictions(
     cfg: RunConfig, client: Client, tokenizer: Any, groups: list[str]
 ) -> dict[str, pd.DataFrame]:
     frames = {"test": client.data.val, "train": client.data.train}
+    frames = {split: frames[split] for split in cfg.eval.splits}
     return {
         split: predict_frame(
             client.setup.model,

@@ -1,0 +1,193 @@
+"""AFLoRA efficiency: trainable parameters and step time before / after freezing vs lora r=8 and vera r=256.
+
+For each model, lora (r 8), vera (r 256) and aflora (r 4) are set up on the same target modules
+(AFLoRA's defaults: attention q/k/v (+ output) and FFN projections), on separate copies of the base,
+and stepped through `train_step` (AdamW, clipping, linear schedule) on the same fixed batch, one step
+of each in turn (interleaved rounds, so drift hits every method alike). AFLoRA's freezer runs with
+t_i = `--warm` steps and t_f = steps - `--freeze-by`, so every A/B is frozen by step `--freeze-by`.
+Step times: "before" = rounds 2..t_i (nothing has frozen adaptively), "after" = rounds after every
+A/B froze. A step-time ratio is the median over rounds of the paired per-round ratio (with the ratio
+of medians alongside). Trainable parameters exclude the task head (as the paper counts them).
+
+    .venv/bin/python benchmarks/aflora_efficiency.py [--models minilm-l6,smollm2-135m] [--batch 8]
+        [--seq 128] [--steps 80] [--warm 8] [--freeze-by 24] [--threads N]
+        [--out benchmarks/results/aflora_efficiency.json]
+
+Goals (from the paper): aflora averaged parameters <= 0.15x lora r=8; aflora step time after
+freezing below vera and at most lora's. Timings never fail the run: misses are reported, not raised.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fairlora.config import build_config
+from fairlora.methods import apply_method
+from fairlora.methods.aflora import DEFAULT_TARGETS
+from fairlora.models import load_model, model_type
+from fairlora.training.step import StepState, make_optimizer, train_step
+
+DECODERS = ("smollm2-135m", "tiny-llama")
+
+
+def variants(targets: list[str], decoder: bool) -> dict[str, dict[str, Any]]:
+    """Config sections of the three compared methods on the same targets."""
+    aflora: dict[str, Any] = {"r": 4, "alpha": 8.0} if decoder else {"r": 4}
+    return {
+        "lora": {"method": "lora", "lora": {"r": 8, "alpha": 16, "target_modules": targets}},
+        "vera": {"method": "vera", "vera": {"r": 256, "target_modules": targets}},
+        "aflora": {"method": "aflora", "aflora": aflora},
+    }
+
+
+def build(model: str, spec: dict[str, Any], args: argparse.Namespace) -> StepState:
+    """A StepState for one method on a fresh copy of `model`."""
+    task = "causal_lm" if model in DECODERS else "classification"
+    window = {"t_initial_steps": args.warm, "t_final_steps": args.steps - args.freeze_by}
+    sections = {k: v | window if k == "aflora" else v for k, v in spec.items()}
+    train = {"max_steps": args.steps, "lr": 1e-3, "weight_decay": 0.1, "progress_bar": False}
+    cfg = build_config(
+        {"task": task, "model": {"name": model, "max_length": args.seq}, "train": train, **sections}
+    )
+    torch.manual_seed(0)
+    setup = apply_method(cfg, load_model(cfg.model, task))
+    optimizer, scheduler = make_optimizer(setup, cfg.train, args.steps)
+    return StepState(setup, optimizer, scheduler, total_steps=args.steps, max_grad_norm=1.0)
+
+
+def fixed_batch(state: StepState, args: argparse.Namespace, decoder: bool) -> dict[str, torch.Tensor]:
+    """One batch of `--batch` x `--seq` random tokens (labels: the tokens, or a class)."""
+    generator = torch.Generator().manual_seed(0)
+    vocab = state.setup.model.config.vocab_size
+    ids = torch.randint(5, vocab, (args.batch, args.seq), generator=generator)
+    labels = ids.clone() if decoder else torch.randint(0, 2, (args.batch,), generator=generator)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+
+
+def run_model(model: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Interleaved steps of every method on one model; parameters and step times."""
+    from fairlora.config import ModelConfig
+
+    decoder = model in DECODERS
+    targets = DEFAULT_TARGETS[model_type(ModelConfig(name=model))]
+    states = {name: build(model, spec, args) for name, spec in variants(targets, decoder).items()}
+    batch = fixed_batch(next(iter(states.values())), args, decoder)
+    times: dict[str, list[float]] = {name: [] for name in states}
+    for _ in range(args.steps):
+        for name, state in states.items():
+            start = time.perf_counter()
+            train_step(state, [batch])
+            times[name].append(time.perf_counter() - start)
+    return summarise(model, states, times, args)
+
+
+def _paired(times: dict[str, list[float]], a: str, b: str, rounds: range) -> dict[str, float]:
+    ratios = [times[a][i] / times[b][i] for i in rounds]
+    medians = statistics.median(times[a][i] for i in rounds) / statistics.median(times[b][i] for i in rounds)
+    return {"median_paired_ratio": statistics.median(ratios), "ratio_of_medians": medians}
+
+
+def summarise(
+    model: str, states: dict[str, StepState], times: dict[str, list[float]], args: argparse.Namespace
+) -> dict[str, Any]:
+    """Per-method facts and the headline ratios of one model."""
+    before = range(1, args.warm)
+    after = range(args.freeze_by + 1, args.steps)
+    methods = {}
+    for name, state in states.items():
+        facts = state.counter.facts(state.setup.model)
+        methods[name] = {
+            "params_start": facts["trainable_params_no_head_start"],
+            "params_end": facts["trainable_params_no_head_end"],
+            "params_mean": facts["trainable_params_no_head_mean"],
+            "step_s_before": statistics.median(times[name][i] for i in before),
+            "step_s_after": statistics.median(times[name][i] for i in after),
+        }
+    lora, aflora = methods["lora"], methods["aflora"]
+    vs_lora, vs_vera = _paired(times, "aflora", "lora", after), _paired(times, "aflora", "vera", after)
+    return {
+        "model": model,
+        "methods": methods,
+        "avg_params_ratio": aflora["params_mean"] / lora["params_mean"],
+        "step_time_ratio_after_freezing": vs_lora["median_paired_ratio"],
+        "step_time_ratio_after_freezing_vs_vera": vs_vera["median_paired_ratio"],
+        "ratios_of_medians": {
+            "aflora/lora": vs_lora["ratio_of_medians"],
+            "aflora/vera": vs_vera["ratio_of_medians"],
+        },
+        "goals_met": {
+            "avg_params_ratio<=0.15": aflora["params_mean"] / lora["params_mean"] <= 0.15,
+            "after_freezing_below_vera": vs_vera["median_paired_ratio"] < 1.0,
+            "after_freezing_at_most_lora": vs_lora["median_paired_ratio"] <= 1.0,
+        },
+    }
+
+
+def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    """A Markdown table per model, then the headline ratios."""
+    print(
+        f"\nbatch {args.batch} x {args.seq} tokens, {args.steps} interleaved rounds, "
+        f"{torch.get_num_threads()} threads"
+    )
+    for result in results:
+        print(f"\n{result['model']}\n")
+        print("| method | params start | end | mean | step s before | step s after |")
+        print("|---|---|---|---|---|---|")
+        for name, m in result["methods"].items():
+            print(
+                f"| {name} | {m['params_start']:,} | {m['params_end']:,} | {m['params_mean']:,.0f} | "
+                f"{m['step_s_before']:.4f} | {m['step_s_after']:.4f} |"
+            )
+        print(
+            f"\navg params aflora/lora = {result['avg_params_ratio']:.3f}; step time after freezing "
+            f"aflora/lora = {result['step_time_ratio_after_freezing']:.3f}, aflora/vera = "
+            f"{result['step_time_ratio_after_freezing_vs_vera']:.3f}; goals: {result['goals_met']}"
+        )
+
+
+def main() -> None:
+    """Parse arguments, run every model, print and write the results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="minilm-l6,smollm2-135m")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=80)
+    parser.add_argument("--warm", type=int, default=8, help="t_i: steps before anything freezes")
+    parser.add_argument("--freeze-by", type=int, default=24, help="step by which every A/B is frozen")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--out", default="benchmarks/results/aflora_efficiency.json")
+    args = parser.parse_args()
+    if not 2 < args.warm < args.freeze_by < args.steps - 2:
+        parser.error("need 2 < --warm < --freeze-by < --steps - 2")
+    torch.set_num_threads(args.threads)
+    results = [run_model(model, args) for model in args.models.split(",")]
+    print_table(results, args)
+    payload = {
+        "benchmark": "aflora_efficiency",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {
+            "platform": platform.platform(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
+        "settings": vars(args),
+        "results": results,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

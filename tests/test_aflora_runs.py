@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -13,6 +14,7 @@ import fairlora
 from conftest import tiny_config
 from fairlora.config import build_config
 from fairlora.models import load_model
+from fairlora.report.training import freeze_grid, freeze_heatmap
 
 
 def test_aflora_run_records_accounting_reloads_identically_and_is_audited(tmp_path):
@@ -45,6 +47,25 @@ def test_aflora_run_records_accounting_reloads_identically_and_is_audited(tmp_pa
 
     audit = fairlora.audit([result.run_dir], tmp_path / "audit", ["audit.n_boot=20"])
     assert "utility/test" in audit.runs[0].sections
+    html = (tmp_path / "audit" / "report.html").read_text()
+    assert 'id="params-table"' in html and 'data-plot="freeze-heatmap"' in html
+    markdown = (tmp_path / "audit" / "report.md").read_text()
+    assert f"| tiny | without head | {facts['trainable_params_no_head_start']:,}" in markdown
+
+
+def test_freeze_grid_is_layers_by_matrices():
+    steps = {
+        "bert.encoder.layer.0.attention.self.query.A": 0,
+        "bert.encoder.layer.0.intermediate.dense.A": 12,
+        "bert.encoder.layer.1.intermediate.dense.A": None,
+        "bert.encoder.layer.1.output.dense.B": 30,
+    }
+    layers, columns, grid = freeze_grid(steps)
+    assert layers == ["layer 0", "layer 1"]
+    assert columns == ["attention.query.A", "intermediate.A", "output.B"]
+    assert grid[0][:2] == [0.0, 12.0] and math.isnan(grid[0][2])
+    assert math.isnan(grid[1][1]) and grid[1][2] == 30.0  # never froze: NaN
+    assert freeze_heatmap(steps).startswith(b"\x89PNG")
 
 
 def test_aflora_with_a_balora_block_trains_both(tmp_path):

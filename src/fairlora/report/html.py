@@ -25,6 +25,7 @@ from fairlora.report.markdown import (
     run_notes,
 )
 from fairlora.report.plots import Plot, section_plots
+from fairlora.report.training import training_html
 from fairlora.storage import write_text_atomic
 
 FLAG = "†"
@@ -265,6 +266,7 @@ def render_html(audit: AuditResult) -> str:
         f'<section id="runs"><h2>Runs</h2>{_run_table(audit)}</section>',
         f'<section id="comparison"><h2>Comparison</h2><p class="note">Key overall and summary metrics'
         f"{_delta_note(audit)}</p>{_main_table(audit)}</section>",
+        training_html(audit),
         *(_section(audit, key) for key in audit.section_keys()),
         _notes(audit),
         "</body></html>\n",

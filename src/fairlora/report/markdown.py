@@ -11,6 +11,7 @@ from typing import Any
 from fairlora.auditing.compare import UNPAIRED, Difference
 from fairlora.auditing.results import AuditResult, RunAudit
 from fairlora.metrics.table import Estimate, MetricTable
+from fairlora.report.training import training_markdown
 
 MISSING = "–"
 UNPAIRED_MARK = "‡"
@@ -212,6 +213,7 @@ def render_markdown(audit: AuditResult) -> str:
         f"Values are point estimates with bootstrap {level} CIs. {md_escape(difference_note(audit))}",
         "",
     ]
+    lines += training_markdown(audit)
     lines += ["## Sections", ""]
     for key in audit.section_keys():
         lines += _section_lines(audit, key)

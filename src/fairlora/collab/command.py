@@ -150,7 +150,7 @@ def run_collab(cfg: CollabConfig, *, overwrite: bool, resume: bool, console: Con
     data = encode_clients(plan, loaded.tokenizer)  # may raise DataError: still nothing written
     prepare_folder(plan, overwrite)
     if cfg.engine == "flower":
-        from fairlora.collab.flower_app import run_flower
+        from fairlora.collab.flower_sim import run_flower
 
         summaries = run_flower(plan, loaded, data, resume=resume, console=console)
     else:

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from fairlora.collab import trust as T
 from fairlora.collab.client import Client, evaluate_client, evaluate_examples, local_step, reference_logits
-from fairlora.collab.config import CollabConfig
+from fairlora.collab.config import CollabConfig, CollabSection
 from fairlora.collab.mixing import State, mix, round_bytes
 from fairlora.collab.robust import screen, without
 from fairlora.collab.splits import Allocation
@@ -81,30 +81,43 @@ def ref_perplexities(session: Session) -> np.ndarray:
     return table
 
 
-def trust_matrix(strategy: str, session: Session, states: list[State]) -> tuple[np.ndarray, list[int]]:
-    """W for `strategy` at this round (and the rows that fell back to local training)."""
-    collab = session.cfg.collab
+def trust_weights(
+    strategy: str,
+    collab: CollabSection,
+    sizes: list[int],
+    proportions: np.ndarray,
+    states: list[State],
+    ref_table: Callable[[], np.ndarray],
+    signatures: Callable[[], list[tuple[torch.Tensor, torch.Tensor]]],
+) -> tuple[np.ndarray, list[int]]:
+    """W for `strategy` (and the rows that fell back to local training); model queries run lazily."""
     base, variant = T.split_strategy(strategy)
-    count = len(session.clients)
     if base == "none":
-        return np.eye(count), []
+        return np.eye(len(states)), []
     if base in ("naive", "static"):
-        weights = (
-            T.naive_trust([c.size for c in session.clients])
-            if base == "naive"
-            else T.static_trust(session.allocation.proportion_matrix())
-        )
+        weights = T.naive_trust(sizes) if base == "naive" else T.static_trust(proportions)
         return T.finite_rows(T.restrict(weights, variant, collab.topk, collab.threshold))
     if base == "dynamic":
         scores = T.dynamic_scores(T.weight_similarity(states))
     elif base == "dynamic-ref":
-        scores = T.ref_scores(ref_perplexities(session))
+        scores = T.ref_scores(ref_table())
     else:
-        signatures = [
-            reference_logits(c, session.reference_batches, collab.token_topk) for c in session.clients
-        ]
-        scores = T.token_scores(T.token_distances(signatures))
+        scores = T.token_scores(T.token_distances(signatures()))
     return T.trust_from_scores(scores, collab.tau, variant, collab.topk, collab.threshold)
+
+
+def trust_matrix(strategy: str, session: Session, states: list[State]) -> tuple[np.ndarray, list[int]]:
+    """W for `strategy` at this round, from the in-process clients."""
+    collab = session.cfg.collab
+    return trust_weights(
+        strategy,
+        collab,
+        [c.size for c in session.clients],
+        session.allocation.proportion_matrix(),
+        states,
+        lambda: ref_perplexities(session),
+        lambda: [reference_logits(c, session.reference_batches, collab.token_topk) for c in session.clients],
+    )
 
 
 def aggregate(session: Session, strategy: str, round_index: int, iteration: int) -> RoundRecord:

@@ -33,16 +33,31 @@ def _flatten_optimizer(optimizer: Any) -> tuple[dict[str, torch.Tensor], dict[st
     return tensors, {"param_groups": saved["param_groups"], "scalars": scalars}
 
 
-def _client_files(client: Client, folder: Path) -> None:
+def client_tensors(client: Client) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A client's whole training state as tensors (adapter, AdamW moments, RNG) and JSON-ready facts."""
     tensors = {f"w.{k}": v.contiguous() for k, v in client.setup.trainable_state().items()}
     opt_tensors, opt_meta = _flatten_optimizer(client.step_state.optimizer)
     tensors |= opt_tensors | {"rng": client.rng}
-    save_file(tensors, str(folder / f"{client.name}.safetensors"))
     meta = {
         "step": client.step_state.step,
         "optimizer": opt_meta,
         "scheduler": client.step_state.scheduler.state_dict(),
     }
+    return tensors, meta
+
+
+def restore_client(client: Client, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Inverse of `client_tensors`."""
+    client.setup.load_trainable_state({k[2:]: v for k, v in tensors.items() if k.startswith("w.")})
+    _restore_optimizer(client, tensors, meta["optimizer"])
+    client.step_state.scheduler.load_state_dict(meta["scheduler"])
+    client.step_state.step = int(meta["step"])
+    client.rng = tensors["rng"].to(torch.uint8)
+
+
+def _client_files(client: Client, folder: Path) -> None:
+    tensors, meta = client_tensors(client)
+    save_file(tensors, str(folder / f"{client.name}.safetensors"))
     (folder / f"{client.name}.json").write_text(json.dumps(meta))
 
 
@@ -80,11 +95,7 @@ def load_state(strategy_dir: Path, clients: list[Client]) -> tuple[int, list[Rou
         for client in clients:
             tensors = load_file(str(folder / f"{client.name}.safetensors"))
             meta = json.loads((folder / f"{client.name}.json").read_text())
-            client.setup.load_trainable_state({k[2:]: v for k, v in tensors.items() if k.startswith("w.")})
-            _restore_optimizer(client, tensors, meta["optimizer"])
-            client.step_state.scheduler.load_state_dict(meta["scheduler"])
-            client.step_state.step = int(meta["step"])
-            client.rng = tensors["rng"]
+            restore_client(client, tensors, meta)
     except (OSError, ValueError, KeyError) as exc:
         raise RunDirError(
             f"{folder}: the saved collab state is damaged ({exc}); rerun with --overwrite"

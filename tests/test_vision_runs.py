@@ -86,7 +86,7 @@ def test_the_audit_of_an_image_run_reports_per_group_figures(tmp_path: Path) -> 
     assert {"utility/test", "calibration/test", "membership/loss"} <= set(run_audit.sections)
     for key in ("utility/test", "calibration/test", "membership/loss"):
         assert {"red", "green", "blue"} <= set(run_audit.sections[key].by_group), key
-    assert (out / "report.html").is_file() and (out / "report.md").is_file()
+    assert (out / "report.md").is_file() and "data:image/png" in (out / "report.html").read_text()
 
 
 def test_the_utkface_config_runs_with_the_tiny_vit_and_a_generated_folder(tmp_path: Path) -> None:
@@ -138,3 +138,20 @@ def test_a_saved_vit_folder_loads_with_its_image_processor(tmp_path: Path) -> No
     again: Any = load_model(ModelConfig(name=str(tmp_path / "m")), "image_classification", 3)
     assert type(again.model).__name__ == "SwinForImageClassification" and again.model.config.num_labels == 3
     assert again.tokenizer.size == loaded.tokenizer.size
+
+
+def test_a_merged_export_of_an_image_run_is_a_plain_model_folder_that_predicts_the_same(
+    tmp_path: Path,
+) -> None:
+    from fairlora.config import ModelConfig
+    from fairlora.export import export_run
+
+    result = train(VISION_TINY, _quick(tmp_path))
+    folder = export_run(result.run_dir, tmp_path / "merged", merge=True, overwrite=False)
+    assert (folder / "preprocessor_config.json").is_file()
+    cfg, data, _ = load_run(result.run_dir)
+    plain = load_model(ModelConfig(name=str(folder)), "image_classification", 2)
+    table = predict_frame(plain.model, plain.tokenizer, data.test, cfg.task, 128, 16, progress=False)
+    saved = _predictions(result.run_dir)
+    merged = table.sort_values(["split", "id"]).reset_index(drop=True)
+    assert np.allclose(saved[["prob_0", "prob_1"]], merged[["prob_0", "prob_1"]], atol=1e-5)

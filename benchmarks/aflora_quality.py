@@ -8,7 +8,7 @@ steps, without the head). Each method trains at its usual learning rate (AFLoRA 
 high adapter lr and its own head lr).
 
     .venv/bin/python benchmarks/aflora_quality.py [--data hatecheck] [--seeds 13,42,1337]
-        [--steps 200] [--batch 32] [--length 64] [--threads 1] [--output-dir runs/aflora-quality]
+        [--steps 120] [--batch 16] [--length 48] [--threads 1] [--output-dir runs/aflora-quality]
         [--out benchmarks/results/aflora_quality.json]
 
 Needs HateCheck in ../shared/data for --data hatecheck (the default); --data identity uses the
@@ -43,9 +43,9 @@ VARIANTS: dict[str, dict[str, Any]] = {  # every adapter on the same modules (th
         "train": {"lr": 1e-2, "head_lr": 4e-3},
     },
     "aflora r=4": {"method": "aflora", "aflora": {"r": 4}, "train": {"lr": 1e-2, "head_lr": 4e-3}},
-    "aflora freeze-by-epoch": {  # A/B frozen together after 0.4 epochs (about 20% of 200 steps)
+    "aflora freeze-by-epoch": {  # A/B frozen together after 0.13 epochs (~20% of 120 x 16)
         "method": "aflora",
-        "aflora": {"r": 4, "freeze_by_epoch": 0.4},
+        "aflora": {"r": 4, "freeze_by_epoch": 0.13},
         "train": {"lr": 1e-2, "head_lr": 4e-3},
     },
 }
@@ -152,9 +152,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="hatecheck", choices=["hatecheck", "identity"])
     parser.add_argument("--seeds", default="13,42,1337", type=lambda s: [int(x) for x in s.split(",")])
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--length", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=120)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--length", type=int, default=48)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output-dir", default="runs/aflora-quality")
     parser.add_argument("--out", default="benchmarks/results/aflora_quality.json")

@@ -21,6 +21,7 @@ from fairlora.tasks.image_classification import IMAGE
 
 FOLDER_NAME = "image-folder"
 CSV_NAME = "image-csv"
+ImageLoader = Callable[[DataConfig, Any], Prepared]  # (data config, task) -> the loader's frame
 
 
 def _require_image_task(task: Task, dataset: str) -> None:
@@ -100,7 +101,7 @@ def _guarded(
     return load
 
 
-def image_datasets() -> list[tuple[Any, Any]]:
+def image_datasets() -> list[tuple[DatasetInfo, ImageLoader]]:
     """(DatasetInfo, loader) of every registered image dataset."""
     return [
         (

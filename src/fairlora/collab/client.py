@@ -42,10 +42,25 @@ class Client:
     rng: torch.Tensor
     initial: State = field(default_factory=dict)
 
+    def get_state(self) -> State:
+        """The trainable tensors, keyed without the adapter name (so clients' keys match)."""
+        return {shared_key(k, self.name): v for k, v in self.setup.trainable_state().items()}
+
+    def set_state(self, state: State) -> None:
+        """Load tensors keyed as `get_state` gives them (this client's or another's)."""
+        own = {shared_key(k, self.name): k for k in self.setup.trainable_state()}
+        self.setup.load_trainable_state({own.get(k, k): v for k, v in state.items()})
+
     @property
     def size(self) -> int:
         """Number of training rows (FedAvg weights by it)."""
         return len(self.data.train_examples)
+
+
+def shared_key(key: str, adapter_name: str) -> str:
+    """A parameter key without a trailing adapter name (VeRA's lambdas end with it)."""
+    suffix = "." + adapter_name
+    return key[: -len(suffix)] if key.endswith(suffix) else key
 
 
 def client_seed(seed: int, index: int, shared_init: bool) -> int:
@@ -76,13 +91,13 @@ def make_client(
     setup.model.train()
     state = new_step_state(setup, run, total_steps)
     client = Client(index, name, setup, state, data, rng_state(seed))
-    client.initial = setup.trainable_state()
+    client.initial = client.get_state()
     return client
 
 
 def reset_client(client: Client, run: RunConfig, total_steps: int, shared_init: bool) -> None:
     """Back to the initial adapter with a fresh optimizer, schedule and RNG (the next strategy starts)."""
-    client.setup.load_trainable_state(client.initial)
+    client.set_state(client.initial)
     client.step_state = new_step_state(client.setup, run, total_steps)
     client.rng = rng_state(client_seed(run.seed, client.index, shared_init))
 

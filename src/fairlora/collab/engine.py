@@ -124,7 +124,7 @@ def aggregate(session: Session, strategy: str, round_index: int, iteration: int)
     """Screen, compute W, mix every client's personal mixture in, then evaluate each client."""
     clients = session.clients
     started = time.perf_counter()
-    states = [c.setup.trainable_state() for c in clients]
+    states = [c.get_state() for c in clients]
     excluded = screen(states, session.cfg.collab.max_norm_ratio)
     clean = [
         {k: torch.zeros_like(v) for k, v in s.items()} if i in excluded else s for i, s in enumerate(states)
@@ -135,7 +135,7 @@ def aggregate(session: Session, strategy: str, round_index: int, iteration: int)
     trusted = time.perf_counter()
     mixed = mix(clean, weights)
     for client, state in zip(clients, mixed, strict=True):
-        client.setup.load_trainable_state(state)
+        client.set_state(state)
     mixed_at = time.perf_counter()
     limit = session.cfg.collab.eval_batches
     metrics = [evaluate_client(c, session.cfg.run, session.collate, limit) for c in clients]

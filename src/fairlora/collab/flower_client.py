@@ -84,7 +84,7 @@ def _persist(node: NodeClient, context: Context) -> None:
 
 def _load_mixture(node: NodeClient, message: Message) -> None:
     if "mixture" in message.content:
-        node.client.setup.load_trainable_state(message.content["mixture"].to_torch_state_dict())
+        node.client.set_state(message.content["mixture"].to_torch_state_dict())
 
 
 def handle_train(runtimes: ClientRuntimes, message: Message, context: Context) -> Message:
@@ -101,7 +101,7 @@ def handle_train(runtimes: ClientRuntimes, message: Message, context: Context) -
     _persist(node, context)
     content = RecordDict(
         {
-            "state": ArrayRecord(torch_state_dict=node.client.setup.trainable_state()),
+            "state": ArrayRecord(torch_state_dict=node.client.get_state()),
             "metrics": MetricRecord(
                 {"loss": float(np.mean(losses)) if losses else 0.0, "size": node.client.size}
             ),
@@ -139,12 +139,12 @@ def handle_query(runtimes: ClientRuntimes, message: Message, context: Context) -
         values, indices = reference_logits(client, node.reference, cfg.collab.token_topk)
         content = RecordDict({"top": ArrayRecord(torch_state_dict={"values": values, "indices": indices})})
     elif kind == "ref":
-        own = client.setup.trainable_state()
+        own = client.get_state()
         row = {}
         for key in [k for k in message.content if k.startswith("state-")]:
-            client.setup.load_trainable_state(message.content[key].to_torch_state_dict())
+            client.set_state(message.content[key].to_torch_state_dict())
             row[key] = evaluate_client(client, cfg.run, node.collate, cfg.collab.eval_batches)["perplexity"]
-        client.setup.load_trainable_state(own)
+        client.set_state(own)
         content = RecordDict({"row": MetricRecord(row)})
     else:
         content = RecordDict({"hello": MetricRecord({"partition": client.index, "size": client.size})})

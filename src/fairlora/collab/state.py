@@ -35,7 +35,7 @@ def _flatten_optimizer(optimizer: Any) -> tuple[dict[str, torch.Tensor], dict[st
 
 def client_tensors(client: Client) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """A client's whole training state as tensors (adapter, AdamW moments, RNG) and JSON-ready facts."""
-    tensors = {f"w.{k}": v.contiguous() for k, v in client.setup.trainable_state().items()}
+    tensors = {f"w.{k}": v.contiguous() for k, v in client.get_state().items()}
     opt_tensors, opt_meta = _flatten_optimizer(client.step_state.optimizer)
     tensors |= opt_tensors | {"rng": client.rng}
     meta = {
@@ -48,7 +48,7 @@ def client_tensors(client: Client) -> tuple[dict[str, torch.Tensor], dict[str, A
 
 def restore_client(client: Client, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Inverse of `client_tensors`."""
-    client.setup.load_trainable_state({k[2:]: v for k, v in tensors.items() if k.startswith("w.")})
+    client.set_state({k[2:]: v for k, v in tensors.items() if k.startswith("w.")})
     _restore_optimizer(client, tensors, meta["optimizer"])
     client.step_state.scheduler.load_state_dict(meta["scheduler"])
     client.step_state.step = int(meta["step"])
@@ -117,7 +117,7 @@ class Snapshot:
 def take_snapshot(clients: list[Client]) -> Snapshot:
     """Copy every client's training state."""
     return Snapshot(
-        [c.setup.trainable_state() for c in clients],
+        [c.get_state() for c in clients],
         [copy.deepcopy(c.step_state.optimizer.state_dict()) for c in clients],
         [copy.deepcopy(c.step_state.scheduler.state_dict()) for c in clients],
         [c.step_state.step for c in clients],
@@ -128,7 +128,7 @@ def take_snapshot(clients: list[Client]) -> Snapshot:
 def restore_snapshot(clients: list[Client], snapshot: Snapshot) -> None:
     """Put every client back to `snapshot` (its optimizer and schedule included)."""
     for k, client in enumerate(clients):
-        client.setup.load_trainable_state(snapshot.states[k])
+        client.set_state(snapshot.states[k])
         client.step_state.optimizer.load_state_dict(copy.deepcopy(snapshot.optimizers[k]))
         client.step_state.scheduler.load_state_dict(copy.deepcopy(snapshot.schedulers[k]))
         client.step_state.step = snapshot.steps[k]

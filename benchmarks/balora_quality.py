@@ -68,10 +68,10 @@ def nlu_config(part: str, opts: argparse.Namespace) -> dict[str, Any]:
         identity = {"examples_per_group": 30, **bias}
         data = {"name": "identity", "identity": identity}
     return {
-        "model": {"name": opts.nlu_model, "max_length": 64},
+        "model": {"name": opts.nlu_model, "max_length": opts.max_length},
         "data": data,
         "lora": {"r": 8, "alpha": 16},
-        "train": {"max_steps": opts.steps, "batch_size": 16, "lr": 1e-3, "warmup_ratio": 0.05},
+        "train": {"max_steps": opts.steps, "batch_size": 16, "lr": 2e-3, "warmup_ratio": 0.05},
     }
 
 
@@ -137,12 +137,17 @@ def run_part(part: str, opts: argparse.Namespace, workdir: Path) -> dict[str, An
         variants = {k: v for k, v in variants.items() if k != "lora+balanced"}  # classes are balanced
     runs: dict[str, list[dict[str, float | None]]] = {name: [] for name in variants}
     started = time.perf_counter()
-    for seed in range(opts.seeds):
+    seeds = opts.asdiv_seeds if part == "asdiv" else opts.seeds
+    for seed in range(seeds):
         for name, extra in variants.items():
             if name == "base" and seed > 0:
                 runs[name].append(runs[name][0])  # the base model does not depend on the seed
                 continue
-            common = {"name": f"{part}-{name.replace('+', '_')}-s{seed}", "seed": seed, "output_dir": str(workdir)}
+            common = {
+                "name": f"{part}-{name.replace('+', '_')}-s{seed}",
+                "seed": seed,
+                "output_dir": str(workdir),
+            }
             config = merged(merged(base, extra), common)
             config["train"] = {**config.get("train", {}), "progress_bar": False}
             config["eval"] = {**config.get("eval", {}), "splits": ["test"], "n_boot": 0, "min_group_size": 10}
@@ -153,7 +158,7 @@ def run_part(part: str, opts: argparse.Namespace, workdir: Path) -> dict[str, An
         for name, results in runs.items()
     }
     minutes = (time.perf_counter() - started) / 60
-    return {"part": part, "config": base, "seeds": opts.seeds, "minutes": minutes, "variants": figures}
+    return {"part": part, "config": base, "seeds": seeds, "minutes": minutes, "variants": figures}
 
 
 def print_part(result: dict[str, Any]) -> None:
@@ -183,6 +188,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="agnews,identity,asdiv")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--asdiv-seeds", type=int, default=3, help="seeds of the asdiv part")
+    parser.add_argument("--max-length", type=int, default=64, help="classification tokens per example")
     parser.add_argument("--steps", type=int, default=80, help="classification training steps (batch 16)")
     parser.add_argument("--agnews-examples", type=int, default=3000, help="AG News rows before the split")
     parser.add_argument("--asdiv-steps", type=int, default=40, help="ASDiv training steps (batch 4)")

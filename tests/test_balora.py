@@ -155,7 +155,13 @@ def _batch(vocab: int = 200, labels: torch.Tensor | None = None) -> dict[str, to
 
 
 @pytest.mark.parametrize(
-    ("method", "task"), [("ba-lora", "classification"), ("lora", "classification"), ("ba-lora", "causal_lm")]
+    ("method", "task"),
+    [
+        ("ba-lora", "classification"),
+        ("lora", "classification"),
+        ("vera", "classification"),
+        ("ba-lora", "causal_lm"),
+    ],
 )
 def test_teacher_logits_equal_the_base_model_before_the_first_step(
     tmp_path: Path, method: str, task: str
@@ -231,8 +237,9 @@ def test_default_k_adapts_to_the_classes_and_says_so(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- runs and input errors
 
 
-def test_balora_run_logs_every_term(tmp_path: Path) -> None:
-    result = train(tiny_config(tmp_path, method="lora", balora={"enabled": True}))
+@pytest.mark.parametrize("method", ["lora", "vera", "aflora"])
+def test_balora_block_works_on_other_adapter_methods(tmp_path: Path, method: str) -> None:
+    result = train(tiny_config(tmp_path, method=method, balora={"enabled": True}))
     log = json.loads((result.run_dir / "train_log.json").read_text())
     logged = [row for row in log if "task_loss" in row]
     assert logged and all(

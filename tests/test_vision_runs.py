@@ -155,3 +155,15 @@ def test_a_merged_export_of_an_image_run_is_a_plain_model_folder_that_predicts_t
     saved = _predictions(result.run_dir)
     merged = table.sort_values(["split", "id"]).reset_index(drop=True)
     assert np.allclose(saved[["prob_0", "prob_1"]], merged[["prob_0", "prob_1"]], atol=1e-5)
+
+
+def test_the_utkface_config_offline_fails_on_the_hub_model_before_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    folder = write_utkface_folder(tmp_path / "UTKFace", count=12, size=8)
+    with pytest.raises(ModelError, match="google/vit-base-patch16-224-in21k.*save_pretrained"):
+        train(UTKFACE, [f"data.path={folder}", f"output_dir={tmp_path / 'runs'}", *QUICK])
+    assert not (tmp_path / "runs").exists()

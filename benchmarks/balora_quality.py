@@ -207,7 +207,8 @@ def main(argv: list[str] | None = None) -> None:
     opts = parse_args(argv)
     torch.set_num_threads(opts.threads)
     warnings.filterwarnings("ignore")
-    results, skipped = [], {}
+    results: list[dict[str, Any]] = []
+    skipped: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="balora_quality_") as tmp:
         for part in [p.strip() for p in opts.parts.split(",") if p.strip()]:
             try:
@@ -217,6 +218,12 @@ def main(argv: list[str] | None = None) -> None:
                 console.print(f"[yellow]{part} skipped: {exc}[/yellow]")
                 continue
             print_part(results[-1])
+            write_report(opts, results, skipped)  # after every part: a long run keeps what it finished
+    write_report(opts, results, skipped)
+
+
+def write_report(opts: argparse.Namespace, results: list[dict[str, Any]], skipped: dict[str, str]) -> None:
+    """The JSON report of the parts finished so far."""
     report = {
         "benchmark": "balora_quality",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -210,3 +210,20 @@ def test_bad_inputs_are_config_errors(tmp_path):
         aflora_targets(cfg, ["classifier"], "bert")
     with pytest.raises(ConfigError, match="no default target modules for model type 'gpt2'"):
         aflora_targets(cfg, ["h.0.attn.c_attn"], "gpt2")
+
+
+def test_resumed_trainer_keeps_the_freezer_state(tmp_path):
+    sections = {"train": {"max_steps": 30, "save_strategy": "steps", "save_steps": 20, "lr": 1e-2}}
+    aflora = {"t_initial_steps": 5, "t_final_steps": 5}
+    runs = []
+    for resume in (None, tmp_path / "ckpt" / "checkpoint-20"):
+        cfg, loaded, setup = _setup(tmp_path, aflora=aflora, **sections)
+        frame, _ = _batches(loaded, n=16)
+        trainer = build_trainer(cfg, setup, loaded.tokenizer, frame, tmp_path / "ckpt")
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        runs.append(setup.facts()["aflora_freeze_steps"])
+    full, resumed = runs
+    assert (tmp_path / "ckpt" / "checkpoint-20" / "aflora_freezer.json").is_file()
+    early = {n: s for n, s in full.items() if s < 20}
+    assert len(early) > 8 and all(resumed[n] == s for n, s in early.items())  # restored, not re-decided
+    assert resumed == full  # the EMAs came back too: the same decisions after the checkpoint

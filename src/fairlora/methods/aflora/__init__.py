@@ -25,7 +25,7 @@ from fairlora.methods.adapters import (
     vectors_in_lora_modules,
 )
 from fairlora.methods.aflora.config import AfloraSection, freezing_window
-from fairlora.methods.aflora.freezer import AfloraFreezer
+from fairlora.methods.aflora.freezer import AfloraFreezer, FreezerCheckpoints
 from fairlora.methods.aflora.layer import VECTOR, fold_state, inject
 from fairlora.methods.base import HEAD_MODULES, MethodSetup
 from fairlora.methods.registry import Method, register_method
@@ -123,6 +123,7 @@ def apply_aflora(cfg: RunConfig, loaded: LoadedModel, adapter_name: str) -> Meth
         activate=activate,
         save=lambda path: save_aflora(model, adapter_name, path),
         step_hooks=[freezer],
+        callbacks=[FreezerCheckpoints(freezer)],
         facts=freezer.facts,
     )
 

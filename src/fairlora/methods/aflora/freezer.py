@@ -10,12 +10,17 @@ state, so AdamW (momentum, weight decay) never moves a frozen matrix again.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from fairlora.methods.aflora.config import AfloraSection, freezing_window
 from fairlora.methods.aflora.layer import AfloraModule
@@ -101,7 +106,7 @@ class AfloraFreezer:
     def freeze_square(self) -> None:
         """The encoder recipe: A/B of layers with in == out are frozen from step 0."""
         square = [f"{m.name}.{k}" for m in self.modules if m.square for k in ("A", "B")]
-        self._freeze(square, step=0, optimizer=None)
+        self.freeze(square, step=0, optimizer=None)
 
     def reapply(self) -> None:
         """Turn requires_grad off again for frozen matrices (PEFT's set_adapter turns it back on)."""
@@ -117,7 +122,7 @@ class AfloraFreezer:
             return
         if self.section.freeze_by_epoch is not None:
             if self._epoch(context) >= self.section.freeze_by_epoch:
-                self._freeze(list(self.trainable), context.step, context.optimizer)
+                self.freeze(list(self.trainable), context.step, context.optimizer)
             return
         number = context.step + 1  # 1-based count of optimizer steps, this one included
         for matrix in self.trainable.values():
@@ -130,14 +135,15 @@ class AfloraFreezer:
         threshold = cubic_threshold(number, t_i, t_f, context.total_steps)
         if threshold <= 0.0 or (boundary and threshold < 1.0):
             scores = {name: matrix.score() for name, matrix in self.trainable.items()}
-            self._freeze(matrices_to_freeze(scores, threshold), context.step, context.optimizer)
+            self.freeze(matrices_to_freeze(scores, threshold), context.step, context.optimizer)
 
     def _epoch(self, context: StepContext) -> float:
         if context.epoch is not None:
             return context.epoch
         return context.step / max(context.total_steps, 1) * (self.epochs or 1.0)
 
-    def _freeze(self, names: list[str], step: int, optimizer: Any) -> None:
+    def freeze(self, names: list[str], step: int, optimizer: Any) -> None:
+        """Freeze the named trainable matrices now, recording `step` as their freeze step."""
         for name in names:
             matrix = self.trainable.pop(name)
             freeze_parameter(matrix.param, optimizer)
@@ -146,3 +152,60 @@ class AfloraFreezer:
     def facts(self) -> dict[str, Any]:
         """Freeze step (updates received) of every A/B matrix, None if it never froze."""
         return {"aflora_freeze_steps": dict(self.freeze_steps)}
+
+
+FREEZER_FILE = "aflora_freezer.safetensors"
+FREEZER_META = "aflora_freezer.json"
+
+
+def save_freezer(freezer: AfloraFreezer, folder: Path) -> None:
+    """Write the freezer's state (freeze steps, EMAs, open window) into a checkpoint folder."""
+    tensors, counts = {}, {}
+    for name, matrix in freezer.trainable.items():
+        for key in ("window_sum", "ibar", "ubar"):
+            value = getattr(matrix, key)
+            if value is not None:
+                tensors[f"{name}.{key}"] = value.contiguous()
+        counts[name] = matrix.window_count
+    save_file(tensors, str(folder / FREEZER_FILE))
+    meta = {"freeze_steps": freezer.freeze_steps, "window_counts": counts}
+    (folder / FREEZER_META).write_text(json.dumps(meta, indent=1))
+
+
+def load_freezer(freezer: AfloraFreezer, folder: Path, optimizer: Any) -> bool:
+    """Restore a state written by `save_freezer` (False when the folder has none): frozen stays frozen."""
+    if not (folder / FREEZER_META).is_file():
+        return False
+    meta = json.loads((folder / FREEZER_META).read_text())
+    tensors = load_file(str(folder / FREEZER_FILE))
+    frozen = {name: step for name, step in meta["freeze_steps"].items() if step is not None}
+    for name, step in frozen.items():
+        if name in freezer.trainable:
+            freezer.freeze([name], step, optimizer)
+    for name, matrix in freezer.trainable.items():
+        matrix.window_count = meta["window_counts"].get(name, 0)
+        for key in ("window_sum", "ibar", "ubar"):
+            setattr(matrix, key, tensors.get(f"{name}.{key}"))
+    return True
+
+
+class FreezerCheckpoints(TrainerCallback):
+    """HF Trainer: the freezer's state goes into every checkpoint and comes back on --resume."""
+
+    def __init__(self, freezer: AfloraFreezer) -> None:
+        self.freezer = freezer
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """After a checkpoint is written: add the freezer's state to it."""
+        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if folder.is_dir():
+            save_freezer(self.freezer, folder)
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, optimizer: Any = None, **kw: Any) -> None:
+        """On a resumed run, restore the state saved with its checkpoint."""
+        if state.global_step > 0:
+            load_freezer(
+                self.freezer,
+                Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}",
+                optimizer,
+            )

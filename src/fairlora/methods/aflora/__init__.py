@@ -109,7 +109,9 @@ def apply_aflora(cfg: RunConfig, loaded: LoadedModel, adapter_name: str) -> Meth
         epochs=cfg.train.epochs if cfg.train.max_steps is None else None,
     )
     square = section.freeze_square_from_start
-    if square if square is not None else not loaded.is_decoder:
+    if square is None:
+        square = not loaded.is_decoder  # the encoder (GLUE) recipe freezes square layers' A/B at step 0
+    if square:
         freezer.freeze_square()
 
     def activate() -> None:

@@ -202,6 +202,27 @@ def test_all_weights_zero_reproduces_pissa_bit_for_bit(tmp_path: Path) -> None:
     assert not all(torch.equal(plain[k], active[k]) for k in plain)
 
 
+def test_the_teacher_stays_the_step_0_model_while_the_student_trains(tmp_path: Path) -> None:
+    cfg, loaded = _setup(tmp_path, "ba-lora", train={"lr": 0.05})
+    setup = apply_method(cfg, loaded)
+    batch = _batch()
+    with setup.teacher_context():
+        before = setup.model(**batch).logits
+    optimizer, scheduler = make_optimizer(setup, cfg.train, 3)
+    state = StepState(setup, optimizer, scheduler, 3)
+    for _ in range(3):
+        train_step(state, [batch])
+    with setup.teacher_context():
+        after = setup.model(**batch).logits
+    setup.model.eval()
+    with torch.no_grad():
+        student = setup.model(**batch).logits
+    assert torch.allclose(before, after, atol=1e-6) and not torch.allclose(student, before, atol=1e-3)
+    assert all(
+        p.requires_grad == ("-init" not in n) for n, p in setup.model.named_parameters() if "lora_" in n
+    )
+
+
 def test_one_teacher_forward_serves_every_term(tmp_path: Path) -> None:
     cfg, loaded = _setup(tmp_path, "ba-lora")
     setup = apply_method(cfg, loaded)
@@ -253,6 +274,16 @@ def test_balora_block_works_on_other_adapter_methods(tmp_path: Path, method: str
         ({"method": "ba-lora", "balora": {"svd_k": 2}}, r"balora.svd_k=2: with 2 classes"),
         ({"method": "full", "balora": {"enabled": True}}, r"balora.cr: method 'full'"),
         ({"method": "ba-lora", "balora": {"dr_weight": -0.1}}, r"balora.dr_weight: Input should be greater"),
+        (
+            {
+                "method": "ba-lora",
+                "task": "causal_lm",
+                "model": {"name": "tiny-llama"},
+                "lora": {"target_modules": ["q_proj", "v_proj"]},
+                "balora": {"cr_loss": "mse"},
+            },
+            r"balora.cr_loss: mse",
+        ),
     ],
 )
 def test_bad_settings_fail_before_anything_is_written(tmp_path: Path, sections: dict, message: str) -> None:

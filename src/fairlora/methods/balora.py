@@ -108,6 +108,11 @@ def check_balora(cfg: RunConfig, num_classes: int | None) -> None:
             f"{num_classes} singular values, so the top-{section.svd_k} share is always 1 and SVDR does "
             f"nothing; set balora.svd_k below {num_classes} (or leave it unset for min(5, classes - 1))"
         )
+    if section.cr and section.cr_loss != "kl" and not classifies:
+        raise ConfigError(
+            f"balora.cr_loss: {section.cr_loss} is defined for classification logits; causal_lm "
+            f"consistency is a per-token KL: set balora.cr_loss: kl"
+        )
     if section.cr and get_method(cfg.method).loads_from_weights:
         raise ConfigError(
             f"balora.cr: method {cfg.method!r} changes every weight and keeps no adapter to disable, so "

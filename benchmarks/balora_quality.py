@@ -65,7 +65,7 @@ def nlu_config(part: str, opts: argparse.Namespace) -> dict[str, Any]:
         data = {"name": "ag_news", "class_ratio": {"World": 0.1}, "max_examples": opts.agnews_examples}
     else:
         bias = {"bias_groups": ["religion_muslim", "race_black"], "bias_rate": 0.4}
-        identity = {"examples_per_group": 30, **bias}
+        identity = {"examples_per_group": opts.identity_examples, **bias}
         data = {"name": "identity", "identity": identity}
     return {
         "model": {"name": opts.nlu_model, "max_length": opts.max_length},
@@ -192,6 +192,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=64, help="classification tokens per example")
     parser.add_argument("--steps", type=int, default=80, help="classification training steps (batch 16)")
     parser.add_argument("--agnews-examples", type=int, default=3000, help="AG News rows before the split")
+    parser.add_argument("--identity-examples", type=int, default=60, help="generated rows per identity group")
     parser.add_argument("--asdiv-steps", type=int, default=40, help="ASDiv training steps (batch 4)")
     parser.add_argument("--asdiv-examples", type=int, default=400, help="ASDiv rows before the split")
     parser.add_argument("--max-new-tokens", type=int, default=24)

@@ -167,3 +167,15 @@ def test_the_utkface_config_offline_fails_on_the_hub_model_before_writing(
     with pytest.raises(ModelError, match="google/vit-base-patch16-224-in21k.*save_pretrained"):
         train(UTKFACE, [f"data.path={folder}", f"output_dir={tmp_path / 'runs'}", *QUICK])
     assert not (tmp_path / "runs").exists()
+
+
+def test_an_image_classifier_with_another_head_gets_a_new_head_of_the_task_size(tmp_path: Path) -> None:
+    from fairlora.config import ModelConfig
+
+    imagenet_like = load_model(ModelConfig(name="tiny-vit"), "image_classification", 5)
+    imagenet_like.model.save_pretrained(tmp_path / "m")
+    imagenet_like.tokenizer.save_pretrained(tmp_path / "m")
+    loaded = load_model(ModelConfig(name=str(tmp_path / "m")), "image_classification", 2)
+    assert loaded.model.classifier.out_features == 2 and loaded.model.config.num_labels == 2
+    kept = loaded.model.vit.embeddings.cls_token.detach()  # the body is the checkpoint's
+    assert np.allclose(kept, imagenet_like.model.vit.embeddings.cls_token.detach())

@@ -114,6 +114,8 @@ def load_model(cfg: ModelConfig, task: Task | str, num_labels: int = 2) -> Loade
         head = task.model_kwargs(num_labels)
         config = _load_config(cfg)
         is_decoder = _check_task(cfg, config, task)
+        if _is_image_task(task):  # hub image classifiers carry an ImageNet head: a new task gets a new one
+            head["ignore_mismatched_sizes"] = True
         processor = getattr(task, "processor_class", AutoTokenizer)
         what = "tokenizer" if processor is AutoTokenizer else "image processor"
         tokenizer = _guard(cfg, location, what, processor.from_pretrained, location, **kwargs)
@@ -133,7 +135,7 @@ def _check_task(cfg: ModelConfig, config: PretrainedConfig, task: Task) -> bool:
     """Whether the architecture is a decoder; refuses decoder-only tasks for encoders, and text
     tasks for image models (and the other way round)."""
     kind = config.model_type
-    _check_modality(cfg, kind, getattr(task, "modality", "text") == "image", task.name)
+    _check_modality(cfg, kind, _is_image_task(task), task.name)
     auto_map = getattr(config, "auto_map", None) or {}
     is_decoder = "AutoModelForCausalLM" in auto_map or (
         kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
@@ -146,6 +148,10 @@ def _check_task(cfg: ModelConfig, config: PretrainedConfig, task: Task) -> bool:
             "use task=classification or a decoder model (e.g. smollm2-135m)"
         )
     return is_decoder
+
+
+def _is_image_task(task: Task) -> bool:
+    return getattr(task, "modality", "text") == "image"
 
 
 def _check_modality(cfg: ModelConfig, kind: str, image_task: bool, task_name: str) -> None:

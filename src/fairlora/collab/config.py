@@ -73,7 +73,7 @@ class FlowerSection(_Section):
     mode: Literal["simulation", "deployment"] = Field(
         "simulation", description="simulation: in this process; deployment: a running SuperLink"
     )
-    address: str = Field("127.0.0.1:9093", description="deployment: the SuperLink's control API (host:port)")
+    address: str = Field("127.0.0.1:8000", description="deployment: the SuperLink's HTTP API (host:port)")
     timeout_s: float = Field(120.0, gt=0.0, description="give up on an unreachable server or a silent round")
     insecure: bool = Field(True, description="loopback only; set false with root_certificates for TLS")
     root_certificates: str | None = Field(None, description="PEM file of the CA that signed the SuperLink")

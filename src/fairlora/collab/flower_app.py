@@ -21,7 +21,7 @@ from fairlora.collab.mixing import State, mix, round_bytes
 from fairlora.collab.plan import Plan, make_plan
 from fairlora.collab.results import save_summary, strategy_summary
 from fairlora.collab.robust import screen, without
-from fairlora.errors import ConfigError
+from fairlora.errors import ConfigError, TrainingError
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,11 @@ def _states(replies: dict[int, Message], count: int) -> list[State | None]:
 def _mixed_round(link: Link, plan: Plan, strategy: str, states: list[State | None], group: str) -> tuple:
     collab, count = plan.cfg.collab, len(states)
     excluded = screen(states, collab.max_norm_ratio)
-    template = next(s for s in states if s is not None)
+    template = next((s for s in states if s is not None), None)
+    if template is None:
+        raise TrainingError(
+            f"flower: no client answered round {group} within flower.timeout_s; check the SuperNodes"
+        )
     clean = [
         {k: torch.zeros_like(v) for k, v in template.items()} if i in excluded else s
         for i, s in enumerate(states)

@@ -128,8 +128,6 @@ def app_folder(plan: Plan) -> Path:
     """Write a Flower App folder (pyproject.toml naming fairlora's ServerApp and ClientApp)."""
     folder = plan.cfg.run_dir / "flower-app"
     folder.mkdir(parents=True, exist_ok=True)
-    flower = plan.cfg.flower
-    tls = "insecure = true" if flower.insecure else f'root-certificates = "{flower.root_certificates}"'
     (folder / "pyproject.toml").write_text(
         f"""[build-system]
 requires = ["hatchling"]
@@ -153,22 +151,29 @@ clientapp = "fairlora.collab.flower_client:client_app"
 [tool.flwr.app.config]
 {CONFIG_KEY} = "{collab_file(plan.cfg).resolve()}"
 
-[tool.flwr.federations]
-default = "collab"
-
-[tool.flwr.federations.collab]
-address = "{flower.address}"
-{tls}
 """
     )
     return folder
+
+
+def flower_home(plan: Plan) -> Path:
+    """A Flower config folder (FLWR_HOME) naming the SuperLink connection `collab` (yours stays as is)."""
+    flower = plan.cfg.flower
+    home = plan.cfg.run_dir.resolve() / "flower-home"
+    home.mkdir(parents=True, exist_ok=True)
+    tls = "insecure = true" if flower.insecure else f'root-certificates = "{flower.root_certificates}"'
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "collab"\n\n[superlink.collab]\naddress = "{flower.address}"\n{tls}\n'
+    )
+    return home
 
 
 def deploy(plan: Plan, console: Console) -> list[dict[str, Any]]:
     """Submit the app to the SuperLink at flower.address with `flwr run --stream`; wait for every strategy."""
     folder = app_folder(plan)
     flwr = Path(sys.executable).with_name("flwr")
-    env = os.environ | {"PATH": f"{flwr.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    path = f"{flwr.parent}{os.pathsep}{os.environ.get('PATH', '')}"  # the SuperLink spawns flwr-serverapp
+    env = os.environ | {"PATH": path, "FLWR_HOME": str(flower_home(plan))}
     command = [str(flwr), "run", str(folder), "collab", "--stream"]
     console.print(f"flower: {' '.join(command)}")
     try:

@@ -23,7 +23,7 @@ from fairlora.tasks import get_task
 
 UNSHARED_METHODS = {
     "pissa": "it rewrites the base weights",
-    "balora": "it is PiSSA-based and rewrites the base weights",
+    "ba-lora": "it is PiSSA-based and rewrites the base weights",
     "full": "it trains every base weight",
     "none": "it trains no adapter",
 }

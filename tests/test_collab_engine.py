@@ -177,7 +177,7 @@ def test_vera_classification_clients(tmp_path: Path) -> None:
     [
         ({"collab": {"strategies": ["trusty"]}}, ConfigError, "collab.strategies.0"),
         ({"collab": {"strategies": ["naive-topk"], "topk": 5}}, ConfigError, "topk=5 exceeds clients=3"),
-        ({"collab": {"examples_per_client": 400}}, DataError, "more client data than the corpus holds"),
+        ({"collab": {"examples_per_client": 600}}, DataError, "more client data than the corpus holds"),
         ({"collab": {"categories": ["sports", "law"]}}, DataError, "'law'"),
         ({"method": "pissa"}, ConfigError, "use lora or vera"),
         ({"data": {"name": "identity"}}, ConfigError, "collab.corpus"),

@@ -7,7 +7,7 @@ beat naive (FedAvg) and none (local training), with a larger gain when clients d
 (specific > mixed).
 
     .venv/bin/python benchmarks/collab_strategies.py [--model smollm2-135m] [--clients 4]
-        [--splits specific,mixed] [--seeds 0,1,2] [--iterations 24]
+        [--splits specific,mixed] [--seeds 0,1,2] [--iterations 6] [--max-minutes 60]
         [--out benchmarks/results/collab_strategies.json]
 
 Quality, not time: the numbers do not depend on the machine's load (CPU, fp32, seeded).
@@ -33,7 +33,7 @@ from rich.table import Table
 from fairlora.collab.command import run_collab
 from fairlora.collab.config import build_collab_config
 
-STRATEGIES = "none,naive,static,dynamic,dynamic-ref,dynamic-token"
+STRATEGIES = "none,naive,dynamic,dynamic-ref,dynamic-token"
 SMOLLM2_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"]
 
 
@@ -52,10 +52,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--strategies", default=STRATEGIES)
     parser.add_argument("--examples", type=int, default=32, help="rows per client (train + validation)")
-    parser.add_argument("--iterations", type=int, default=8)
-    parser.add_argument("--warmup", type=int, default=4, help="local iterations before the first mixing")
-    parser.add_argument("--trust-freq", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--iterations", type=int, default=6)
+    parser.add_argument("--warmup", type=int, default=3, help="local iterations before the first mixing")
+    parser.add_argument("--trust-freq", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--seq", type=int, default=32, help="model.max_length (tokens per row)")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--eval-batch", type=int, default=8)
@@ -63,6 +63,7 @@ def parse_args() -> argparse.Namespace:
         "--categories", default="World,Sports", help="specific split: topics used (2 clients per topic)"
     )
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--max-minutes", type=float, default=60.0, help="start no new run after this")
     parser.add_argument("--runs-dir", default=None, help="where the collab runs go (default: a temp folder)")
     parser.add_argument("--out", default="benchmarks/results/collab_strategies.json")
     return parser.parse_args()
@@ -169,28 +170,18 @@ def print_table(
         console.print(f"{claim}: {'holds' if holds else 'does NOT hold'}")
 
 
-def main() -> None:
-    """Run every (split, seed), print the table, write the JSON."""
-    args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    console = Console(width=140)
-    runs_dir = args.runs_dir or tempfile.mkdtemp(prefix="collab-strategies-")
-    rows, started = [], time.perf_counter()
-    for split in args.splits.split(","):
-        for seed in (int(s) for s in args.seeds.split(",")):
-            cfg = build_collab_config(collab_overrides(args, split, seed, runs_dir))
-            for summary in run_collab(cfg, overwrite=True, resume=False, console=console):
-                keep = ("strategy", "mean_perplexity", "worst_perplexity", "mean_accuracy", "bytes_total")
-                rows.append({"split": split, "seed": seed} | {k: summary[k] for k in keep})
+def write_result(
+    args: argparse.Namespace, rows: list[dict[str, Any]], seconds: float, console: Console
+) -> None:
+    """Aggregate what has run so far, print it and write the JSON (after every run: a kill keeps results)."""
     table = aggregate(rows)
     verdict = ordering(table)
-    print_table(console, table, verdict)
     result = {
         "benchmark": "collab_strategies",
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "settings": vars(args) | {"threads_used": torch.get_num_threads(), "machine": platform.machine()},
-        "seconds": time.perf_counter() - started,
+        "seconds": seconds,
+        "completed": sorted({(r["split"], r["seed"]) for r in rows}),
         "runs": rows,
         "table": table,
         "ordering": verdict,
@@ -198,7 +189,29 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
+    print_table(console, table, verdict)
     console.print(f"wrote {out} ({os.path.getsize(out)} bytes)")
+
+
+def main() -> None:
+    """Run every (seed, split) within --max-minutes, print the table, write the JSON."""
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    console = Console(width=140)
+    runs_dir = args.runs_dir or tempfile.mkdtemp(prefix="collab-strategies-")
+    rows: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for split in args.splits.split(","):
+            if (time.perf_counter() - started) / 60 > args.max_minutes:
+                console.print(f"--max-minutes {args.max_minutes} reached: seed {seed} {split} not run")
+                continue
+            cfg = build_collab_config(collab_overrides(args, split, seed, runs_dir))
+            for summary in run_collab(cfg, overwrite=True, resume=False, console=console):
+                keep = ("strategy", "mean_perplexity", "worst_perplexity", "mean_accuracy", "bytes_total")
+                rows.append({"split": split, "seed": seed} | {k: summary[k] for k in keep})
+            write_result(args, rows, time.perf_counter() - started, console)
 
 
 if __name__ == "__main__":

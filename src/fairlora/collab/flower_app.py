@@ -164,12 +164,13 @@ def _missing() -> dict[str, float]:
     return {"loss": float("nan"), "perplexity": float("nan"), "accuracy": float("nan")}
 
 
-def serve(grid: Grid, plan: Plan) -> list[dict[str, Any]]:
-    """Connect the clients and run every configured strategy; summaries also go to <strategy>/summary.json."""
+def serve(grid: Grid, plan: Plan, finished: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Connect the clients and run every configured strategy not `finished` (summary.json per strategy)."""
+    finished = finished or {}
     link = Link(
         grid, plan.cfg.flower.timeout_s, connect(grid, plan.cfg.collab.clients, plan.cfg.flower.timeout_s)
     )
-    return [serve_strategy(link, plan, strategy) for strategy in plan.cfg.collab.strategies]
+    return [finished.get(s) or serve_strategy(link, plan, s) for s in plan.cfg.collab.strategies]
 
 
 def make_server_app() -> ServerApp:

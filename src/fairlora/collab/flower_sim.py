@@ -116,12 +116,18 @@ def task_identity() -> Iterator[None]:
         TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
 
 
-def simulate(plan: Plan, loaded: LoadedModel | None = None, dead: Iterable[int] = ()) -> list[dict[str, Any]]:
-    """Serve every strategy to ClientApps in this process (all clients on one shared base when given)."""
+def simulate(
+    plan: Plan, loaded: LoadedModel | None = None, dead: Iterable[int] = (), resume: bool = False
+) -> list[dict[str, Any]]:
+    """Serve every strategy to ClientApps in this process (all clients on one shared base when given);
+    with `resume`, finished strategies are kept and unfinished ones start again."""
+    finished = {
+        s: done for s in plan.cfg.collab.strategies if resume and (done := load_summary(plan.cfg.run_dir / s))
+    }
     app = make_client_app(ClientRuntimes(plan, loaded))
     run_config = {CONFIG_KEY: str(collab_file(plan.cfg).resolve())}
     with task_identity():
-        return serve(InProcessGrid(app, plan.cfg.collab.clients, run_config, dead), plan)
+        return serve(InProcessGrid(app, plan.cfg.collab.clients, run_config, dead), plan, finished)
 
 
 def app_folder(plan: Plan) -> Path:
@@ -191,8 +197,8 @@ def deploy(plan: Plan, console: Console) -> list[dict[str, Any]]:
 def run_flower(
     plan: Plan, loaded: LoadedModel, data: list[ClientData], *, resume: bool, console: Console
 ) -> list[dict[str, Any]]:
-    """The flower engine of `fairlora collab` (resume restarts unfinished strategies from their start)."""
-    del data, resume  # the ClientApps encode their own data; Flower runs restart unfinished strategies
+    """The flower engine of `fairlora collab` (--resume keeps finished strategies, reruns the others)."""
+    del data  # the ClientApps encode their own data
     if plan.cfg.flower.mode == "deployment":
         return deploy(plan, console)
-    return simulate(plan, loaded)
+    return simulate(plan, loaded, resume=resume)

@@ -84,6 +84,13 @@ def linear_module_names(cfg: ModelConfig, task: Task | str, num_labels: int = 2)
 
     This also checks, without loading weights, that the model exists and fits the task.
     """
+    return list(linear_module_shapes(cfg, task, num_labels))
+
+
+def linear_module_shapes(
+    cfg: ModelConfig, task: Task | str, num_labels: int = 2
+) -> dict[str, tuple[int, int]]:
+    """(in, out) features of every nn.Linear (and GPT-2 Conv1D) of the task model, from the meta device."""
     task = get_task(task)
     config = _load_config(cfg)
     _check_task(cfg, config, task)
@@ -91,7 +98,13 @@ def linear_module_names(cfg: ModelConfig, task: Task | str, num_labels: int = 2)
         setattr(config, key, value)
     with torch.device("meta"):
         model = task.auto_class.from_config(config, trust_remote_code=cfg.trust_remote_code)
-    return [name for name, module in model.named_modules() if isinstance(module, (torch.nn.Linear, Conv1D))]
+    shapes = {}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            shapes[name] = (module.in_features, module.out_features)
+        elif isinstance(module, Conv1D):  # weight is (in, out)
+            shapes[name] = (module.weight.shape[0], module.weight.shape[1])
+    return shapes
 
 
 def load_model(cfg: ModelConfig, task: Task | str, num_labels: int = 2) -> LoadedModel:

@@ -115,7 +115,12 @@ class MethodSetup:
         ]
 
     def _key(self, name: str) -> str:
-        return name.replace(f".{self.adapter_name}.", ".") if self.adapter_name else name
+        if not self.adapter_name:
+            return name
+        suffix = f".{self.adapter_name}"  # VeRA's lambdas are ParameterDict entries: the name ends with it
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+        return name.replace(f"{suffix}.", ".")
 
 
 @contextlib.contextmanager

@@ -29,7 +29,7 @@ from fairlora.methods.aflora.freezer import AfloraFreezer, FreezerCheckpoints
 from fairlora.methods.aflora.layer import VECTOR, fold_state, inject
 from fairlora.methods.base import HEAD_MODULES, MethodSetup
 from fairlora.methods.registry import Method, register_method
-from fairlora.models import LoadedModel
+from fairlora.models import LoadedModel, linear_module_shapes
 from fairlora.tasks import get_task
 
 __all__ = ["AfloraFreezer", "AfloraSection", "apply_aflora", "load_aflora"]
@@ -71,18 +71,22 @@ def aflora_targets(cfg: RunConfig, module_names: list[str], model_type: str) -> 
     return resolve_targets(body, targets, "aflora", cfg.model.name)
 
 
-def check_ranks(model: nn.Module, targets: list[str], r: int) -> None:
-    """ConfigError when the rank exceeds a target layer's input or output size."""
-    modules = dict(model.named_modules())
-    for name in targets:
-        layer = modules[name]
-        layer = getattr(layer, "base_layer", layer)
-        smallest = min(layer.weight.shape)
-        if r > smallest:
+def check_ranks(shapes: dict[str, tuple[int, int]], r: int) -> None:
+    """ConfigError when the rank exceeds a target layer's input or output size ((in, out) by name)."""
+    for name, (features_in, features_out) in shapes.items():
+        if r > min(features_in, features_out):
             raise ConfigError(
-                f"aflora.r={r} is larger than layer {name!r} ({layer.weight.shape[1]} in, "
-                f"{layer.weight.shape[0]} out); use aflora.r <= {smallest}"
+                f"aflora.r={r} is larger than layer {name!r} ({features_in} in, {features_out} out); "
+                f"use aflora.r <= {min(features_in, features_out)}"
             )
+
+
+def layer_shapes(model: nn.Module, targets: list[str]) -> dict[str, tuple[int, int]]:
+    """(in, out) features of the named Linear layers of a loaded model (inside PEFT wrappers too)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a shared, wrapped base
+    modules = dict(base.named_modules())
+    layers = {name: getattr(modules[name], "base_layer", modules[name]) for name in targets}
+    return {name: (layer.weight.shape[1], layer.weight.shape[0]) for name, layer in layers.items()}
 
 
 def lora_config(cfg: RunConfig, targets: list[str]) -> LoraConfig:
@@ -101,7 +105,7 @@ def apply_aflora(cfg: RunConfig, loaded: LoadedModel, adapter_name: str) -> Meth
     """Add an AFLoRA adapter named `adapter_name`, with its freezer as a step hook."""
     section: AfloraSection = cfg.aflora
     targets = aflora_targets(cfg, linear_names(loaded.model), loaded.model.config.model_type)
-    check_ranks(loaded.model, targets, section.r)
+    check_ranks(layer_shapes(loaded.model, targets), section.r)
     model = attach(loaded, lora_config(cfg, targets), adapter_name)
     freezer = AfloraFreezer(
         section,
@@ -161,7 +165,9 @@ def load_aflora(cfg: RunConfig, loaded: LoadedModel, weights_dir: Path) -> nn.Mo
 
 def check_aflora(cfg: RunConfig, module_names: list[str], model_type: str) -> None:
     """Targets exist; with train.max_steps set, t_initial + t_final fit (before anything is written)."""
-    aflora_targets(cfg, module_names, model_type)
+    targets = aflora_targets(cfg, module_names, model_type)
+    shapes = linear_module_shapes(cfg.model, cfg.task)
+    check_ranks({name: shapes[name] for name in targets}, cfg.aflora.r)
     if cfg.train.max_steps is not None and cfg.aflora.freeze_by_epoch is None:
         freezing_window(cfg.aflora, cfg.train.max_steps)
 

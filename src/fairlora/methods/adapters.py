@@ -19,8 +19,25 @@ from transformers.pytorch_utils import Conv1D
 from fairlora.errors import ConfigError, ModelError
 from fairlora.methods.base import HEAD_MODULES, MethodSetup
 from fairlora.models import LoadedModel
+from fairlora.tasks import Task
 
 DEFAULT_ADAPTER = "default"
+# transformers 5 names the ViT / Swin attention projections q_proj / k_proj / v_proj; PEFT's default
+# mappings know these models by their older names (query / value) or not at all.
+VISION_TARGETS = {"vit": ["q_proj", "v_proj"], "swin": ["q_proj", "v_proj"]}
+
+
+def peft_task_kwargs(task: Task) -> dict[str, Any]:
+    """task_type / modules_to_save of a PEFT config for `task`.
+
+    A task that names its head (`peft_modules_to_save`, image classification) gets PEFT's generic
+    wrapper, which hands the batch to the model untouched, with that head trained and saved; the
+    others get their PEFT task type (sequence classification keeps its classifier / score head).
+    """
+    head = getattr(task, "peft_modules_to_save", None)
+    if head:
+        return {"task_type": None, "modules_to_save": list(head)}
+    return {"task_type": task.peft_task_type}
 
 
 def linear_names(model: nn.Module) -> list[str]:
@@ -39,7 +56,9 @@ def linear_names(model: nn.Module) -> list[str]:
 
 
 def default_targets(model_type: str, mapping: dict[str, list[str]], section: str) -> list[str]:
-    """PEFT's default target modules of a method for a config.model_type."""
+    """PEFT's default target modules of a method for a config.model_type (ViT / Swin: q_proj, v_proj)."""
+    if model_type in VISION_TARGETS:
+        return list(VISION_TARGETS[model_type])
     if model_type not in mapping:
         raise ModelError(
             f"no default target modules for model type {model_type!r}: set {section}.target_modules "

@@ -21,6 +21,7 @@ from fairlora.methods.adapters import (
     default_targets,
     linear_names,
     load_adapter,
+    peft_task_kwargs,
     resolve_targets,
     save_adapter,
     select_fraction,
@@ -59,7 +60,7 @@ def lora_targets(cfg: RunConfig, module_names: list[str], model_type: str) -> li
 def peft_config(cfg: RunConfig, target_names: list[str], init: bool | str = True) -> LoraConfig:
     """The PEFT LoraConfig for this run."""
     return LoraConfig(
-        task_type=get_task(cfg.task).peft_task_type,
+        **peft_task_kwargs(get_task(cfg.task)),
         r=cfg.lora.r,
         lora_alpha=cfg.lora.alpha,
         lora_dropout=cfg.lora.dropout,

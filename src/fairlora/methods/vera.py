@@ -17,6 +17,7 @@ from fairlora.methods.adapters import (
     default_targets,
     linear_names,
     load_adapter,
+    peft_task_kwargs,
     resolve_targets,
 )
 from fairlora.methods.base import MethodSetup
@@ -52,7 +53,7 @@ def apply_vera(cfg: RunConfig, loaded: LoadedModel, adapter_name: str) -> Method
     """Add a VeRA adapter named `adapter_name`; saving writes a standard PEFT adapter folder."""
     section = cfg.vera
     config = VeraConfig(
-        task_type=get_task(cfg.task).peft_task_type,
+        **peft_task_kwargs(get_task(cfg.task)),
         r=section.r,
         target_modules=vera_targets(cfg, linear_names(loaded.model), loaded.model.config.model_type),
         projection_prng_key=section.projection_prng_key,

@@ -20,6 +20,7 @@ from fairlora.methods.adapters import (
     adapter_setup,
     attach,
     linear_names,
+    peft_task_kwargs,
     resolve_targets,
     save_adapter,
     vectors_in_lora_modules,
@@ -93,7 +94,7 @@ def lora_config(cfg: RunConfig, targets: list[str]) -> LoraConfig:
     """The PEFT LoraConfig the AFLoRA path lives in (scaling 1 unless aflora.alpha is set)."""
     section: AfloraSection = cfg.aflora
     return LoraConfig(
-        task_type=get_task(cfg.task).peft_task_type,
+        **peft_task_kwargs(get_task(cfg.task)),
         r=section.r,
         lora_alpha=section.alpha if section.alpha is not None else section.r,
         lora_dropout=section.dropout,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,7 @@ IGNORE_INDEX = -100
 RANDOMIZED_SVD_ABOVE = 4096  # NLG SVDR: vocabularies wider than this use a randomized SVD
 RANDOMIZED_SVD_SEED = 0  # a fixed test matrix: the term is deterministic and draws nothing from torch's RNG
 EPS = 1e-12
+CHUNK_ROWS = 64  # causal_lm CR / DR: rows of the vocabulary-wide logits processed at once
 
 # ---------------------------------------------------------------- NLU: logits N x D
 
@@ -62,8 +64,12 @@ def svd_nlu(logits: torch.Tensor, k: int) -> torch.Tensor:
 # ---------------------------------------------------------------- NLG: logits B x T x V
 
 
-def response_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The (M, V) logits that predict response tokens (next label != -100); prompt and padding drop out."""
+def response_rows(labels: torch.Tensor) -> torch.Tensor:
+    """Row indices, into the logits viewed as (B*T, V), of the positions that predict response tokens.
+
+    Position t predicts token t + 1, so the rows are those whose next label is not -100: prompt and
+    padding drop out. A batch without any is a DataError.
+    """
     valid = labels[:, 1:] != IGNORE_INDEX
     if not bool(valid.any()):
         raise DataError(
@@ -71,50 +77,108 @@ def response_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
             "response tokens only. Fix: check data.text_column / data.prompt_column, or raise "
             "model.max_length so the response is not cut off"
         )
-    return logits[:, :-1][valid]
+    batch, position = valid.nonzero(as_tuple=True)
+    return batch * labels.shape[1] + position
+
+
+def _flat(logits: torch.Tensor) -> torch.Tensor:
+    return logits.reshape(-1, logits.shape[-1])  # a view of the model's contiguous logits: no copy
+
+
+def response_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The (M, V) logits that predict response tokens (a copy; the terms below avoid making one)."""
+    return _flat(logits)[response_rows(labels)]
+
+
+class _TokenKL(torch.autograd.Function):
+    """T^2 * mean over rows of KL(softmax(t/T) || softmax(s/T)), in chunks of rows, nothing M x V kept.
+
+    The student's and the teacher's logits are read in place (the model keeps them anyway); the
+    backward recomputes the softmaxes chunk by chunk: d/ds = T * (softmax(s/T) - softmax(t/T)) / M.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, student: torch.Tensor, teacher: torch.Tensor, rows: torch.Tensor, t: float) -> Any:
+        total = torch.zeros((), dtype=torch.float32, device=student.device)
+        for chunk in rows.split(CHUNK_ROWS):
+            log_s = F.log_softmax(student[chunk].float() / t, dim=-1)
+            log_t = F.log_softmax(teacher[chunk].float() / t, dim=-1)
+            total += (log_t.exp() * (log_t - log_s)).sum()
+        ctx.save_for_backward(student, teacher, rows)
+        ctx.temperature = t
+        return total * t * t / len(rows)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> Any:
+        student, teacher, rows = ctx.saved_tensors
+        t = ctx.temperature
+        grad_student = torch.zeros_like(student)
+        scale = grad.float() * t / len(rows)
+        for chunk in rows.split(CHUNK_ROWS):
+            p_s = F.softmax(student[chunk].float() / t, dim=-1)
+            p_t = F.softmax(teacher[chunk].float() / t, dim=-1)
+            grad_student[chunk] = (scale * (p_s - p_t)).to(student.dtype)
+        return grad_student, None, None, None
 
 
 def consistency_nlg(
     student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, temperature: float = 2.0
 ) -> torch.Tensor:
     """CR: per-token KL(teacher || student) at temperature T over the vocabulary, token mean, x T^2."""
-    return consistency_nlu(response_logits(student, labels), response_logits(teacher, labels), temperature)
+    rows = response_rows(labels)
+    return _TokenKL.apply(_flat(student), _flat(teacher.detach()), rows, temperature)
 
 
 def diversity_nlg(logits: torch.Tensor, labels: torch.Tensor, top_k: int = 20) -> torch.Tensor:
     """DR: minus the mean entropy of the softmax over each response token's top-K logits."""
-    tokens = response_logits(logits, labels).float()
-    top = tokens.topk(min(top_k, tokens.shape[-1]), dim=-1).values
-    log_p = F.log_softmax(top, dim=-1)
+    flat, rows = _flat(logits), response_rows(labels)
+    with torch.no_grad():  # which K logits: no gradient; their values carry it
+        top = torch.cat(
+            [flat[c].topk(min(top_k, flat.shape[-1]), dim=-1).indices for c in rows.split(CHUNK_ROWS)]
+        )
+    log_p = F.log_softmax(flat[rows.unsqueeze(1), top].float(), dim=-1)
     entropy = -(log_p.exp() * log_p).sum(-1)
     return -entropy.mean()
 
 
 def svd_nlg(logits: torch.Tensor, labels: torch.Tensor, k: int = 10) -> torch.Tensor:
     """SVDR: -(sum of the top-k singular values of the response logits) / their Frobenius norm (fp32)."""
-    tokens = response_logits(logits, labels).float()
-    if tokens.shape[-1] > RANDOMIZED_SVD_ABOVE:
-        sigma = randomized_singular_values(tokens, k)
+    flat, rows = _flat(logits).float(), response_rows(labels)
+    if flat.shape[-1] > RANDOMIZED_SVD_ABOVE:
+        sigma = randomized_singular_values(flat, k, rows=rows)
     else:
-        sigma = torch.linalg.svdvals(tokens)
-    return -(sigma[:k].sum() / torch.linalg.matrix_norm(tokens).clamp_min(EPS))
+        sigma = torch.linalg.svdvals(flat[rows])
+    frobenius = torch.linalg.vector_norm(flat, dim=-1)[rows].pow(2).sum().sqrt()
+    return -(sigma[:k].sum() / frobenius.clamp_min(EPS))
 
 
 def randomized_singular_values(
-    matrix: torch.Tensor, k: int, oversample: int = 5, niter: int = 2
+    matrix: torch.Tensor, k: int, oversample: int = 5, niter: int = 2, rows: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Top singular values by a randomized range finder (Halko et al.; q = k + oversample, niter power steps).
 
     As `torch.svd_lowrank`, but the Gaussian test matrix comes from a private, fixed-seed generator:
-    the term is deterministic and leaves torch's global RNG (dropout, shuffling) untouched.
+    the term is deterministic and leaves torch's global RNG (dropout, shuffling) untouched. With
+    `rows`, the matrix is `matrix[rows]`, used without copying it (only n x q products are made).
     """
-    q = min(k + oversample, *matrix.shape)
+    height = matrix.shape[0] if rows is None else len(rows)
+    q = min(k + oversample, height, matrix.shape[1])
     generator = torch.Generator(device=matrix.device).manual_seed(RANDOMIZED_SVD_SEED)
     omega = torch.randn(matrix.shape[1], q, generator=generator, device=matrix.device, dtype=matrix.dtype)
-    basis = torch.linalg.qr(matrix @ omega).Q
+
+    def times(right: torch.Tensor) -> torch.Tensor:  # Z @ right
+        product = matrix @ right
+        return product if rows is None else product[rows]
+
+    def full(left: torch.Tensor) -> torch.Tensor:  # an (M, q) basis as (rows of matrix, q), zeros elsewhere
+        if rows is None:
+            return left
+        return left.new_zeros(matrix.shape[0], left.shape[1]).index_copy(0, rows, left)
+
+    basis = torch.linalg.qr(times(omega)).Q
     for _ in range(niter):
-        basis = torch.linalg.qr(matrix @ torch.linalg.qr(matrix.mT @ basis).Q).Q
-    return torch.linalg.svdvals(basis.mT @ matrix)
+        basis = torch.linalg.qr(times(torch.linalg.qr(matrix.mT @ full(basis)).Q)).Q
+    return torch.linalg.svdvals(full(basis).mT @ matrix)
 
 
 # ---------------------------------------------------------------- loss terms

@@ -120,6 +120,7 @@ def test_bad_input_fails_before_anything_is_written(
 def test_a_text_dataset_for_the_image_task_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no 'image' column.*utkface, image-folder"):
         train(VISION_TINY, _quick(tmp_path, "data.name=identity"))
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_text_task_on_an_image_model_is_refused() -> None:

@@ -130,7 +130,8 @@ def validate_run(cfg: RunConfig, data: TaskData, num_labels: int) -> None:
 
 
 def _check_task_options(cfg: RunConfig, data: TaskData) -> None:
-    """train.class_weight and eval.exact_match fit the task and the data."""
+    """The data has the task's inputs; train.class_weight and eval.exact_match fit the task and the data."""
+    get_task(cfg.task).check_frame(data.train)  # e.g. an image task on a text dataset
     classifies = get_task(cfg.task).classifies
     if cfg.train.class_weight != "none" and not classifies:
         raise ConfigError(

@@ -21,6 +21,7 @@ from fairlora.metrics.bootstrap import rows_key
 from fairlora.metrics.membership import attack_table, lira_scores, lira_statistic
 from fairlora.metrics.table import MetricTable
 from fairlora.runs import PREDICTIONS_FILE
+from fairlora.tasks import get_task
 
 MEMBER = "member"
 
@@ -45,10 +46,10 @@ def lira_table(
     cfg: RunConfig, predictions: pd.DataFrame, out_dir: Path, progress: bool = True
 ) -> MetricTable:
     """Train (or reuse) K shadows, score the run's audit examples, and report the attack per group."""
-    if cfg.task != "classification":
+    if not get_task(cfg.task).classifies:
         raise AuditError(
             f"LiRA needs class probabilities; {cfg.name} is a {cfg.task} run. Drop `lira` from "
-            f"audit.sections or audit a classification run"
+            f"audit.sections or audit a classification run (classification, image_classification)"
         )
     data = load_task_data(cfg.data, cfg.task, cfg.seed)
     frame, pool = audit_set(data, cfg)

@@ -88,3 +88,11 @@ def test_window_longer_than_training_fails_before_writing(tmp_path):
     with pytest.raises(fairlora.errors.ConfigError, match=r"t_initial \(3 steps\) \+ t_final \(2 steps\)"):
         fairlora.train(config)
     assert not (tmp_path / "runs" / "tiny").exists()
+
+
+def test_window_longer_than_the_epochs_fails_before_writing(tmp_path):
+    config = tiny_config(tmp_path, method="aflora", aflora={"t_initial_steps": 30, "t_final_steps": 30})
+    config["train"] = {**config["train"], "max_steps": None, "epochs": 1}
+    with pytest.raises(fairlora.errors.ConfigError, match=r"t_initial \(30 steps\) \+ t_final \(30 steps\)"):
+        fairlora.train(config)
+    assert not (tmp_path / "runs" / "tiny").exists()

@@ -327,18 +327,21 @@ def build_config(data: dict[str, Any], overrides: list[str] | None = None) -> Ru
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
 
 
+def read_yaml_mapping(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """The top-level mapping of a YAML file, or ConfigError naming the file and the fix."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"{what} file {file} not found; pass the path of a YAML file")
+    try:
+        loaded = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML ({exc})") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{file}: the top level must be a mapping of keys, got {type(loaded).__name__}")
+    return loaded or {}
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML config file (or start from defaults when `path` is None) and validate it."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        file = Path(path)
-        if not file.is_file():
-            raise ConfigError(f"config file {file} not found; pass the path of a YAML file")
-        try:
-            loaded = yaml.safe_load(file.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{file}: not valid YAML ({exc})") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{file}: the top level must be a mapping of keys, got {type(loaded).__name__}")
-        data = loaded or {}
+    data = read_yaml_mapping(path) if path is not None else {}
     return build_config(data, overrides)

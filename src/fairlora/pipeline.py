@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,7 @@ def train(
 def validate_run(cfg: RunConfig, data: TaskData, num_labels: int) -> None:
     """Check the model, the method's settings and the evaluation splits without writing anything."""
     names = linear_module_names(cfg.model, cfg.task, num_labels)  # a bad model.name fails here
-    validate_method(cfg, names, model_type(cfg.model), num_labels)
+    validate_method(_with_planned_steps(cfg, len(data.train)), names, model_type(cfg.model), num_labels)
     _check_task_options(cfg, data)
     for split in cfg.eval.splits:
         data.split(split)
@@ -127,6 +128,15 @@ def validate_run(cfg: RunConfig, data: TaskData, num_labels: int) -> None:
                 f"`pip install {' '.join(sorted(missing))}` "
                 f"or remove it from train.report_to"
             )
+
+
+def _with_planned_steps(cfg: RunConfig, train_rows: int) -> RunConfig:
+    """`cfg` with train.max_steps set to the optimizer steps epochs give (one process), for method checks."""
+    if cfg.train.max_steps is not None:
+        return cfg
+    batches = math.ceil(train_rows / cfg.train.batch_size)
+    steps = math.ceil(cfg.train.epochs * max(batches // cfg.train.grad_accum, 1))
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_steps": max(steps, 1)})})
 
 
 def _check_task_options(cfg: RunConfig, data: TaskData) -> None:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from fairlora.config import RunConfig, build_config, parse_overrides
+from fairlora.config import RunConfig, build_config, parse_overrides, read_yaml_mapping
 from fairlora.errors import ConfigError
 
 BASE_STRATEGIES = ("none", "naive", "static", "dynamic", "dynamic-ref", "dynamic-token")
@@ -154,13 +154,4 @@ def build_collab_config(data: dict[str, Any], overrides: list[str] | None = None
 
 def load_collab_config(path: str | Path, overrides: list[str] | None = None) -> CollabConfig:
     """Read a collab YAML file and validate it (ConfigError naming the field on bad input)."""
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"collab config {file} not found; pass the path of a YAML file")
-    try:
-        loaded = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{file}: not valid YAML ({exc})") from None
-    if loaded is not None and not isinstance(loaded, dict):
-        raise ConfigError(f"{file}: the top level must be a mapping of keys")
-    return build_collab_config(loaded or {}, overrides)
+    return build_collab_config(read_yaml_mapping(path, "collab config"), overrides)

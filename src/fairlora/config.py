@@ -272,11 +272,12 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     return nested
 
 
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def merge_dicts(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """`base` updated by `update`, nested mappings merged key by key."""
     merged = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge_dicts(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -319,7 +320,7 @@ def _describe(error: dict[str, Any]) -> str:
 
 def build_config(data: dict[str, Any], overrides: list[str] | None = None) -> RunConfig:
     """Validate a config dict (plus key=value overrides) into a RunConfig, or raise ConfigError."""
-    merged = _merge(data, parse_overrides(overrides or []))
+    merged = merge_dicts(data, parse_overrides(overrides or []))
     try:
         return config_class().model_validate(merged)
     except ValidationError as exc:

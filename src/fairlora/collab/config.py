@@ -8,7 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from fairlora.config import RunConfig, build_config, parse_overrides, read_yaml_mapping
+from fairlora.config import RunConfig, build_config, merge_dicts, parse_overrides, read_yaml_mapping
 from fairlora.errors import ConfigError
 
 BASE_STRATEGIES = ("none", "naive", "static", "dynamic", "dynamic-ref", "dynamic-token")
@@ -109,16 +109,6 @@ class CollabConfig(BaseModel):
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def _section(schema: type[BaseModel], data: Any, key: str) -> Any:
     try:
         return schema.model_validate(data or {})
@@ -135,7 +125,7 @@ def _section(schema: type[BaseModel], data: Any, key: str) -> Any:
 
 def build_collab_config(data: dict[str, Any], overrides: list[str] | None = None) -> CollabConfig:
     """Validate a collab config mapping (plus key=value overrides) or raise ConfigError."""
-    merged = _merge(data, parse_overrides(overrides or []))
+    merged = merge_dicts(data, parse_overrides(overrides or []))
     if "data" in merged:
         raise ConfigError(
             "data: a collab config takes its data from collab.corpus / collab.split; remove the data: section"

@@ -9,13 +9,13 @@ With data.class_ratio (e.g. {World: 0.1}) a topic becomes a minority of the TRAI
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 
 from fairlora.config import DataConfig
 from fairlora.data.columns import assemble, choose_groups, drop_or_reject_empty, snake_case, stable_ids
+from fairlora.data.files import default_data_dirs
 from fairlora.data.types import Prepared
 from fairlora.errors import DataError
 from fairlora.tasks import Task
@@ -32,10 +32,7 @@ def agnews_folder(cfg: DataConfig) -> Path:
         base = Path(cfg.path).expanduser()
         candidates += [base.parent] if base.suffix else [base, base / AGNEWS_NAME]
     else:
-        env = os.environ.get("FAIRLORA_DATA_DIR")
-        if env:
-            candidates.append(Path(env).expanduser() / AGNEWS_NAME)
-        candidates.append(Path("..") / "shared" / "data" / AGNEWS_NAME)
+        candidates += default_data_dirs(AGNEWS_NAME)
     for candidate in candidates:
         if (candidate / TEST_FILE).is_file() and (candidate / CLASSES_FILE).is_file():
             return candidate

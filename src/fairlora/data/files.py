@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -152,3 +153,10 @@ def _class_names(feature: Any) -> list[str] | None:
     """Names of a `datasets.ClassLabel` feature, else None."""
     names = getattr(feature, "names", None)
     return list(names) if isinstance(names, list) and names else None
+
+
+def default_data_dirs(folder: str) -> list[Path]:
+    """Where a data set's `folder` may live: $FAIRLORA_DATA_DIR/<folder>, then ../shared/data/<folder>."""
+    env = os.environ.get("FAIRLORA_DATA_DIR")
+    roots = [Path(env).expanduser()] if env else []
+    return [root / folder for root in [*roots, Path("..") / "shared" / "data"]]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +16,7 @@ from fairlora.data.columns import (
     stable_ids,
     to_bool,
 )
-from fairlora.data.files import load_hf_split, read_table
+from fairlora.data.files import default_data_dirs, load_hf_split, read_table
 from fairlora.data.types import Prepared
 from fairlora.errors import DataError
 from fairlora.tasks import Task
@@ -99,10 +98,7 @@ def hatecheck_file(cfg: DataConfig) -> Path:
         base = Path(cfg.path).expanduser()
         candidates += [base] if base.suffix else [base / HATECHECK_FILE, base / "hatecheck" / HATECHECK_FILE]
     else:
-        env = os.environ.get("FAIRLORA_DATA_DIR")
-        if env:
-            candidates.append(Path(env).expanduser() / "hatecheck" / HATECHECK_FILE)
-        candidates.append(Path("..") / "shared" / "data" / "hatecheck" / HATECHECK_FILE)
+        candidates += [folder / HATECHECK_FILE for folder in default_data_dirs("hatecheck")]
     for candidate in candidates:
         if candidate.is_file():
             return candidate

@@ -7,7 +7,6 @@ referent and its stereotyped gender (pro rows: the gold gender; anti rows: the o
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from scipy.sparse.csgraph import connected_components
 
 from fairlora.config import DataConfig
 from fairlora.data.columns import choose_groups, drop_or_reject_empty
+from fairlora.data.files import default_data_dirs
 from fairlora.data.types import ID, PROMPT, SPLIT_GROUP, TEXT, Prepared
 from fairlora.errors import DataError
 from fairlora.tasks import Task, get_task
@@ -60,10 +60,7 @@ def winomt_folder(cfg: DataConfig) -> Path:
         base = base.parent if base.is_file() else base
         candidates += [base, base / WINOMT_FOLDER]
     else:
-        env = os.environ.get("FAIRLORA_DATA_DIR")
-        if env:
-            candidates.append(Path(env).expanduser() / WINOMT_FOLDER)
-        candidates.append(Path("..") / "shared" / "data" / WINOMT_FOLDER)
+        candidates += default_data_dirs(WINOMT_FOLDER)
     for candidate in candidates:
         if _holds_files(candidate):
             return candidate

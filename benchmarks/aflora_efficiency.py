@@ -8,9 +8,12 @@ t_i = `--warm` steps and t_f = steps - `--freeze-by`, so every A/B is frozen by 
 Step times: "before" = rounds 2..t_i (nothing has frozen adaptively), "after" = rounds after every
 A/B froze. A step-time ratio is the median over rounds of the paired per-round ratio (with the ratio
 of medians alongside). Trainable parameters exclude the task head (as the paper counts them).
+`--decoder-batch` / `--decoder-seq` give causal LMs their own (smaller) shape. A progress line is
+printed every `--report-every` rounds and the JSON is rewritten after every model.
 
     .venv/bin/python benchmarks/aflora_efficiency.py [--models minilm-l6,smollm2-135m] [--batch 8]
-        [--seq 128] [--steps 80] [--warm 8] [--freeze-by 24] [--threads N]
+        [--seq 128] [--decoder-batch B] [--decoder-seq L] [--steps 80] [--warm 8] [--freeze-by 24]
+        [--threads N] [--report-every 5]
         [--out benchmarks/results/aflora_efficiency.json]
 
 Goals (from the paper): aflora averaged parameters <= 0.15x lora r=8; aflora step time after
@@ -57,7 +60,12 @@ def build(model: str, spec: dict[str, Any], args: argparse.Namespace) -> StepSta
     sections = {k: v | window if k == "aflora" else v for k, v in spec.items()}
     train = {"max_steps": args.steps, "lr": 1e-3, "weight_decay": 0.1, "progress_bar": False}
     cfg = build_config(
-        {"task": task, "model": {"name": model, "max_length": args.seq}, "train": train, **sections}
+        {
+            "task": task,
+            "model": {"name": model, "max_length": shape(model, args)[1]},
+            "train": train,
+            **sections,
+        }
     )
     torch.manual_seed(0)
     setup = apply_method(cfg, load_model(cfg.model, task))
@@ -65,12 +73,20 @@ def build(model: str, spec: dict[str, Any], args: argparse.Namespace) -> StepSta
     return StepState(setup, optimizer, scheduler, total_steps=args.steps, max_grad_norm=1.0)
 
 
-def fixed_batch(state: StepState, args: argparse.Namespace, decoder: bool) -> dict[str, torch.Tensor]:
-    """One batch of `--batch` x `--seq` random tokens (labels: the tokens, or a class)."""
+def shape(model: str, args: argparse.Namespace) -> tuple[int, int]:
+    """(batch, sequence length) for `model`: the decoder overrides apply to causal LMs."""
+    if model in DECODERS:
+        return args.decoder_batch or args.batch, args.decoder_seq or args.seq
+    return args.batch, args.seq
+
+
+def fixed_batch(state: StepState, model: str, args: argparse.Namespace) -> dict[str, torch.Tensor]:
+    """One batch of random tokens of the model's shape (labels: the tokens, or a class)."""
     generator = torch.Generator().manual_seed(0)
     vocab = state.setup.model.config.vocab_size
-    ids = torch.randint(5, vocab, (args.batch, args.seq), generator=generator)
-    labels = ids.clone() if decoder else torch.randint(0, 2, (args.batch,), generator=generator)
+    batch, seq = shape(model, args)
+    ids = torch.randint(5, vocab, (batch, seq), generator=generator)
+    labels = ids.clone() if model in DECODERS else torch.randint(0, 2, (batch,), generator=generator)
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
 
 
@@ -80,15 +96,26 @@ def run_model(model: str, args: argparse.Namespace) -> dict[str, Any]:
 
     decoder = model in DECODERS
     targets = DEFAULT_TARGETS[model_type(ModelConfig(name=model))]
+    began = time.perf_counter()
     states = {name: build(model, spec, args) for name, spec in variants(targets, decoder).items()}
-    batch = fixed_batch(next(iter(states.values())), args, decoder)
+    print(f"[{model}] built {', '.join(states)} in {time.perf_counter() - began:.0f} s", flush=True)
+    batch = fixed_batch(next(iter(states.values())), model, args)
     times: dict[str, list[float]] = {name: [] for name in states}
-    for _ in range(args.steps):
+    trainable: list[int] = []  # aflora's trainable parameters after each round
+    for round_ in range(args.steps):
         for name, state in states.items():
             start = time.perf_counter()
             train_step(state, [batch])
             times[name].append(time.perf_counter() - start)
-    return summarise(model, states, times, args)
+        model_ = states["aflora"].setup.model
+        trainable.append(sum(p.numel() for p in model_.parameters() if p.requires_grad))
+        if round_ % args.report_every == 0 or round_ == args.steps - 1:
+            last = ", ".join(f"{name} {t[-1]:.3f} s" for name, t in times.items())
+            elapsed = time.perf_counter() - began
+            print(f"[{model}] round {round_ + 1}/{args.steps} ({elapsed:.0f} s): {last}", flush=True)
+    result = summarise(model, states, times, args)
+    result["aflora_all_frozen_after_round"] = trainable.index(trainable[-1]) + 1
+    return result
 
 
 def _paired(times: dict[str, list[float]], a: str, b: str, rounds: range) -> dict[str, float]:
@@ -113,17 +140,28 @@ def summarise(
             "step_s_before": statistics.median(times[name][i] for i in before),
             "step_s_after": statistics.median(times[name][i] for i in after),
         }
-    lora, aflora = methods["lora"], methods["aflora"]
+    lora, vera, aflora = methods["lora"], methods["vera"], methods["aflora"]
     vs_lora, vs_vera = _paired(times, "aflora", "lora", after), _paired(times, "aflora", "vera", after)
+    vera_vs_lora = _paired(times, "vera", "lora", after)
+    batch, seq = shape(model, args)
     return {
         "model": model,
+        "batch": batch,
+        "seq": seq,
+        "threads": torch.get_num_threads(),
+        "rounds_before": [before.start + 1, before.stop],  # 1-based rounds, inclusive
+        "rounds_after": [after.start + 1, after.stop],
         "methods": methods,
         "avg_params_ratio": aflora["params_mean"] / lora["params_mean"],
+        "vera_avg_params_ratio": vera["params_mean"] / lora["params_mean"],
         "step_time_ratio_after_freezing": vs_lora["median_paired_ratio"],
         "step_time_ratio_after_freezing_vs_vera": vs_vera["median_paired_ratio"],
+        "vera_step_time_ratio_after_freezing": vera_vs_lora["median_paired_ratio"],
+        "step_time_ratio_before_freezing": _paired(times, "aflora", "lora", before)["median_paired_ratio"],
         "ratios_of_medians": {
             "aflora/lora": vs_lora["ratio_of_medians"],
             "aflora/vera": vs_vera["ratio_of_medians"],
+            "vera/lora": vera_vs_lora["ratio_of_medians"],
         },
         "goals_met": {
             "avg_params_ratio<=0.15": aflora["params_mean"] / lora["params_mean"] <= 0.15,
@@ -135,12 +173,13 @@ def summarise(
 
 def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     """A Markdown table per model, then the headline ratios."""
-    print(
-        f"\nbatch {args.batch} x {args.seq} tokens, {args.steps} interleaved rounds, "
-        f"{torch.get_num_threads()} threads"
-    )
     for result in results:
-        print(f"\n{result['model']}\n")
+        print(
+            f"\n{result['model']}: batch {result['batch']} x {result['seq']} tokens, {args.steps} "
+            f"interleaved rounds, {result['threads']} threads, before = rounds {result['rounds_before']}, "
+            f"after = rounds {result['rounds_after']} (aflora all frozen after round "
+            f"{result['aflora_all_frozen_after_round']})\n"
+        )
         print("| method | params start | end | mean | step s before | step s after |")
         print("|---|---|---|---|---|---|")
         for name, m in result["methods"].items():
@@ -151,12 +190,13 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None
         print(
             f"\navg params aflora/lora = {result['avg_params_ratio']:.3f}; step time after freezing "
             f"aflora/lora = {result['step_time_ratio_after_freezing']:.3f}, aflora/vera = "
-            f"{result['step_time_ratio_after_freezing_vs_vera']:.3f}; goals: {result['goals_met']}"
+            f"{result['step_time_ratio_after_freezing_vs_vera']:.3f} (vera/lora = "
+            f"{result['vera_step_time_ratio_after_freezing']:.3f}); goals: {result['goals_met']}"
         )
 
 
 def main() -> None:
-    """Parse arguments, run every model, print and write the results."""
+    """Parse arguments, run every model, print and write the results after each."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="minilm-l6,smollm2-135m")
     parser.add_argument("--batch", type=int, default=8)
@@ -164,14 +204,24 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=80)
     parser.add_argument("--warm", type=int, default=8, help="t_i: steps before anything freezes")
     parser.add_argument("--freeze-by", type=int, default=24, help="step by which every A/B is frozen")
+    parser.add_argument("--decoder-batch", type=int, default=0, help="batch for causal LMs (0: --batch)")
+    parser.add_argument("--decoder-seq", type=int, default=0, help="length for causal LMs (0: --seq)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--report-every", type=int, default=5, help="progress line every N rounds")
     parser.add_argument("--out", default="benchmarks/results/aflora_efficiency.json")
     args = parser.parse_args()
     if not 2 < args.warm < args.freeze_by < args.steps - 2:
         parser.error("need 2 < --warm < --freeze-by < --steps - 2")
     torch.set_num_threads(args.threads)
-    results = [run_model(model, args) for model in args.models.split(",")]
-    print_table(results, args)
+    results: list[dict[str, Any]] = []
+    for model in args.models.split(","):
+        results.append(run_model(model, args))
+        print_table(results[-1:], args)
+        write(results, args)  # after every model, so a killed run keeps what it finished
+
+
+def write(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    """Write the JSON payload with the results so far."""
     payload = {
         "benchmark": "aflora_efficiency",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -186,7 +236,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"\nwrote {out}")
+    print(f"\nwrote {out} ({len(results)} model(s))", flush=True)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ causal LM: the first half is a masked prompt) with AdamW through fairlora's `tra
 the HF Trainer path shares (`compose_loss`). The two alternate in ABBA blocks of `--block` steps;
 the first step of every block is dropped; the time ratio is the median over blocks of the paired
 per-block ratio of median step times, with a bootstrap 95% CI. Goal <= 1.25 (the teacher forward is
-~1/3 of a step), bar <= 1.4.
+~1/3 of a step), bar <= 1.4. The teacher's forward alone is timed too: 1 + its share of a pissa step
+is the floor of the ratio (the terms add the rest).
 Peak memory comes from one subprocess per method: the peak resident set while training (CPU: VmHWM,
 reset after loading with /proc/self/clear_refs; CUDA: max allocated). Bar: ratio <= 1.10.
 
@@ -38,6 +39,7 @@ from rich.table import Table
 from fairlora.config import RunConfig, build_config
 from fairlora.methods import apply_method
 from fairlora.models import load_model
+from fairlora.training.losses import teacher_inputs
 from fairlora.training.step import StepState, make_optimizer, train_step
 
 METHODS = ("pissa", "ba-lora")
@@ -118,6 +120,19 @@ def run_block(state: StepState, batches: list[dict], steps: int) -> list[float]:
     return times[1:]
 
 
+def teacher_forward_s(state: StepState, batches: list[dict], repeats: int = 3) -> float:
+    """Median time of the teacher's forward alone (the floor of the time ratio is 1 + it / a pissa step)."""
+    setup, times = state.setup, []
+    for i in range(repeats):
+        _sync()
+        start = time.perf_counter()
+        with setup.teacher_context():
+            setup.model(**teacher_inputs(setup.model, batches[i % len(batches)]))
+        _sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def ratio_ci(ratios: list[float], n_boot: int = 2000) -> tuple[float, float]:
     """Bootstrap 95% CI of the median of paired per-block ratios."""
     rng = random.Random(SEED)
@@ -137,8 +152,12 @@ def time_model(model: str, opts: argparse.Namespace) -> dict[str, Any]:
             per_block[method].append(statistics.median(run_block(*states[method], opts.block)))
     ratios = [b / p for p, b in zip(per_block["pissa"], per_block["ba-lora"], strict=True)]
     low, high = ratio_ci(ratios)
+    teacher = teacher_forward_s(*states["ba-lora"])
+    pissa_step = statistics.median(per_block["pissa"])
     return {
         "median_step_s": {m: statistics.median(v) for m, v in per_block.items()},
+        "teacher_forward_s": teacher,
+        "teacher_share_of_pissa_step": teacher / pissa_step,
         "time_ratio": statistics.median(ratios),
         "time_ratio_ci": [low, high],
         "block_ratios": ratios,
@@ -198,6 +217,7 @@ def print_table(results: list[dict[str, Any]], opts: argparse.Namespace) -> None
         "pissa s/step",
         "ba-lora s/step",
         "time ratio [95% CI]",
+        "teacher fwd / pissa step",
         "peak MiB",
         "memory ratio",
     ):
@@ -210,6 +230,7 @@ def print_table(results: list[dict[str, Any]], opts: argparse.Namespace) -> None
             f"{steps['pissa']:.3f}",
             f"{steps['ba-lora']:.3f}",
             f"{r['time_ratio']:.3f} [{low:.3f}, {high:.3f}] (bar {TIME_BAR}, goal {TIME_GOAL})",
+            f"{r['teacher_share_of_pissa_step']:.3f}",
             f"{peaks['pissa']} / {peaks['ba-lora']}",
             f"{memory} (bar {MEMORY_BAR})",
         )

@@ -20,15 +20,17 @@ from fairlora.methods.balora import balora_terms, svd_k
 from fairlora.models import load_model
 from fairlora.pipeline import train
 from fairlora.regularizers.balora import (
+    TermSettings,
     consistency_nlg,
     consistency_nlu,
     diversity_nlg,
     diversity_nlu,
-    randomized_singular_values,
+    randomized_svd,
+    response_terms,
     svd_nlg,
     svd_nlu,
 )
-from fairlora.training.losses import compose_loss
+from fairlora.training.losses import compose_loss, label_positions, teacher_inputs
 from fairlora.training.step import StepState, make_optimizer, train_step
 
 # ---------------------------------------------------------------- hand-computed values (NLU)
@@ -116,11 +118,11 @@ def test_randomized_svd_is_close_deterministic_and_leaves_the_rng_alone() -> Non
     gen = torch.Generator().manual_seed(1)
     matrix = torch.randn(40, 6, generator=gen) @ torch.randn(6, 5000, generator=gen)  # rank 6, V > 4096
     state = torch.get_rng_state()
-    approx = randomized_singular_values(matrix, 4)
+    approx = randomized_svd(matrix, 4)[1]
     assert torch.equal(state, torch.get_rng_state())
     exact = torch.linalg.svdvals(matrix)[:4]
     assert torch.allclose(approx[:4], exact, rtol=1e-4)
-    assert torch.equal(approx, randomized_singular_values(matrix, 4))
+    assert torch.equal(approx, randomized_svd(matrix, 4)[1])
 
 
 @pytest.mark.parametrize("vocab", [7, 5000])  # exact SVD, and the randomized one above 4096
@@ -298,8 +300,9 @@ def test_full_fine_tuning_runs_dr_and_svdr_without_a_teacher(tmp_path: Path) -> 
     assert any("balora_svdr" in row and "balora_cr" not in row for row in log)
 
 
-def test_chunked_nlg_gradients_match_the_plain_formulas() -> None:
-    logits, teacher, labels = _lm_batch(vocab=9)
+@pytest.mark.parametrize("vocab", [9, 5000])  # exact SVD, and the randomized one (full rank here: exact)
+def test_chunked_nlg_gradients_match_the_plain_formulas(vocab: int) -> None:
+    logits, teacher, labels = _lm_batch(vocab=vocab)
     rows = [(0, 2), (0, 3), (0, 4), (1, 1), (1, 2)]
     for term in ("cr", "dr", "svdr"):
         fast = logits.clone().requires_grad_(True)
@@ -316,3 +319,36 @@ def test_chunked_nlg_gradients_match_the_plain_formulas() -> None:
             svd_nlg(fast, labels, 2).backward()
             (-(torch.linalg.svdvals(picked)[:2].sum() / picked.norm())).backward()
         assert torch.allclose(fast.grad, plain.grad, atol=1e-6), term
+
+
+def test_one_fused_pass_equals_the_terms_apart_and_takes_response_only_teacher_logits() -> None:
+    logits, teacher, labels = _lm_batch(vocab=11)
+    weights = torch.tensor([0.7, 0.0, 1.3])  # DR gated off: it adds no gradient
+    fused = logits.clone().requires_grad_(True)
+    response_only = teacher.reshape(-1, 11)[label_positions(labels).flatten()]  # (M, V), as the teacher gives
+    values = response_terms(fused, labels, response_only, TermSettings(top_k=4, svd_k=2))
+    (values * weights).sum().backward()
+    apart = logits.clone().requires_grad_(True)
+    expected = torch.stack(
+        [consistency_nlg(apart, teacher, labels), diversity_nlg(apart, labels, 4), svd_nlg(apart, labels, 2)]
+    )
+    (expected * weights).sum().backward()
+    assert torch.allclose(values.detach(), expected.detach(), atol=1e-6)
+    assert torch.allclose(fused.grad, apart.grad, atol=1e-6)
+
+
+def test_the_causal_teacher_computes_logits_at_response_positions_only(tmp_path: Path) -> None:
+    cfg, loaded = _setup(tmp_path, "ba-lora", "causal_lm")
+    setup = apply_method(cfg, loaded)
+    labels = torch.randint(4, 200, (4, 10), generator=torch.Generator().manual_seed(1))
+    labels[:, :6] = -100
+    batch = _batch(labels=labels)
+    seen: list[torch.Tensor] = []
+    setup.model.register_forward_hook(lambda module, args, out: seen.append(out.logits))
+    compose_loss(setup.model, batch, setup.loss_terms, 0, 10, setup.teacher_context)
+    teacher, student = seen
+    assert teacher.shape == (4 * 4, student.shape[-1])  # positions 5..8 predict the response tokens 6..9
+    assert "logits_to_keep" in teacher_inputs(setup.model, batch)
+    with setup.teacher_context():
+        full = setup.model(**batch).logits
+    assert torch.allclose(teacher, full[:, 5:9].reshape(16, -1), atol=1e-5)

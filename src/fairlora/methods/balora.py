@@ -19,7 +19,7 @@ from fairlora.methods.base import MethodSetup
 from fairlora.methods.lora import LoraSection, apply_pissa, check_lora
 from fairlora.methods.registry import Method, get_method, register_method, register_section
 from fairlora.models import LoadedModel
-from fairlora.regularizers.balora import consistency_term, diversity_term, svd_term
+from fairlora.regularizers.balora import TermSettings, balora_loss_terms
 from fairlora.regularizers.schedules import Schedule, cosine_decay, two_phase
 from fairlora.tasks import get_task
 from fairlora.training.losses import LossTerm
@@ -127,16 +127,21 @@ def balora_terms(cfg: RunConfig, num_classes: int) -> list[LossTerm]:
     section: BaloraSection = cfg.balora  # type: ignore[attr-defined]
     nlg = not get_task(cfg.task).classifies
     cr_w, dr_w, svdr_w = NLG_WEIGHTS if nlg else NLU_WEIGHTS
-    terms = []
-    if section.cr:
-        weight = cosine_decay(_pick(section.cr_weight, cr_w), section.cr_floor)
-        terms.append(consistency_term(weight, nlg, section.temperature, section.cr_loss))
-    if section.dr:
-        terms.append(diversity_term(_ramped(section, _pick(section.dr_weight, dr_w)), nlg, section.top_k))
-    if section.svdr:
-        weight = _ramped(section, _pick(section.svdr_weight, svdr_w))
-        terms.append(svd_term(weight, nlg, svd_k(cfg, num_classes)))
-    return terms
+    weights = (
+        cosine_decay(_pick(section.cr_weight, cr_w), section.cr_floor),
+        _ramped(section, _pick(section.dr_weight, dr_w)),
+        _ramped(section, _pick(section.svdr_weight, svdr_w)),
+    )
+    settings = TermSettings(
+        cr=section.cr,
+        dr=section.dr,
+        svdr=section.svdr,
+        temperature=section.temperature,
+        top_k=section.top_k,
+        svd_k=svd_k(cfg, num_classes) if section.svdr else NLG_SVD_K,
+        cr_mode=section.cr_loss,
+    )
+    return balora_loss_terms(settings, weights, nlg)
 
 
 def _pick(value: float | None, default: float) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,9 +18,8 @@ import torch.nn.functional as F
 
 from fairlora.errors import DataError
 from fairlora.regularizers.schedules import Schedule
-from fairlora.training.losses import LossTerm, TermInputs
+from fairlora.training.losses import LossTerm, TermInputs, label_positions
 
-IGNORE_INDEX = -100
 RANDOMIZED_SVD_ABOVE = 4096  # NLG SVDR: vocabularies wider than this use a randomized SVD
 RANDOMIZED_SVD_SEED = 0  # a fixed test matrix: the term is deterministic and draws nothing from torch's RNG
 EPS = 1e-12
@@ -67,121 +67,189 @@ def svd_nlu(logits: torch.Tensor, k: int) -> torch.Tensor:
 def response_rows(labels: torch.Tensor) -> torch.Tensor:
     """Row indices, into the logits viewed as (B*T, V), of the positions that predict response tokens.
 
-    Position t predicts token t + 1, so the rows are those whose next label is not -100: prompt and
-    padding drop out. A batch without any is a DataError.
+    Row-major, the order of `hidden[label_positions(labels)]`. A batch without any is a DataError.
     """
-    valid = labels[:, 1:] != IGNORE_INDEX
-    if not bool(valid.any()):
+    mask = label_positions(labels)
+    if not bool(mask.any()):
         raise DataError(
             "a causal_lm batch has no response tokens (every label is -100): BA-LoRA's terms count "
             "response tokens only. Fix: check data.text_column / data.prompt_column, or raise "
             "model.max_length so the response is not cut off"
         )
-    batch, position = valid.nonzero(as_tuple=True)
-    return batch * labels.shape[1] + position
+    return mask.flatten().nonzero().squeeze(1)
 
 
 def _flat(logits: torch.Tensor) -> torch.Tensor:
     return logits.reshape(-1, logits.shape[-1])  # a view of the model's contiguous logits: no copy
 
 
-def response_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The (M, V) logits that predict response tokens (a copy; the terms below avoid making one)."""
-    return _flat(logits)[response_rows(labels)]
+@dataclass(frozen=True)
+class TermSettings:
+    """Which terms to compute and their settings (CR temperature and mode, DR top-K, SVDR k)."""
+
+    cr: bool = True
+    dr: bool = True
+    svdr: bool = True
+    temperature: float = 2.0
+    top_k: int = 20
+    svd_k: int = 10
+    cr_mode: str = "kl"
 
 
-class _TokenKL(torch.autograd.Function):
-    """T^2 * mean over rows of KL(softmax(t/T) || softmax(s/T)), in chunks of rows, nothing M x V kept.
+def top_singular(
+    student: torch.Tensor, rows: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(U_k, sigma_k, V_k, ||Z||_F) of the response rows Z = student[rows] in fp32 (randomized for wide V)."""
+    with torch.no_grad():
+        response = student[rows].float()  # (M, V): a transient copy, half the work of the padded B*T rows
+        if student.shape[-1] > RANDOMIZED_SVD_ABOVE:
+            u, sigma, v = randomized_svd(response, k)
+        else:
+            u, sigma, vh = torch.linalg.svd(response, full_matrices=False)
+            v = vh.mT
+        frobenius = torch.linalg.vector_norm(response).clamp_min(EPS)
+    return u[:, :k], sigma[:k], v[:, :k], frobenius
 
-    The student's and the teacher's logits are read in place (the model keeps them anyway); the
-    backward recomputes the softmaxes chunk by chunk: d/ds = T * (softmax(s/T) - softmax(t/T)) / M.
+
+class _ResponseTerms(torch.autograd.Function):
+    """[CR, DR, SVDR] of the response rows in one pass, nothing M x V kept; ONE gradient, chunk by chunk.
+
+    CR = T^2 * mean KL(softmax(t/T) || softmax(s/T)); DR = mean over rows of sum p log p over the
+    top-K softmax (minus the entropy); SVDR = -(sum of the top-k singular values) / ||Z||_F. The
+    gradients are the formulas' own: d CR/ds = T (softmax(s/T) - softmax(t/T)) / M,
+    d DR/dz_top = p (log p + H) / M, and d sigma_i / dZ = u_i v_i^T (so d SVDR/dZ =
+    -U_k V_k^T / F + S Z / F^3): the singular vectors are found without a graph, the gradient is exact.
     """
 
     @staticmethod
-    def forward(ctx: Any, student: torch.Tensor, teacher: torch.Tensor, rows: torch.Tensor, t: float) -> Any:
-        total = torch.zeros((), dtype=torch.float32, device=student.device)
-        for chunk in rows.split(CHUNK_ROWS):
-            log_s = F.log_softmax(student[chunk].float() / t, dim=-1)
-            log_t = F.log_softmax(teacher[chunk].float() / t, dim=-1)
-            total += (log_t.exp() * (log_t - log_s)).sum()
-        ctx.save_for_backward(student, teacher, rows)
-        ctx.temperature = t
-        return total * t * t / len(rows)
+    def forward(
+        ctx: Any,
+        student: torch.Tensor,
+        teacher: Any,
+        rows: torch.Tensor,
+        teacher_rows: Any,
+        settings: TermSettings,
+    ) -> torch.Tensor:
+        m, t = len(rows), settings.temperature
+        values = torch.zeros(3, dtype=torch.float32, device=student.device)
+        tops = []
+        for chunk, t_chunk in zip(rows.split(CHUNK_ROWS), teacher_rows.split(CHUNK_ROWS), strict=True):
+            z = student[chunk].float()
+            if settings.cr:
+                log_s = F.log_softmax(z / t, dim=-1)
+                log_t = F.log_softmax(teacher[t_chunk].float() / t, dim=-1)
+                values[0] += (log_t.exp() * (log_t - log_s)).sum()
+            if settings.dr:
+                top = z.topk(min(settings.top_k, z.shape[-1]), dim=-1)
+                log_p = F.log_softmax(top.values, dim=-1)
+                values[1] += (log_p.exp() * log_p).sum()
+                tops.append(top.indices)
+        values[0] *= t * t / m
+        values[1] /= m
+        u = sigma = v = frobenius = torch.zeros(0, device=student.device)
+        if settings.svdr:
+            u, sigma, v, frobenius = top_singular(student, rows, settings.svd_k)
+            values[2] = -sigma.sum() / frobenius
+        top_indices = torch.cat(tops) if tops else torch.zeros(0, dtype=torch.long)
+        ctx.save_for_backward(student, teacher, rows, teacher_rows, top_indices, u, sigma, v, frobenius)
+        ctx.settings = settings
+        return values
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> Any:
-        student, teacher, rows = ctx.saved_tensors
-        t = ctx.temperature
+        student, teacher, rows, teacher_rows, top_indices, u, sigma, v, frobenius = ctx.saved_tensors
+        settings, m = ctx.settings, len(rows)
+        g_cr, g_dr, g_svdr = (float(x) for x in grad)  # a 0 weight (a gated term) costs nothing here
+        t = settings.temperature
         grad_student = torch.zeros_like(student)
-        scale = grad.float() * t / len(rows)
-        for chunk in rows.split(CHUNK_ROWS):
-            p_s = F.softmax(student[chunk].float() / t, dim=-1)
-            p_t = F.softmax(teacher[chunk].float() / t, dim=-1)
-            grad_student[chunk] = (scale * (p_s - p_t)).to(student.dtype)
-        return grad_student, None, None, None
+        starts = range(0, m, CHUNK_ROWS)
+        for start, chunk, t_chunk in zip(
+            starts, rows.split(CHUNK_ROWS), teacher_rows.split(CHUNK_ROWS), strict=True
+        ):
+            z = student[chunk].float()
+            g = torch.zeros_like(z)  # in-place updates below: every fresh M x V temporary costs page faults
+            if settings.cr and g_cr:
+                g.add_(F.softmax(z / t, dim=-1), alpha=g_cr * t / m)
+                g.sub_(F.softmax(teacher[t_chunk].float() / t, dim=-1), alpha=g_cr * t / m)
+            if settings.dr and g_dr:
+                index = top_indices[start : start + len(chunk)]
+                log_p = F.log_softmax(z.gather(1, index), dim=-1)
+                entropy = -(log_p.exp() * log_p).sum(-1, keepdim=True)
+                g.scatter_add_(1, index, (g_dr / m) * log_p.exp() * (log_p + entropy))
+            if settings.svdr and g_svdr:
+                g.add_(z, alpha=g_svdr * float(sigma.sum() / frobenius**3))
+                g.addmm_(u[start : start + len(chunk)], v.mT, alpha=-g_svdr / float(frobenius))
+            grad_student[chunk] = g.to(student.dtype)
+        return grad_student, None, None, None, None
+
+
+def response_terms(
+    student: torch.Tensor,
+    labels: torch.Tensor,
+    teacher: torch.Tensor | None = None,
+    settings: TermSettings = TermSettings(),
+) -> torch.Tensor:
+    """[CR, DR, SVDR] of causal-LM logits (B, T, V) at response tokens; a term switched off is 0.
+
+    `teacher` holds the original model's logits: (B, T, V), or (M, V) at the response positions only
+    (row-major, as `logits_to_keep=label_positions(labels)` gives them).
+    """
+    rows = response_rows(labels)
+    flat = _flat(student)
+    if settings.cr:
+        if teacher is None:
+            raise ValueError("the causal_lm consistency term needs the teacher's logits")
+        teacher = teacher.detach()
+        response_only = teacher.dim() == 2
+        teacher_flat = teacher if response_only else _flat(teacher)
+        teacher_rows = torch.arange(len(rows), device=rows.device) if response_only else rows
+    else:
+        teacher_flat, teacher_rows = flat.new_zeros(0), rows
+    return _ResponseTerms.apply(flat, teacher_flat, rows, teacher_rows, settings)
 
 
 def consistency_nlg(
     student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, temperature: float = 2.0
 ) -> torch.Tensor:
     """CR: per-token KL(teacher || student) at temperature T over the vocabulary, token mean, x T^2."""
-    rows = response_rows(labels)
-    return _TokenKL.apply(_flat(student), _flat(teacher.detach()), rows, temperature)
+    settings = TermSettings(dr=False, svdr=False, temperature=temperature)
+    return response_terms(student, labels, teacher, settings)[0]
 
 
 def diversity_nlg(logits: torch.Tensor, labels: torch.Tensor, top_k: int = 20) -> torch.Tensor:
     """DR: minus the mean entropy of the softmax over each response token's top-K logits."""
-    flat, rows = _flat(logits), response_rows(labels)
-    with torch.no_grad():  # which K logits: no gradient; their values carry it
-        top = torch.cat(
-            [flat[c].topk(min(top_k, flat.shape[-1]), dim=-1).indices for c in rows.split(CHUNK_ROWS)]
-        )
-    log_p = F.log_softmax(flat[rows.unsqueeze(1), top].float(), dim=-1)
-    entropy = -(log_p.exp() * log_p).sum(-1)
-    return -entropy.mean()
+    return response_terms(logits, labels, settings=TermSettings(cr=False, svdr=False, top_k=top_k))[1]
 
 
 def svd_nlg(logits: torch.Tensor, labels: torch.Tensor, k: int = 10) -> torch.Tensor:
     """SVDR: -(sum of the top-k singular values of the response logits) / their Frobenius norm (fp32)."""
-    flat, rows = _flat(logits).float(), response_rows(labels)
-    if flat.shape[-1] > RANDOMIZED_SVD_ABOVE:
-        sigma = randomized_singular_values(flat, k, rows=rows)
-    else:
-        sigma = torch.linalg.svdvals(flat[rows])
-    frobenius = torch.linalg.vector_norm(flat, dim=-1)[rows].pow(2).sum().sqrt()
-    return -(sigma[:k].sum() / frobenius.clamp_min(EPS))
+    return response_terms(logits, labels, settings=TermSettings(cr=False, dr=False, svd_k=k))[2]
 
 
-def randomized_singular_values(
-    matrix: torch.Tensor, k: int, oversample: int = 5, niter: int = 2, rows: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Top singular values by a randomized range finder (Halko et al.; q = k + oversample, niter power steps).
+def randomized_svd(
+    matrix: torch.Tensor, k: int, oversample: int = 5, niter: int = 2
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(U, sigma, V) of the top singular triplets by a randomized range finder (Halko et al.; fp32).
 
-    As `torch.svd_lowrank`, but the Gaussian test matrix comes from a private, fixed-seed generator:
-    the term is deterministic and leaves torch's global RNG (dropout, shuffling) untouched. With
-    `rows`, the matrix is `matrix[rows]`, used without copying it (only n x q products are made).
+    As `torch.svd_lowrank` (q = k + oversample columns, `niter` power steps), but the Gaussian test
+    matrix comes from a private, fixed-seed generator: deterministic, and torch's global RNG
+    (dropout, shuffling) is untouched.
     """
-    height = matrix.shape[0] if rows is None else len(rows)
-    q = min(k + oversample, height, matrix.shape[1])
+    matrix = matrix.float()
+    q = min(k + oversample, *matrix.shape)
     generator = torch.Generator(device=matrix.device).manual_seed(RANDOMIZED_SVD_SEED)
     omega = torch.randn(matrix.shape[1], q, generator=generator, device=matrix.device, dtype=matrix.dtype)
-
-    def times(right: torch.Tensor) -> torch.Tensor:  # Z @ right
-        product = matrix @ right
-        return product if rows is None else product[rows]
-
-    def full(left: torch.Tensor) -> torch.Tensor:  # an (M, q) basis as (rows of matrix, q), zeros elsewhere
-        if rows is None:
-            return left
-        return left.new_zeros(matrix.shape[0], left.shape[1]).index_copy(0, rows, left)
-
-    basis = torch.linalg.qr(times(omega)).Q
+    basis = torch.linalg.qr(matrix @ omega).Q
     for _ in range(niter):
-        basis = torch.linalg.qr(times(torch.linalg.qr(matrix.mT @ full(basis)).Q)).Q
-    return torch.linalg.svdvals(full(basis).mT @ matrix)
+        basis = torch.linalg.qr(matrix @ torch.linalg.qr(matrix.mT @ basis).Q).Q
+    u_small, sigma, vh = torch.linalg.svd(basis.mT @ matrix, full_matrices=False)
+    return basis @ u_small, sigma, vh.mT
 
 
 # ---------------------------------------------------------------- loss terms
+
+TERM_NAMES = ("balora_cr", "balora_dr", "balora_svdr")
+SHARED_KEY = "balora_nlg"  # TermInputs.shared: the causal-LM terms' one fused pass per batch
 
 
 def _logits(outputs: object) -> torch.Tensor:
@@ -202,44 +270,50 @@ def _gated(
     return term
 
 
-def consistency_term(weight: Schedule, nlg: bool, temperature: float = 2.0, mode: str = "kl") -> LossTerm:
-    """`balora_cr`: consistency with the teacher (the original model) on the same batch."""
-
-    def fn(seen: TermInputs) -> torch.Tensor:
-        student, teacher = _logits(seen.outputs), _logits(seen.teacher)
-        if nlg:
-            if mode != "kl":
-                raise ValueError("causal_lm consistency is a per-token KL: set balora.cr_loss: kl")
-            return consistency_nlg(student, teacher, seen.inputs["labels"], temperature)
-        return consistency_nlu(student, teacher, temperature, mode)
-
-    return LossTerm("balora_cr", _gated(fn, weight), weight, needs_teacher=True)
-
-
-def diversity_term(weight: Schedule, nlg: bool, top_k: int = 20) -> LossTerm:
-    """`balora_dr`: diversity of the student's logits."""
-
-    def fn(seen: TermInputs) -> torch.Tensor:
+def _nlu_value(index: int, settings: TermSettings) -> Callable[[TermInputs], torch.Tensor]:
+    def value(seen: TermInputs) -> torch.Tensor:
         logits = _logits(seen.outputs)
-        return diversity_nlg(logits, seen.inputs["labels"], top_k) if nlg else diversity_nlu(logits)
-
-    return LossTerm("balora_dr", _gated(fn, weight), weight)
-
-
-def svd_term(weight: Schedule, nlg: bool, k: int) -> LossTerm:
-    """`balora_svdr`: share of the top-k singular values of the student's logits."""
-
-    def fn(seen: TermInputs) -> torch.Tensor:
-        logits = _logits(seen.outputs)
-        if nlg:
-            return svd_nlg(logits, seen.inputs["labels"], k)
-        if logits.shape[0] <= k:
+        if index == 0:
+            return consistency_nlu(logits, _logits(seen.teacher), settings.temperature, settings.cr_mode)
+        if index == 1:
+            return diversity_nlu(logits)
+        if logits.shape[0] <= settings.svd_k:
             warnings.warn(
                 f"balora SVDR: a batch of {logits.shape[0]} rows has at most {logits.shape[0]} singular "
-                f"values, so the top-{k} share is 1 and the term does nothing on it; raise "
+                f"values, so the top-{settings.svd_k} share is 1 and the term does nothing on it; raise "
                 f"train.batch_size above balora.svd_k",
                 stacklevel=2,
             )
-        return svd_nlu(logits, k)
+        return svd_nlu(logits, settings.svd_k)
 
-    return LossTerm("balora_svdr", _gated(fn, weight), weight)
+    return value
+
+
+def _nlg_value(index: int, settings: TermSettings) -> Callable[[TermInputs], torch.Tensor]:
+    """Term `index` of the one fused pass over the batch's response tokens (made by the first term asking)."""
+
+    def value(seen: TermInputs) -> torch.Tensor:
+        if SHARED_KEY not in seen.shared:
+            teacher = _logits(seen.teacher) if settings.cr else None
+            with torch.enable_grad():  # a gated term asking first must not strip the others' graph
+                seen.shared[SHARED_KEY] = response_terms(
+                    _logits(seen.outputs), seen.inputs["labels"], teacher, settings
+                )
+        return seen.shared[SHARED_KEY][index]
+
+    return value
+
+
+def balora_loss_terms(
+    settings: TermSettings, weights: tuple[Schedule, Schedule, Schedule], nlg: bool
+) -> list[LossTerm]:
+    """The switched-on terms `balora_cr` (reads the teacher), `balora_dr`, `balora_svdr`, with weights."""
+    if nlg and settings.cr and settings.cr_mode != "kl":
+        raise ValueError("causal_lm consistency is a per-token KL: set balora.cr_loss: kl")
+    value = _nlg_value if nlg else _nlu_value
+    switches = (settings.cr, settings.dr, settings.svdr)
+    return [
+        LossTerm(name, _gated(value(index, settings), weight), weight, needs_teacher=index == 0)
+        for index, (name, on, weight) in enumerate(zip(TERM_NAMES, switches, weights, strict=True))
+        if on
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from torch import nn
 
 from fairlora.regularizers.schedules import Schedule, constant
 
+IGNORE_INDEX = -100
 TaskLoss = Callable[[Any, dict[str, torch.Tensor]], torch.Tensor]
 
 
@@ -26,6 +28,7 @@ class TermInputs:
     teacher: Any | None
     step: int
     total_steps: int
+    shared: dict[str, Any] = field(default_factory=dict)  # work terms share within this batch (one pass)
 
 
 @dataclass
@@ -60,7 +63,7 @@ def compose_loss(
         if teacher is None:
             raise ValueError("a loss term needs the teacher, but no teacher context was given")
         with teacher():
-            teacher_outputs = model(**inputs)
+            teacher_outputs = model(**teacher_inputs(model, inputs))
     outputs = model(**inputs)
     loss = outputs.loss if task_loss is None else task_loss(outputs, inputs)
     parts = {"task_loss": loss}
@@ -69,6 +72,30 @@ def compose_loss(
         parts[term.name] = term.fn(seen)
         loss = loss + term.weight(step, total_steps) * parts[term.name]
     return loss, parts, outputs
+
+
+def teacher_inputs(model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The teacher's forward inputs: no labels (its loss is never used); for a causal LM, logits only
+    where a position predicts a label (`logits_to_keep` mask: the teacher's logits come back (M, V))."""
+    kept = {key: value for key, value in inputs.items() if key != "labels"}
+    labels, ids = inputs.get("labels"), inputs.get("input_ids")
+    token_labels = labels is not None and ids is not None and labels.shape == ids.shape
+    if token_labels and _accepts(model, "logits_to_keep"):
+        kept["logits_to_keep"] = label_positions(labels)
+    return kept
+
+
+def label_positions(labels: torch.Tensor) -> torch.Tensor:
+    """(B, T) bool: position t predicts a label (labels[t + 1] != -100); prompt and padding drop out."""
+    mask = torch.zeros_like(labels, dtype=torch.bool)
+    mask[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    return mask
+
+
+def _accepts(model: nn.Module, argument: str) -> bool:
+    """True when the model's own forward (under any PEFT wrapper) names `argument`."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return argument in inspect.signature(base.forward).parameters
 
 
 def balanced_class_weights(labels: Sequence[int], num_classes: int) -> torch.Tensor:

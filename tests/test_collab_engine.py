@@ -180,6 +180,7 @@ def test_vera_classification_clients(tmp_path: Path) -> None:
         ({"collab": {"examples_per_client": 600}}, DataError, "more client data than the corpus holds"),
         ({"collab": {"categories": ["sports", "law"]}}, DataError, "'law'"),
         ({"method": "pissa"}, ConfigError, "use lora or vera"),
+        ({"method": "aflora"}, ConfigError, "freezer changes which tensors"),
         ({"data": {"name": "identity"}}, ConfigError, "collab.corpus"),
         ({"collab": {"corpus": "ag_news", "data_path": "/nonexistent"}}, DataError, "collab.data_path"),
         (

@@ -26,6 +26,8 @@ UNSHARED_METHODS = {
     "ba-lora": "it is PiSSA-based and rewrites the base weights",
     "full": "it trains every base weight",
     "none": "it trains no adapter",
+    "aflora": "its freezer changes which tensors a client trains and exchanges mid-run, and collab "
+    "snapshots and resumes do not carry the freezer's state yet",
 }
 
 

@@ -7,9 +7,12 @@ beat naive (FedAvg) and none (local training), with a larger gain when clients d
 (specific > mixed).
 
     .venv/bin/python benchmarks/collab_strategies.py [--model smollm2-135m] [--clients 4]
-        [--splits specific,mixed] [--seeds 0,1,2] [--iterations 6] [--max-minutes 60]
-        [--out benchmarks/results/collab_strategies.json]
+        [--splits specific,mixed] [--seeds 0,1,2] [--iterations 6] [--max-minutes 60] [--threads N]
+        [--resume] [--summarize] [--out benchmarks/results/collab_strategies.json]
 
+`--resume` keeps the runs already in --out (same settings) and replaces or adds only the
+(split, seed) runs of this call, so the grid can be run one (split, seed) at a time; `--summarize`
+runs nothing and rewrites the table and verdicts from the runs in --out.
 Quality, not time: the numbers do not depend on the machine's load (CPU, fp32, seeded).
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -29,6 +33,7 @@ from typing import Any
 import torch
 from rich.console import Console
 from rich.table import Table
+from scipy.stats import t as scipy_t
 
 from fairlora.collab.command import run_collab
 from fairlora.collab.config import build_collab_config
@@ -65,6 +70,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--max-minutes", type=float, default=60.0, help="start no new run after this")
     parser.add_argument("--runs-dir", default=None, help="where the collab runs go (default: a temp folder)")
+    parser.add_argument("--resume", action="store_true", help="keep the other (split, seed) runs of --out")
+    parser.add_argument("--summarize", action="store_true", help="run nothing; re-aggregate --out")
     parser.add_argument("--out", default="benchmarks/results/collab_strategies.json")
     return parser.parse_args()
 
@@ -113,37 +120,77 @@ def collab_overrides(args: argparse.Namespace, split: str, seed: int, runs_dir: 
     }
 
 
-def aggregate(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
-    """split -> strategy -> mean/std over seeds of mean and worst per-client perplexity."""
-    table: dict[str, dict[str, dict[str, float]]] = {}
+def spread(values: list[float]) -> dict[str, float]:
+    """Mean, sample std and the half-width of a two-sided 95% t interval over seeds."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return {"mean": mean, "std": 0.0, "ci95": float("nan")}
+    std = statistics.stdev(values)
+    half = float(scipy_t.ppf(0.975, len(values) - 1)) * std / math.sqrt(len(values))
+    return {"mean": mean, "std": std, "ci95": half}
+
+
+def aggregate(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """split -> strategy -> mean, sample std and 95% CI over seeds of mean and worst per-client perplexity."""
+    table: dict[str, dict[str, dict[str, Any]]] = {}
     for split in dict.fromkeys(r["split"] for r in rows):
         table[split] = {}
         for strategy in dict.fromkeys(r["strategy"] for r in rows):
             picked = [r for r in rows if r["split"] == split and r["strategy"] == strategy]
-            mean = [r["mean_perplexity"] for r in picked]
-            worst = [r["worst_perplexity"] for r in picked]
+            picked.sort(key=lambda r: r["seed"])
+            mean = spread([r["mean_perplexity"] for r in picked])
+            worst = spread([r["worst_perplexity"] for r in picked])
             table[split][strategy] = {
-                "mean_ppl": statistics.fmean(mean),
-                "mean_ppl_std": statistics.pstdev(mean),
-                "worst_ppl": statistics.fmean(worst),
-                "worst_ppl_std": statistics.pstdev(worst),
+                "mean_ppl": mean["mean"],
+                "mean_ppl_std": mean["std"],
+                "mean_ppl_ci95": mean["ci95"],
+                "worst_ppl": worst["mean"],
+                "worst_ppl_std": worst["std"],
+                "worst_ppl_ci95": worst["ci95"],
+                "per_seed_mean_ppl": {r["seed"]: r["mean_perplexity"] for r in picked},
+                "per_seed_worst_ppl": {r["seed"]: r["worst_perplexity"] for r in picked},
                 "seeds": len(picked),
             }
     return table
 
 
-def ordering(table: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
-    """Does token/ref trust beat naive and none per split, and is the gain larger for specific splits?"""
+def seed_wins(row: dict[str, dict[str, Any]], strategy: str, baseline: str) -> str:
+    """In how many seeds `strategy` has a lower mean per-client perplexity than `baseline`."""
+    ours, theirs = row[strategy]["per_seed_mean_ppl"], row[baseline]["per_seed_mean_ppl"]
+    common = sorted(set(ours) & set(theirs))
+    return f"{sum(ours[s] < theirs[s] for s in common)}/{len(common)}"
+
+
+def paired(row: dict[str, dict[str, Any]], strategy: str, baseline: str) -> list[float]:
+    """Mean over seeds of (strategy - baseline) mean per-client perplexity, and its 95% CI half-width."""
+    ours, theirs = row[strategy]["per_seed_mean_ppl"], row[baseline]["per_seed_mean_ppl"]
+    diff = spread([ours[s] - theirs[s] for s in sorted(set(ours) & set(theirs))])
+    return [diff["mean"], diff["ci95"]]
+
+
+def ordering(table: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Does token/ref trust beat naive and none per split (mean over seeds; wins per seed), and is the gain
+    over the better baseline larger for specific splits than for mixed ones?"""
     verdict: dict[str, Any] = {}
     gains = {}
     for split, row in table.items():
-        baseline = min(row[s]["mean_ppl"] for s in ("naive", "none") if s in row)
+        baselines = [s for s in ("naive", "none") if s in row]
+        if not baselines:
+            continue
+        best = min(row[s]["mean_ppl"] for s in baselines)
         for strategy in ("dynamic-token", "dynamic-ref"):
             if strategy in row:
-                verdict[f"{split}: {strategy} beats naive and none"] = row[strategy]["mean_ppl"] < baseline
-                gains[(split, strategy)] = baseline - row[strategy]["mean_ppl"]
+                verdict[f"{split}: {strategy} beats naive and none"] = row[strategy]["mean_ppl"] < best
+                for baseline in baselines:
+                    verdict[f"{split}: {strategy} < {baseline} in seeds"] = seed_wins(row, strategy, baseline)
+                    verdict[f"{split}: {strategy} - {baseline}, paired mean ppl +- 95% CI"] = paired(
+                        row, strategy, baseline
+                    )
+                gains[(split, strategy)] = best - row[strategy]["mean_ppl"]
     for strategy in ("dynamic-token", "dynamic-ref"):
         if ("specific", strategy) in gains and ("mixed", strategy) in gains:
+            verdict[f"{strategy}: gain over the better baseline, specific"] = gains[("specific", strategy)]
+            verdict[f"{strategy}: gain over the better baseline, mixed"] = gains[("mixed", strategy)]
             verdict[f"{strategy}: larger gain on specific than mixed"] = (
                 gains[("specific", strategy)] > gains[("mixed", strategy)]
             )
@@ -154,7 +201,7 @@ def print_table(
     console: Console, table: dict[str, dict[str, dict[str, float]]], verdict: dict[str, Any]
 ) -> None:
     """The measured table and the ordering verdicts."""
-    out = Table(title="collab strategies: per-client validation perplexity (mean over seeds, +- std)")
+    out = Table(title="collab strategies: per-client validation perplexity (mean over seeds +- 95% CI)")
     for column in ("split", "strategy", "mean ppl", "worst ppl"):
         out.add_column(column)
     for split, row in table.items():
@@ -162,25 +209,55 @@ def print_table(
             out.add_row(
                 split,
                 strategy,
-                f"{v['mean_ppl']:.2f} +- {v['mean_ppl_std']:.2f}",
-                f"{v['worst_ppl']:.2f} +- {v['worst_ppl_std']:.2f}",
+                f"{v['mean_ppl']:.2f} +- {v['mean_ppl_ci95']:.2f}",
+                f"{v['worst_ppl']:.2f} +- {v['worst_ppl_ci95']:.2f}",
             )
     console.print(out)
     for claim, holds in verdict.items():
-        console.print(f"{claim}: {'holds' if holds else 'does NOT hold'}")
+        if isinstance(holds, bool):
+            shown = "holds" if holds else "does NOT hold"
+        elif isinstance(holds, float):
+            shown = f"{holds:.2f}"
+        elif isinstance(holds, list):
+            shown = f"{holds[0]:+.2f} +- {holds[1]:.2f}"
+        else:
+            shown = str(holds)
+        console.print(f"{claim}: {shown}")
+
+
+QUALITY_SETTINGS = (
+    "model", "method", "corpus", "clients", "strategies", "examples", "iterations", "warmup",
+    "trust_freq", "batch", "seq", "lr", "eval_batch", "categories",
+)  # fmt: skip
+
+
+def previous_runs(args: argparse.Namespace, pairs: set[tuple[str, int]]) -> tuple[list[dict[str, Any]], dict]:
+    """--resume: the rows and per-run seconds of --out for the (split, seed) pairs NOT run now."""
+    out = Path(args.out)
+    if not args.resume or not out.is_file():
+        return [], {}
+    saved = json.loads(out.read_text())
+    differs = [k for k in QUALITY_SETTINGS if saved["settings"].get(k) != getattr(args, k)]
+    if differs:
+        raise SystemExit(f"--resume: {out} was run with other settings ({', '.join(differs)}); drop --resume")
+    rows = [r for r in saved["runs"] if (r["split"], r["seed"]) not in pairs]
+    now = {f"{split}-{seed}" for split, seed in pairs}
+    seconds = {k: v for k, v in saved.get("run_seconds", {}).items() if k not in now}
+    return rows, seconds
 
 
 def write_result(
-    args: argparse.Namespace, rows: list[dict[str, Any]], seconds: float, console: Console
+    args: argparse.Namespace, rows: list[dict[str, Any]], run_seconds: dict[str, float], console: Console
 ) -> None:
     """Aggregate what has run so far, print it and write the JSON (after every run: a kill keeps results)."""
     table = aggregate(rows)
     verdict = ordering(table)
+    settings = vars(args) | {"threads_used": torch.get_num_threads(), "machine": platform.machine()}
     result = {
         "benchmark": "collab_strategies",
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "settings": vars(args) | {"threads_used": torch.get_num_threads(), "machine": platform.machine()},
-        "seconds": seconds,
+        "settings": {k: v for k, v in settings.items() if k not in ("splits", "seeds", "resume", "runs_dir")},
+        "run_seconds": run_seconds,
         "completed": sorted({(r["split"], r["seed"]) for r in rows}),
         "runs": rows,
         "table": table,
@@ -193,6 +270,15 @@ def write_result(
     console.print(f"wrote {out} ({os.path.getsize(out)} bytes)")
 
 
+def summarize(out: Path, console: Console) -> None:
+    """Recompute the table and verdicts of the runs already in `out` (its settings kept), print them."""
+    result = json.loads(out.read_text())
+    result["table"] = aggregate(result["runs"])
+    result["ordering"] = ordering(result["table"])
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print_table(console, result["table"], result["ordering"])
+
+
 def main() -> None:
     """Run every (seed, split) within --max-minutes, print the table, write the JSON."""
     args = parse_args()
@@ -200,18 +286,24 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     console = Console(width=140)
     runs_dir = args.runs_dir or tempfile.mkdtemp(prefix="collab-strategies-")
-    rows: list[dict[str, Any]] = []
+    if args.summarize:
+        summarize(Path(args.out), console)
+        return
+    seeds, splits = [int(s) for s in args.seeds.split(",")], args.splits.split(",")
+    rows, run_seconds = previous_runs(args, {(split, seed) for seed in seeds for split in splits})
     started = time.perf_counter()
-    for seed in (int(s) for s in args.seeds.split(",")):
-        for split in args.splits.split(","):
+    for seed in seeds:
+        for split in splits:
             if (time.perf_counter() - started) / 60 > args.max_minutes:
                 console.print(f"--max-minutes {args.max_minutes} reached: seed {seed} {split} not run")
                 continue
+            begun = time.perf_counter()
             cfg = build_collab_config(collab_overrides(args, split, seed, runs_dir))
             for summary in run_collab(cfg, overwrite=True, resume=False, console=console):
                 keep = ("strategy", "mean_perplexity", "worst_perplexity", "mean_accuracy", "bytes_total")
                 rows.append({"split": split, "seed": seed} | {k: summary[k] for k in keep})
-            write_result(args, rows, time.perf_counter() - started, console)
+            run_seconds[f"{split}-{seed}"] = time.perf_counter() - begun
+            write_result(args, rows, run_seconds, console)
 
 
 if __name__ == "__main__":

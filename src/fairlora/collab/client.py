@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +43,7 @@ class Client:
     data: ClientData
     rng: torch.Tensor
     initial: State = field(default_factory=dict)
+    own_keys: dict[str, str] = field(default_factory=dict, repr=False)
 
     def get_state(self) -> State:
         """The trainable tensors, keyed without the adapter name (so clients' keys match)."""
@@ -48,7 +51,9 @@ class Client:
 
     def set_state(self, state: State) -> None:
         """Load tensors keyed as `get_state` gives them (this client's or another's)."""
-        own = {shared_key(k, self.name): k for k in self.setup.trainable_state()}
+        if not self.own_keys:  # shared key -> this adapter's key; fixed, so worked out once
+            self.own_keys = {shared_key(k, self.name): k for k in self.setup.trainable_state()}
+        own = self.own_keys
         self.setup.load_trainable_state({own.get(k, k): v for k, v in state.items()})
 
     @property
@@ -129,13 +134,31 @@ def local_step(client: Client, run: RunConfig, collate: Any) -> dict[str, float]
     return losses
 
 
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """The model in eval mode, then back; a no-op when it already is (no walk over every module)."""
+    was_training = model.training
+    if was_training:
+        model.eval()
+    try:
+        yield
+    finally:
+        if was_training:
+            model.train()
+
+
 @torch.inference_mode()
 def evaluate_examples(
     model: nn.Module, examples: list[dict[str, Any]], collate: Any, task: str, batch_size: int
 ) -> dict[str, float]:
     """loss, perplexity and accuracy (next-token for causal_lm, class for classification) on `examples`."""
-    was_training = model.training
-    model.eval()
+    with eval_mode(model):
+        return _evaluate(model, examples, collate, task, batch_size)
+
+
+def _evaluate(
+    model: nn.Module, examples: list[dict[str, Any]], collate: Any, task: str, batch_size: int
+) -> dict[str, float]:
     nll, correct, count = 0.0, 0, 0
     causal = not get_task(task).classifies
     for start in range(0, len(examples), batch_size):
@@ -149,7 +172,6 @@ def evaluate_examples(
         nll += float(torch.nn.functional.cross_entropy(picked, targets, reduction="sum"))
         correct += int((picked.argmax(-1) == targets).sum())
         count += int(mask.sum())
-    model.train(was_training)
     loss = nll / max(count, 1)
     return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "accuracy": correct / max(count, 1)}
 
@@ -174,15 +196,13 @@ def reference_logits(
 
     client.setup.activate()
     model = client.setup.model
-    was_training = model.training
-    model.eval()
     values, indices = [], []
-    for batch in batches:
-        inputs = {key: value for key, value in batch.items() if key != "labels"}
-        logits = model(**inputs).logits
-        mask = inputs["attention_mask"] if logits.dim() == 3 else torch.ones(logits.shape[0])
-        top = top_logits(logits, mask, k)
-        values.append(top[0])
-        indices.append(top[1])
-    model.train(was_training)
+    with eval_mode(model):
+        for batch in batches:
+            inputs = {key: value for key, value in batch.items() if key != "labels"}
+            logits = model(**inputs).logits
+            mask = inputs["attention_mask"] if logits.dim() == 3 else torch.ones(logits.shape[0])
+            top = top_logits(logits, mask, k)
+            values.append(top[0])
+            indices.append(top[1])
     return torch.cat(values), torch.cat(indices)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -13,7 +14,14 @@ import torch
 from tqdm.auto import tqdm
 
 from fairlora.collab import trust as T
-from fairlora.collab.client import Client, evaluate_client, evaluate_examples, local_step, reference_logits
+from fairlora.collab.client import (
+    Client,
+    eval_mode,
+    evaluate_client,
+    evaluate_examples,
+    local_step,
+    reference_logits,
+)
 from fairlora.collab.config import CollabConfig, CollabSection
 from fairlora.collab.mixing import State, mix, round_bytes
 from fairlora.collab.robust import screen, without
@@ -68,17 +76,27 @@ def ref_perplexities(session: Session) -> np.ndarray:
     clients, run = session.clients, session.cfg.run
     limit = session.cfg.collab.eval_batches
     table = np.zeros((len(clients), len(clients)))
-    for j, owner in enumerate(clients):
-        owner.setup.activate()
-        for i, data_client in enumerate(clients):
-            examples = data_client.data.val_examples
-            if limit is not None:
-                examples = examples[: limit * run.eval.batch_size]
-            metrics = evaluate_examples(
-                owner.setup.model, examples, session.collate, run.task, run.eval.batch_size
-            )
-            table[i, j] = metrics["perplexity"]
+    with models_in_eval(clients):
+        for j, owner in enumerate(clients):
+            owner.setup.activate()
+            for i, data_client in enumerate(clients):
+                examples = data_client.data.val_examples
+                if limit is not None:
+                    examples = examples[: limit * run.eval.batch_size]
+                metrics = evaluate_examples(
+                    owner.setup.model, examples, session.collate, run.task, run.eval.batch_size
+                )
+                table[i, j] = metrics["perplexity"]
     return table
+
+
+@contextlib.contextmanager
+def models_in_eval(clients: list[Client]) -> Iterator[None]:
+    """Every distinct model of `clients` (one shared base in-process) in eval mode once, not per pass."""
+    with contextlib.ExitStack() as stack:
+        for model in {id(c.setup.model): c.setup.model for c in clients}.values():
+            stack.enter_context(eval_mode(model))
+        yield
 
 
 def trust_weights(
@@ -116,8 +134,15 @@ def trust_matrix(strategy: str, session: Session, states: list[State]) -> tuple[
         session.allocation.proportion_matrix(),
         states,
         lambda: ref_perplexities(session),
-        lambda: [reference_logits(c, session.reference_batches, collab.token_topk) for c in session.clients],
+        lambda: token_signatures(session),
     )
+
+
+def token_signatures(session: Session) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every client's top-k logits on the shared reference rows (the models put in eval mode once)."""
+    with models_in_eval(session.clients):
+        k = session.cfg.collab.token_topk
+        return [reference_logits(c, session.reference_batches, k) for c in session.clients]
 
 
 def aggregate(session: Session, strategy: str, round_index: int, iteration: int) -> RoundRecord:
@@ -138,7 +163,8 @@ def aggregate(session: Session, strategy: str, round_index: int, iteration: int)
         client.set_state(state)
     mixed_at = time.perf_counter()
     limit = session.cfg.collab.eval_batches
-    metrics = [evaluate_client(c, session.cfg.run, session.collate, limit) for c in clients]
+    with models_in_eval(clients):
+        metrics = [evaluate_client(c, session.cfg.run, session.collate, limit) for c in clients]
     seconds = {
         "collect": collected - started,
         "trust": trusted - collected,

@@ -112,7 +112,7 @@ def top_singular(
 
 
 class _ResponseTerms(torch.autograd.Function):
-    """[CR, DR, SVDR] of the response rows in one pass, nothing M x V kept; ONE gradient, chunk by chunk.
+    """[CR, DR, SVDR] of the response rows in one pass (no M x V intermediates kept); ONE gradient, by chunks.
 
     CR = T^2 * mean KL(softmax(t/T) || softmax(s/T)); DR = mean over rows of sum p log p over the
     top-K softmax (minus the entropy); SVDR = -(sum of the top-k singular values) / ||Z||_F. The

@@ -21,7 +21,7 @@ from fairlora.collab.flower_sim import simulate
 from fairlora.collab.plan import build_session, encode_clients, load_shared_model, make_plan
 from fairlora.collab.results import load_collab_results
 from fairlora.errors import ConfigError, DataError, RunDirError
-from fairlora.pipeline import load_run
+from fairlora.pipeline import evaluate_run, load_run
 from fairlora.runs import load_results
 
 
@@ -46,6 +46,9 @@ def _config(tmp_path: Path, name: str, **collab: Any) -> dict[str, Any]:
         "eval": {"batch_size": 8, "n_boot": 0},
         "collab": settings,
     }
+
+
+AFLORA = {"method": "aflora", "aflora": {"r": 2, "window": 1, "t_initial_steps": 1, "t_final_steps": 2}}
 
 
 def _run(data: dict[str, Any], **kwargs: Any) -> list[dict[str, Any]]:
@@ -95,18 +98,22 @@ def test_client_run_is_a_normal_run_folder(finished: tuple[Path, list[dict[str, 
     assert set(predictions[predictions["split"] == "test"]["id"]) == set(data.test["id"])
 
 
-def test_flower_engine_equals_in_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", [{}, AFLORA], ids=["lora", "aflora"])
+def test_flower_engine_equals_in_process(tmp_path: Path, method: dict[str, Any]) -> None:
     strategies = ["naive", "dynamic-ref"]
-    local = _run(_config(tmp_path, "local", strategies=strategies))
-    flower = _run(_config(tmp_path, "flower", strategies=strategies) | {"engine": "flower"})
+    local = _run(_config(tmp_path, "local", strategies=strategies) | method)
+    flower = _run(_config(tmp_path, "flower", strategies=strategies) | {"engine": "flower"} | method)
     for a, b in zip(local, flower, strict=True):
         assert np.allclose(_final_ppl([a])[a["strategy"]], _final_ppl([b])[b["strategy"]], rtol=1e-6)
         assert np.allclose(a["rounds"][-1]["trust"], b["rounds"][-1]["trust"], atol=1e-8)
     assert load_results(tmp_path / "flower" / "naive" / "client-0").train["engine"] == "flower"
 
 
-def test_killed_run_resumes_with_nothing_lost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    data = _config(tmp_path, "whole", strategies=["dynamic"], iterations=7)
+@pytest.mark.parametrize("method", [{}, AFLORA], ids=["lora", "aflora"])
+def test_killed_run_resumes_with_nothing_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: dict[str, Any]
+) -> None:
+    data = _config(tmp_path, "whole", strategies=["dynamic"], iterations=7) | method
     whole = _run(data)
     saved = collab_command.save_state
     calls = {"n": 0}
@@ -160,6 +167,39 @@ def test_dead_flower_client_does_not_stop_the_round(tmp_path: Path, monkeypatch:
     assert np.isfinite(summary["final"]["client-0"]["perplexity"])
 
 
+def test_aflora_clients_freeze_and_every_strategy_starts_alike(tmp_path: Path) -> None:
+    both = _run(_config(tmp_path, "both", strategies=["none", "naive"], iterations=7) | AFLORA)
+    alone = _run(_config(tmp_path, "alone", strategies=["naive"], iterations=7) | AFLORA)
+    assert _final_ppl(both)["naive"] == pytest.approx(_final_ppl(alone)["naive"], rel=1e-9)
+    client_dir = tmp_path / "both" / "naive" / "client-0"
+    saved = load_results(client_dir)
+    steps = saved.train["aflora_freeze_steps"]
+    assert steps and all(step is not None and step <= 5 for step in steps.values())  # all frozen by T - t_f
+    reloaded = evaluate_run(client_dir)  # the adapter folder gives back the model collab evaluated
+    assert reloaded.test.to_dict()["overall"]["loss"]["value"] == pytest.approx(
+        saved.test.to_dict()["overall"]["loss"]["value"], rel=1e-5
+    )
+
+
+def test_mixing_leaves_frozen_aflora_matrices_alone(tmp_path: Path) -> None:
+    plan = make_plan(build_collab_config(_config(tmp_path, "frozen") | AFLORA))
+    loaded = load_shared_model(plan)
+    session = build_session(plan, loaded, encode_clients(plan, loaded.tokenizer))
+    first = session.clients[0]
+    freezer = first.setup.extra_state
+    frozen = next(iter(freezer.trainable))
+    freezer.freeze([frozen], step=0, optimizer=first.step_state.optimizer)
+    before = first.get_state()
+    (key,) = first.setup.frozen_keys()
+    key = key.replace(".client-0.", ".")
+    aggregate(session, "naive", 0, 1)
+    mean = {k: torch.stack([c.initial[k] for c in session.clients]).mean(0) for k in before}  # FedAvg
+    after = first.get_state()
+    assert torch.equal(after[key], before[key]) and not torch.allclose(after[key], mean[key])
+    assert all(torch.allclose(after[k], mean[k]) for k in before if k != key)
+    assert torch.allclose(session.clients[1].get_state()[key], mean[key])  # the frozen matrix still counts
+
+
 def test_vera_classification_clients(tmp_path: Path) -> None:
     data = _config(
         tmp_path, "cls", strategies=["static", "dynamic-topk"], split="specific", clients=4, topk=2
@@ -179,8 +219,8 @@ def test_vera_classification_clients(tmp_path: Path) -> None:
         ({"collab": {"strategies": ["naive-topk"], "topk": 5}}, ConfigError, "topk=5 exceeds clients=3"),
         ({"collab": {"examples_per_client": 600}}, DataError, "more client data than the corpus holds"),
         ({"collab": {"categories": ["sports", "law"]}}, DataError, "'law'"),
-        ({"method": "pissa"}, ConfigError, "use lora or vera"),
-        ({"method": "aflora"}, ConfigError, "freezer changes which tensors"),
+        ({"method": "pissa"}, ConfigError, "use lora, vera or aflora"),
+        ({"method": "aflora", "aflora": {"t_final_steps": 9}}, ConfigError, "must be below the total steps"),
         ({"data": {"name": "identity"}}, ConfigError, "collab.corpus"),
         ({"collab": {"corpus": "ag_news", "data_path": "/nonexistent"}}, DataError, "collab.data_path"),
         (

@@ -43,6 +43,7 @@ class Client:
     data: ClientData
     rng: torch.Tensor
     initial: State = field(default_factory=dict)
+    initial_extra: tuple[State, dict[str, Any]] = field(default_factory=lambda: ({}, {}))
     own_keys: dict[str, str] = field(default_factory=dict, repr=False)
 
     def get_state(self) -> State:
@@ -55,6 +56,12 @@ class Client:
             self.own_keys = {shared_key(k, self.name): k for k in self.setup.trainable_state()}
         own = self.own_keys
         self.setup.load_trainable_state({own.get(k, k): v for k, v in state.items()})
+
+    def receive(self, mixture: State) -> None:
+        """Take this client's personal mixture; tensors its method has frozen (AFLoRA) keep their values."""
+        frozen = {shared_key(k, self.name) for k in self.setup.frozen_keys()}
+        current = self.get_state() if frozen else {}
+        self.set_state({k: current[k] if k in frozen else v for k, v in mixture.items()})
 
     @property
     def size(self) -> int:
@@ -97,11 +104,13 @@ def make_client(
     state = new_step_state(setup, run, total_steps)
     client = Client(index, name, setup, state, data, rng_state(seed))
     client.initial = client.get_state()
+    client.initial_extra = setup.method_state()
     return client
 
 
 def reset_client(client: Client, run: RunConfig, total_steps: int, shared_init: bool) -> None:
     """Back to the initial adapter with a fresh optimizer, schedule and RNG (the next strategy starts)."""
+    client.setup.load_method_state(*client.initial_extra)  # before the optimizer: it sets what trains
     client.set_state(client.initial)
     client.step_state = new_step_state(client.setup, run, total_steps)
     client.rng = rng_state(client_seed(run.seed, client.index, shared_init))

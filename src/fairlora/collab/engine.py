@@ -160,7 +160,7 @@ def aggregate(session: Session, strategy: str, round_index: int, iteration: int)
     trusted = time.perf_counter()
     mixed = mix(clean, weights)
     for client, state in zip(clients, mixed, strict=True):
-        client.set_state(state)
+        client.receive(state)
     mixed_at = time.perf_counter()
     limit = session.cfg.collab.eval_batches
     with models_in_eval(clients):

@@ -84,7 +84,7 @@ def _persist(node: NodeClient, context: Context) -> None:
 
 def _load_mixture(node: NodeClient, message: Message) -> None:
     if "mixture" in message.content:
-        node.client.set_state(message.content["mixture"].to_torch_state_dict())
+        node.client.receive(message.content["mixture"].to_torch_state_dict())
 
 
 def handle_train(runtimes: ClientRuntimes, message: Message, context: Context) -> Message:

@@ -26,8 +26,6 @@ UNSHARED_METHODS = {
     "ba-lora": "it is PiSSA-based and rewrites the base weights",
     "full": "it trains every base weight",
     "none": "it trains no adapter",
-    "aflora": "its freezer changes which tensors a client trains and exchanges mid-run, and collab "
-    "snapshots and resumes do not carry the freezer's state yet",
 }
 
 
@@ -52,7 +50,7 @@ def check_method(cfg: CollabConfig) -> None:
     if why:
         raise ConfigError(
             f"method: {cfg.run.method!r} cannot give each client its own adapter on one shared base ({why}); "
-            f"use lora or vera"
+            f"use lora, vera or aflora"
         )
 
 
@@ -90,8 +88,15 @@ def make_plan(cfg: CollabConfig, categories: list[str] | None = None) -> Plan:
     }
     plan = Plan(cfg, allocation, frames, runs)
     names = linear_module_names(cfg.run.model, cfg.run.task, plan.num_labels)  # a bad model.name fails here
-    validate_method(cfg.run, names, model_type(cfg.run.model))
+    validate_method(client_steps(cfg), names, model_type(cfg.run.model))
     return plan
+
+
+def client_steps(cfg: CollabConfig) -> RunConfig:
+    """The run config with train.max_steps = collab.iterations: the optimizer steps each client takes."""
+    run = cfg.run.model_copy(deep=True)
+    run.train.max_steps = cfg.collab.iterations
+    return run
 
 
 def encode_clients(plan: Plan, tokenizer: object) -> list[ClientData]:

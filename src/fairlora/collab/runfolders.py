@@ -75,8 +75,16 @@ def write_client_run(cfg: RunConfig, client: Client, tokenizer: Any, facts: dict
         )
         for split, table in tables.items()
     }
+    method_facts = client.setup.facts() if client.setup.facts is not None else {}  # AFLoRA's freeze steps
     result = RunResult(
-        cfg.name, cfg.method, cfg.model.name, Path(cfg.data.name).stem, cfg.task, splits, facts, run_dir
+        cfg.name,
+        cfg.method,
+        cfg.model.name,
+        Path(cfg.data.name).stem,
+        cfg.task,
+        splits,
+        facts | method_facts,
+        run_dir,
     )
     result.save(run_dir)
     return result

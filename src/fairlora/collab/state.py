@@ -37,17 +37,21 @@ def client_tensors(client: Client) -> tuple[dict[str, torch.Tensor], dict[str, A
     """A client's whole training state as tensors (adapter, AdamW moments, RNG) and JSON-ready facts."""
     tensors = {f"w.{k}": v.contiguous() for k, v in client.get_state().items()}
     opt_tensors, opt_meta = _flatten_optimizer(client.step_state.optimizer)
-    tensors |= opt_tensors | {"rng": client.rng}
+    extra_tensors, extra_meta = client.setup.method_state()
+    tensors |= opt_tensors | {f"x.{k}": v for k, v in extra_tensors.items()} | {"rng": client.rng}
     meta = {
         "step": client.step_state.step,
         "optimizer": opt_meta,
         "scheduler": client.step_state.scheduler.state_dict(),
+        "method_state": extra_meta,
     }
     return tensors, meta
 
 
 def restore_client(client: Client, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Inverse of `client_tensors`."""
+    extra = {k[2:]: v for k, v in tensors.items() if k.startswith("x.")}
+    client.setup.load_method_state(extra, meta["method_state"])
     client.set_state({k[2:]: v for k, v in tensors.items() if k.startswith("w.")})
     _restore_optimizer(client, tensors, meta["optimizer"])
     client.step_state.scheduler.load_state_dict(meta["scheduler"])
@@ -112,6 +116,7 @@ class Snapshot:
     schedulers: list[dict[str, Any]]
     steps: list[int]
     rngs: list[torch.Tensor]
+    extras: list[tuple[dict[str, torch.Tensor], dict[str, Any]]]
 
 
 def take_snapshot(clients: list[Client]) -> Snapshot:
@@ -122,12 +127,14 @@ def take_snapshot(clients: list[Client]) -> Snapshot:
         [copy.deepcopy(c.step_state.scheduler.state_dict()) for c in clients],
         [c.step_state.step for c in clients],
         [c.rng.clone() for c in clients],
+        [c.setup.method_state() for c in clients],
     )
 
 
 def restore_snapshot(clients: list[Client], snapshot: Snapshot) -> None:
     """Put every client back to `snapshot` (its optimizer and schedule included)."""
     for k, client in enumerate(clients):
+        client.setup.load_method_state(*snapshot.extras[k])
         client.set_state(snapshot.states[k])
         client.step_state.optimizer.load_state_dict(copy.deepcopy(snapshot.optimizers[k]))
         client.step_state.scheduler.load_state_dict(copy.deepcopy(snapshot.schedulers[k]))

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -40,6 +40,17 @@ class StepContext:
 
 
 StepHook = Callable[[StepContext], None]
+Tensors = dict[str, torch.Tensor]
+
+
+class ExtraState(Protocol):
+    """Training state of a method beyond its tensors (AFLoRA's freezer): tensors + JSON-ready facts."""
+
+    def get_extra_state(self) -> tuple[Tensors, dict[str, Any]]:
+        """A copy of the state."""
+
+    def set_extra_state(self, tensors: Tensors, meta: dict[str, Any]) -> None:
+        """Back to a state `get_extra_state` gave."""
 
 
 def is_head_parameter(name: str) -> bool:
@@ -69,6 +80,8 @@ class MethodSetup:
     task_loss: TaskLoss | None = None  # replaces the model's own loss (train.class_weight)
     step_hooks: list[StepHook] = field(default_factory=list)  # run by train_step AND the HF Trainer
     facts: Callable[[], dict[str, Any]] | None = None  # post-training facts for results.json `train`
+    extra_state: ExtraState | None = None  # saved and restored with a collab client (AFLoRA's freezer)
+    _exchanged: dict[str, nn.Parameter] = field(default_factory=dict, repr=False)
 
     def teacher_context(self) -> AbstractContextManager[None]:
         """Context in which a forward pass gives the original model's outputs (no grad, eval mode)."""
@@ -79,24 +92,47 @@ class MethodSetup:
             )
         return _frozen_eval(self.model, self.teacher)
 
-    def trainable_state(self) -> dict[str, torch.Tensor]:
-        """The trainable tensors (detached copies), keyed without the adapter name: what clients exchange."""
-        self.activate()
-        return {self._key(n): p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+    def exchanged_parameters(self) -> dict[str, nn.Parameter]:
+        """What clients exchange, keyed without the adapter name: the parameters trainable at the first
+        call (right after the method is applied); a matrix the method freezes later stays in."""
+        if not self._exchanged:
+            self.activate()
+            self._exchanged = {self._key(n): p for n, p in self.model.named_parameters() if p.requires_grad}
+        return self._exchanged
 
-    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Copy `state` (from `trainable_state`, possibly of another adapter) into this setup's tensors."""
+    def trainable_state(self) -> Tensors:
+        """Detached copies of the exchanged tensors."""
+        return {key: param.detach().clone() for key, param in self.exchanged_parameters().items()}
+
+    def frozen_keys(self) -> set[str]:
+        """Exchanged keys the method has frozen since (AFLoRA): a client's mixture leaves them as they are."""
+        params = self.exchanged_parameters()
         self.activate()
-        params = {self._key(n): p for n, p in self.model.named_parameters() if p.requires_grad}
+        return {key for key, param in params.items() if not param.requires_grad}
+
+    def load_trainable_state(self, state: Tensors) -> None:
+        """Copy `state` (from `trainable_state`, possibly of another adapter) into this setup's tensors."""
+        params = self.exchanged_parameters()
         missing, unknown = set(params) - set(state), set(state) - set(params)
         if missing or unknown:
             raise ValueError(
                 f"trainable state does not match: missing {sorted(missing)[:3]}, "
                 f"unknown {sorted(unknown)[:3]}"
             )
+        self.activate()
         with torch.no_grad():
             for key, param in params.items():
                 param.copy_(state[key].to(param.device, param.dtype))
+
+    def method_state(self) -> tuple[Tensors, dict[str, Any]]:
+        """A copy of the method's extra training state (empty when it has none)."""
+        return self.extra_state.get_extra_state() if self.extra_state is not None else ({}, {})
+
+    def load_method_state(self, tensors: Tensors, meta: dict[str, Any]) -> None:
+        """Restore what `method_state` gave (this adapter made active first)."""
+        if self.extra_state is not None:
+            self.activate()
+            self.extra_state.set_extra_state(tensors, meta)
 
     def param_groups(self, lr: float, head_lr: float | None, weight_decay: float) -> list[dict]:
         """Optimizer groups: adapter/backbone and head, each split into decayed and not decayed."""

@@ -132,6 +132,7 @@ def apply_aflora(cfg: RunConfig, loaded: LoadedModel, adapter_name: str) -> Meth
         step_hooks=[freezer],
         callbacks=[FreezerCheckpoints(freezer)],
         facts=freezer.facts,
+        extra_state=freezer,
     )
 
 

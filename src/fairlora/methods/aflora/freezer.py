@@ -27,6 +27,8 @@ from fairlora.methods.aflora.layer import AfloraModule
 from fairlora.methods.base import StepContext
 from fairlora.regularizers.schedules import cubic_threshold
 
+SENSITIVITY_TENSORS = ("window_sum", "ibar", "ubar")  # per trainable matrix, in the saved state
+
 
 @dataclass
 class MatrixSensitivity:
@@ -153,6 +155,36 @@ class AfloraFreezer:
         """Freeze step (updates received) of every A/B matrix, None if it never froze."""
         return {"aflora_freeze_steps": dict(self.freeze_steps)}
 
+    def get_extra_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Freeze steps, and the EMAs and open window of every trainable matrix (tensors + JSON facts)."""
+        tensors, counts = {}, {}
+        for name, matrix in self.trainable.items():
+            for key in SENSITIVITY_TENSORS:
+                value = getattr(matrix, key)
+                if value is not None:
+                    tensors[f"{name}.{key}"] = value.detach().clone().contiguous()
+            counts[name] = matrix.window_count
+        return tensors, {"freeze_steps": dict(self.freeze_steps), "window_counts": counts}
+
+    def set_extra_state(
+        self, tensors: dict[str, torch.Tensor], meta: dict[str, Any], optimizer: Any = None
+    ) -> None:
+        """Back to a `get_extra_state` state: matrices frozen there are frozen, the others train again."""
+        self.trainable = {}
+        for module in self.modules:
+            for kind, projection in (("A", module.a), ("B", module.b)):
+                name = f"{module.name}.{kind}"
+                self.freeze_steps[name] = meta["freeze_steps"].get(name)
+                if self.freeze_steps[name] is not None:
+                    freeze_parameter(projection.weight, optimizer)
+                    continue
+                projection.weight.requires_grad_(True)
+                matrix = MatrixSensitivity(name, projection.weight)
+                matrix.window_count = meta["window_counts"].get(name, 0)
+                for key in SENSITIVITY_TENSORS:
+                    setattr(matrix, key, tensors.get(f"{name}.{key}"))
+                self.trainable[name] = matrix
+
 
 FREEZER_FILE = "aflora_freezer.safetensors"
 FREEZER_META = "aflora_freezer.json"
@@ -160,32 +192,17 @@ FREEZER_META = "aflora_freezer.json"
 
 def save_freezer(freezer: AfloraFreezer, folder: Path) -> None:
     """Write the freezer's state (freeze steps, EMAs, open window) into a checkpoint folder."""
-    tensors, counts = {}, {}
-    for name, matrix in freezer.trainable.items():
-        for key in ("window_sum", "ibar", "ubar"):
-            value = getattr(matrix, key)
-            if value is not None:
-                tensors[f"{name}.{key}"] = value.contiguous()
-        counts[name] = matrix.window_count
+    tensors, meta = freezer.get_extra_state()
     save_file(tensors, str(folder / FREEZER_FILE))
-    meta = {"freeze_steps": freezer.freeze_steps, "window_counts": counts}
     (folder / FREEZER_META).write_text(json.dumps(meta, indent=1))
 
 
 def load_freezer(freezer: AfloraFreezer, folder: Path, optimizer: Any) -> bool:
-    """Restore a state written by `save_freezer` (False when the folder has none): frozen stays frozen."""
+    """Restore a state written by `save_freezer` (False when the folder has none)."""
     if not (folder / FREEZER_META).is_file():
         return False
     meta = json.loads((folder / FREEZER_META).read_text())
-    tensors = load_file(str(folder / FREEZER_FILE))
-    frozen = {name: step for name, step in meta["freeze_steps"].items() if step is not None}
-    for name, step in frozen.items():
-        if name in freezer.trainable:
-            freezer.freeze([name], step, optimizer)
-    for name, matrix in freezer.trainable.items():
-        matrix.window_count = meta["window_counts"].get(name, 0)
-        for key in ("window_sum", "ibar", "ubar"):
-            setattr(matrix, key, tensors.get(f"{name}.{key}"))
+    freezer.set_extra_state(load_file(str(folder / FREEZER_FILE)), meta, optimizer)
     return True
 
 

@@ -21,6 +21,7 @@ from fairlora.models import load_model
 from fairlora.pipeline import train
 from fairlora.regularizers.balora import (
     TermSettings,
+    balora_loss_terms,
     consistency_nlg,
     consistency_nlu,
     diversity_nlg,
@@ -30,6 +31,7 @@ from fairlora.regularizers.balora import (
     svd_nlg,
     svd_nlu,
 )
+from fairlora.regularizers.schedules import constant
 from fairlora.training.losses import compose_loss, label_positions, teacher_inputs
 from fairlora.training.step import StepState, make_optimizer, train_step
 
@@ -184,24 +186,71 @@ def test_teacher_logits_equal_the_base_model_before_the_first_step(
     assert {t.name for t in setup.loss_terms} == {"balora_cr", "balora_dr", "balora_svdr"}
 
 
+def _lm_labels(step: int) -> torch.Tensor:
+    labels = torch.randint(4, 200, (4, 10), generator=torch.Generator().manual_seed(step))
+    labels[:, : 3 + step % 3] = -100  # a prompt of 3-5 tokens
+    return labels
+
+
 def _train(cfg: Any, loaded: Any, steps: int = 3) -> dict[str, torch.Tensor]:
     setup = apply_method(cfg, loaded)
     optimizer, scheduler = make_optimizer(setup, cfg.train, steps)
     state = StepState(setup, optimizer, scheduler, steps)
     for step in range(steps):
-        parts = train_step(state, [_batch(labels=torch.tensor([0, 1, 1, step % 2]))])
+        classes = torch.tensor([0, 1, 1, step % 2])
+        parts = train_step(
+            state, [_batch(labels=classes if cfg.task == "classification" else _lm_labels(step))]
+        )
     assert set(parts) == {"task_loss"} | {t.name for t in setup.loss_terms}
     return setup.trainable_state()
 
 
-def test_all_weights_zero_reproduces_pissa_bit_for_bit(tmp_path: Path) -> None:
+@pytest.mark.parametrize("task", ["classification", "causal_lm"])
+def test_all_weights_zero_reproduces_pissa_bit_for_bit(tmp_path: Path, task: str) -> None:
     zero = {"cr_weight": 0.0, "dr_weight": 0.0, "svdr_weight": 0.0}
-    plain = _train(*_setup(tmp_path, "pissa"))
-    silent = _train(*_setup(tmp_path, "ba-lora", balora=zero))
+    plain = _train(*_setup(tmp_path, "pissa", task))
+    silent = _train(*_setup(tmp_path, "ba-lora", task, balora=zero))
     assert plain.keys() == silent.keys()
     assert all(torch.equal(plain[k], silent[k]) for k in plain)
-    active = _train(*_setup(tmp_path, "ba-lora", balora={"warmup_start": 0.0, "warmup_ramp": 0.0}))
+    active = _train(*_setup(tmp_path, "ba-lora", task, balora={"warmup_start": 0.0, "warmup_ramp": 0.0}))
     assert not all(torch.equal(plain[k], active[k]) for k in plain)
+
+
+def test_causal_terms_and_task_loss_share_one_gradient_buffer(tmp_path: Path) -> None:
+    cfg, loaded = _setup(tmp_path, "pissa", "causal_lm")
+    setup = apply_method(cfg, loaded)
+    terms = balora_loss_terms(
+        TermSettings(top_k=4, svd_k=2), (constant(0.7), constant(0.5), constant(1.3)), True
+    )
+    assert all(term.routes_logits for term in terms)
+    with torch.no_grad():  # the student away from the teacher: CR and its gradient are not 0
+        for param in (p for p in setup.model.parameters() if p.requires_grad):
+            param.add_(torch.randn(param.shape, generator=torch.Generator().manual_seed(2)) * 0.05)
+    batch = _batch(labels=_lm_labels(1))
+    torch.manual_seed(0)  # the same dropout masks in both passes
+    loss, parts, _ = compose_loss(setup.model, batch, terms, 0, 10, setup.teacher_context)
+    loss.backward()
+    routed = {n: p.grad.clone() for n, p in setup.model.named_parameters() if p.grad is not None}
+    setup.model.zero_grad(set_to_none=True)
+    with setup.teacher_context():  # the same loss by the plain formulas, autograd all the way
+        teacher = setup.model(**teacher_inputs(setup.model, batch)).logits
+    torch.manual_seed(0)
+    out = setup.model(**batch)
+    picked = out.logits.reshape(-1, out.logits.shape[-1])[label_positions(batch["labels"]).flatten()]
+    log_p = torch.log_softmax(picked.topk(4, dim=-1).values, -1)
+    plain = torch.stack(
+        [
+            consistency_nlu(picked, teacher),
+            (log_p.exp() * log_p).sum(-1).mean(),
+            -(torch.linalg.svdvals(picked)[:2].sum() / picked.norm()),
+        ]
+    )
+    (out.loss + (plain * torch.tensor([0.7, 0.5, 1.3])).sum()).backward()
+    assert torch.allclose(parts["task_loss"], out.loss) and float(plain[0]) > 0
+    assert torch.allclose(torch.stack([parts[t.name] for t in terms]), plain, atol=1e-6)
+    apart = {n: p.grad for n, p in setup.model.named_parameters() if p.grad is not None}
+    assert routed.keys() == apart.keys() and routed
+    assert all(torch.allclose(routed[n], apart[n], atol=1e-6, rtol=1e-4) for n in routed)
 
 
 def test_the_teacher_stays_the_step_0_model_while_the_student_trains(tmp_path: Path) -> None:

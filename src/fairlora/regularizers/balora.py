@@ -112,7 +112,9 @@ def top_singular(
 
 
 class _ResponseTerms(torch.autograd.Function):
-    """[CR, DR, SVDR] of the response rows in one pass (no M x V intermediates kept); ONE gradient, by chunks.
+    """([CR, DR, SVDR], the logits passed through) of the response rows in one pass (no M x V
+    intermediates kept). The backward adds the terms' gradient, by chunks, into the gradient that
+    reaches the passed-through logits (the task loss's): one logits-sized buffer for everything.
 
     CR = T^2 * mean KL(softmax(t/T) || softmax(s/T)); DR = mean over rows of sum p log p over the
     top-K softmax (minus the entropy); SVDR = -(sum of the top-k singular values) / ||Z||_F. The
@@ -153,33 +155,36 @@ class _ResponseTerms(torch.autograd.Function):
         top_indices = torch.cat(tops) if tops else torch.zeros(0, dtype=torch.long)
         ctx.save_for_backward(student, teacher, rows, teacher_rows, top_indices, u, sigma, v, frobenius)
         ctx.settings = settings
-        return values
+        return values, student
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> Any:
+    def backward(ctx: Any, grad: torch.Tensor, grad_logits: torch.Tensor) -> Any:
         student, teacher, rows, teacher_rows, top_indices, u, sigma, v, frobenius = ctx.saved_tensors
         settings, m = ctx.settings, len(rows)
         g_cr, g_dr, g_svdr = (float(x) for x in grad)  # a 0 weight (a gated term) costs nothing here
+        g_cr, g_dr, g_svdr = g_cr * settings.cr, g_dr * settings.dr, g_svdr * settings.svdr
+        grad_student = grad_logits if grad_logits.is_contiguous() else grad_logits.contiguous()
+        if not (g_cr or g_dr or g_svdr):
+            return grad_student, None, None, None, None  # the task loss's gradient, bit for bit
         t = settings.temperature
-        grad_student = torch.zeros_like(student)
         starts = range(0, m, CHUNK_ROWS)
         for start, chunk, t_chunk in zip(
             starts, rows.split(CHUNK_ROWS), teacher_rows.split(CHUNK_ROWS), strict=True
         ):
             z = student[chunk].float()
             g = torch.zeros_like(z)  # in-place updates below: every fresh M x V temporary costs page faults
-            if settings.cr and g_cr:
+            if g_cr:
                 g.add_(F.softmax(z / t, dim=-1), alpha=g_cr * t / m)
                 g.sub_(F.softmax(teacher[t_chunk].float() / t, dim=-1), alpha=g_cr * t / m)
-            if settings.dr and g_dr:
+            if g_dr:
                 index = top_indices[start : start + len(chunk)]
                 log_p = F.log_softmax(z.gather(1, index), dim=-1)
                 entropy = -(log_p.exp() * log_p).sum(-1, keepdim=True)
                 g.scatter_add_(1, index, (g_dr / m) * log_p.exp() * (log_p + entropy))
-            if settings.svdr and g_svdr:
+            if g_svdr:
                 g.add_(z, alpha=g_svdr * float(sigma.sum() / frobenius**3))
                 g.addmm_(u[start : start + len(chunk)], v.mT, alpha=-g_svdr / float(frobenius))
-            grad_student[chunk] = g.to(student.dtype)
+            grad_student.index_add_(0, chunk, g.to(grad_student.dtype))  # in place: no second buffer
         return grad_student, None, None, None, None
 
 
@@ -194,6 +199,17 @@ def response_terms(
     `teacher` holds the original model's logits: (B, T, V), or (M, V) at the response positions only
     (row-major, as `logits_to_keep=label_positions(labels)` gives them).
     """
+    return routed_response_terms(student, labels, teacher, settings)[0]
+
+
+def routed_response_terms(
+    student: torch.Tensor,
+    labels: torch.Tensor,
+    teacher: torch.Tensor | None = None,
+    settings: TermSettings = TermSettings(),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(`response_terms`, the logits passed through): a loss on the returned logits shares the terms'
+    gradient buffer (their gradient is added into its gradient in place)."""
     rows = response_rows(labels)
     flat = _flat(student)
     if settings.cr:
@@ -205,7 +221,8 @@ def response_terms(
         teacher_rows = torch.arange(len(rows), device=rows.device) if response_only else rows
     else:
         teacher_flat, teacher_rows = flat.new_zeros(0), rows
-    return _ResponseTerms.apply(flat, teacher_flat, rows, teacher_rows, settings)
+    values, passed = _ResponseTerms.apply(flat, teacher_flat, rows, teacher_rows, settings)
+    return values, passed.view_as(student)
 
 
 def consistency_nlg(
@@ -296,9 +313,11 @@ def _nlg_value(index: int, settings: TermSettings) -> Callable[[TermInputs], tor
         if SHARED_KEY not in seen.shared:
             teacher = _logits(seen.teacher) if settings.cr else None
             with torch.enable_grad():  # a gated term asking first must not strip the others' graph
-                seen.shared[SHARED_KEY] = response_terms(
+                values, logits = routed_response_terms(
                     _logits(seen.outputs), seen.inputs["labels"], teacher, settings
                 )
+            seen.shared[SHARED_KEY] = values
+            seen.outputs.logits = logits  # the task loss reads these: one gradient buffer (routes_logits)
         return seen.shared[SHARED_KEY][index]
 
     return value
@@ -313,7 +332,7 @@ def balora_loss_terms(
     value = _nlg_value if nlg else _nlu_value
     switches = (settings.cr, settings.dr, settings.svdr)
     return [
-        LossTerm(name, _gated(value(index, settings), weight), weight, needs_teacher=index == 0)
+        LossTerm(name, _gated(value(index, settings), weight), weight, index == 0, routes_logits=nlg)
         for index, (name, on, weight) in enumerate(zip(TERM_NAMES, switches, weights, strict=True))
         if on
     ]

@@ -36,13 +36,17 @@ class LossTerm:
     """An extra loss term: total = task loss + sum over terms of weight(step, total) * fn(TermInputs).
 
     `needs_teacher`: the term reads `TermInputs.teacher`, the original model's outputs on the batch;
-    one teacher forward per batch serves every term that needs it.
+    one teacher forward per batch serves every term that needs it. `routes_logits`: the term swaps
+    `TermInputs.outputs.logits` for a tensor that passes the task loss's gradient through its own
+    backward, so both share ONE logits-sized gradient buffer; the model is then called without labels
+    and the task loss computed from the swapped logits after the terms.
     """
 
     name: str
     fn: Callable[[TermInputs], torch.Tensor]
     weight: Schedule = field(default_factory=lambda: constant(1.0))
     needs_teacher: bool = False
+    routes_logits: bool = False
 
 
 def compose_loss(
@@ -64,14 +68,25 @@ def compose_loss(
             raise ValueError("a loss term needs the teacher, but no teacher context was given")
         with teacher():
             teacher_outputs = model(**teacher_inputs(model, inputs))
-    outputs = model(**inputs)
-    loss = outputs.loss if task_loss is None else task_loss(outputs, inputs)
-    parts = {"task_loss": loss}
+    routed = any(term.routes_logits for term in terms)
+    outputs = model(**({k: v for k, v in inputs.items() if k != "labels"} if routed else inputs))
     seen = TermInputs(model, inputs, outputs, teacher_outputs, step, total_steps)
+    values = {term.name: term.fn(seen) for term in terms}  # a routing term swaps outputs.logits here
+    if task_loss is not None:
+        loss = task_loss(outputs, inputs)
+    else:
+        loss = own_loss(model, outputs.logits, inputs["labels"]) if routed else outputs.loss
+    parts = {"task_loss": loss} | values
     for term in terms:
-        parts[term.name] = term.fn(seen)
-        loss = loss + term.weight(step, total_steps) * parts[term.name]
+        loss = loss + term.weight(step, total_steps) * values[term.name]
     return loss, parts, outputs
+
+
+def own_loss(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The loss the model computes itself from `logits` and `labels` (its `loss_function`, same call)."""
+    base = getattr(model, "module", model)  # DDP
+    base = base.get_base_model() if hasattr(base, "get_base_model") else base
+    return base.loss_function(logits=logits, labels=labels, vocab_size=base.config.vocab_size)
 
 
 def teacher_inputs(model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:

@@ -181,6 +181,33 @@ def test_aflora_clients_freeze_and_every_strategy_starts_alike(tmp_path: Path) -
     )
 
 
+def test_pissa_clients_start_alike_on_one_residual_base(tmp_path: Path) -> None:
+    plan = make_plan(build_collab_config(_config(tmp_path, "pissa") | {"method": "pissa"}))
+    loaded = load_shared_model(plan)
+    batch = {"input_ids": torch.tensor([[5, 9, 14, 20, 7]]), "attention_mask": torch.ones(1, 5, dtype=int)}
+    with torch.no_grad():
+        original = loaded.model.eval()(**batch).logits
+    session = build_session(plan, loaded, encode_clients(plan, loaded.tokenizer))
+    first = session.clients[0].initial
+    assert all(torch.equal(c.initial[k], first[k]) for c in session.clients for k in first)
+    for client in session.clients:  # W_res + B0 A0 = W for every client: the base was rewritten once
+        client.setup.activate()
+        with torch.no_grad():
+            assert torch.allclose(client.setup.model.eval()(**batch).logits, original, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["pissa", "ba-lora"])
+def test_pissa_based_clients_train_and_save_plain_lora(tmp_path: Path, method: str) -> None:
+    summaries = _run(_config(tmp_path, method, strategies=["none", "naive"]) | {"method": method})
+    assert all(np.isfinite(v["perplexity"]) for s in summaries for v in s["final"].values())
+    client_dir = tmp_path / method / "naive" / "client-1"
+    saved = load_results(client_dir)
+    reloaded = evaluate_run(client_dir)  # the adapter, converted to LoRA, on the ORIGINAL base weights
+    assert reloaded.test.to_dict()["overall"]["loss"]["value"] == pytest.approx(
+        saved.test.to_dict()["overall"]["loss"]["value"], rel=1e-5
+    )
+
+
 def test_mixing_leaves_frozen_aflora_matrices_alone(tmp_path: Path) -> None:
     plan = make_plan(build_collab_config(_config(tmp_path, "frozen") | AFLORA))
     loaded = load_shared_model(plan)
@@ -219,7 +246,7 @@ def test_vera_classification_clients(tmp_path: Path) -> None:
         ({"collab": {"strategies": ["naive-topk"], "topk": 5}}, ConfigError, "topk=5 exceeds clients=3"),
         ({"collab": {"examples_per_client": 600}}, DataError, "more client data than the corpus holds"),
         ({"collab": {"categories": ["sports", "law"]}}, DataError, "'law'"),
-        ({"method": "pissa"}, ConfigError, "use lora, vera or aflora"),
+        ({"method": "full"}, ConfigError, "use an adapter method"),
         ({"method": "aflora", "aflora": {"t_final_steps": 9}}, ConfigError, "must be below the total steps"),
         ({"data": {"name": "identity"}}, ConfigError, "collab.corpus"),
         ({"collab": {"corpus": "ag_news", "data_path": "/nonexistent"}}, DataError, "collab.data_path"),

@@ -22,8 +22,6 @@ from fairlora.models import LoadedModel, linear_module_names, load_model, model_
 from fairlora.tasks import get_task
 
 UNSHARED_METHODS = {
-    "pissa": "it rewrites the base weights",
-    "ba-lora": "it is PiSSA-based and rewrites the base weights",
     "full": "it trains every base weight",
     "none": "it trains no adapter",
 }
@@ -50,7 +48,7 @@ def check_method(cfg: CollabConfig) -> None:
     if why:
         raise ConfigError(
             f"method: {cfg.run.method!r} cannot give each client its own adapter on one shared base ({why}); "
-            f"use lora, vera or aflora"
+            f"use an adapter method (lora, pissa, ba-lora, vera, aflora)"
         )
 
 

@@ -85,17 +85,21 @@ def apply_pissa(cfg: RunConfig, loaded: LoadedModel, adapter_name: str) -> Metho
     Disabling the adapter would give W_res, not W. So a frozen copy of the initial adapter (A0, B0,
     and the head as it was at step 0) is kept as `<name>-init`: it is the teacher, and it turns the
     saved adapter into plain LoRA on the ORIGINAL weights: s*(B*A - B0*A0) = s*[B, -B0] @ [A; A0].
+    On a base that already holds PiSSA adapters (collaboration), W_res is already there: the new
+    adapter starts from the same (A0, B0), which depend on the base weights only.
     """
-    if isinstance(loaded.model, PeftModel):
-        raise ValueError("pissa rewrites the base weights: a shared base model holds one pissa adapter")
     niter = cfg.lora.pissa_niter
     targets = _targets_of(cfg, loaded)
-    model = attach(
-        loaded, peft_config(cfg, targets, f"pissa_niter_{niter}" if niter else "pissa"), adapter_name
-    )
+    if isinstance(loaded.model, PeftModel):
+        initial = pissa_start(loaded.model, peft_config(cfg, targets))
+        model = attach(loaded, peft_config(cfg, targets), adapter_name)
+        set_peft_model_state_dict(model, initial, adapter_name=adapter_name)
+    else:
+        init = f"pissa_niter_{niter}" if niter else "pissa"
+        model = attach(loaded, peft_config(cfg, targets, init), adapter_name)
+        initial = get_peft_model_state_dict(model, adapter_name=adapter_name)
     initial_name = f"{adapter_name}-init"
     model.add_adapter(initial_name, peft_config(cfg, targets))
-    initial = get_peft_model_state_dict(model, adapter_name=adapter_name)
     set_peft_model_state_dict(model, initial, adapter_name=initial_name)
     model.set_adapter(adapter_name)  # only the trained adapter requires grad
 
@@ -117,6 +121,26 @@ def apply_pissa(cfg: RunConfig, loaded: LoadedModel, adapter_name: str) -> Metho
         pissa_to_lora(path, start)
 
     return adapter_setup(model, adapter_name, teacher=teacher, save=save)
+
+
+def pissa_start(model: PeftModel, config: LoraConfig) -> dict[str, torch.Tensor]:
+    """The initial state (A0, B0, head) of the PiSSA adapters already on `model`, whose base is W_res.
+
+    ValueError unless every adapter there is PiSSA (or its `-init` copy) with `config`'s rank, alpha
+    and targets: any other adapter would see its base weights change.
+    """
+    names = [name for name in model.peft_config if not name.endswith("-init")]
+    pissa = [name for name in names if str(model.peft_config[name].init_lora_weights).startswith("pissa")]
+    first = model.peft_config[pissa[0]] if pissa else None
+    if first is None or any(f"{name}-init" not in model.peft_config for name in names):
+        raise ValueError(
+            "pissa rewrites the base weights: a shared base holds PiSSA adapters only, not "
+            f"{sorted(set(names) - set(pissa))}"
+        )
+    same = (first.r, first.lora_alpha, set(first.target_modules))
+    if same != (config.r, config.lora_alpha, set(config.target_modules)):
+        raise ValueError("pissa adapters on one shared base need the same lora.r, lora.alpha and targets")
+    return get_peft_model_state_dict(model, adapter_name=f"{pissa[0]}-init")
 
 
 def pissa_to_lora(adapter_dir: Path, initial: dict[str, torch.Tensor]) -> None:

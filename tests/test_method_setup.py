@@ -100,3 +100,19 @@ def test_param_groups_give_the_head_its_own_learning_rate(tmp_path):
             assert ids[id(param)] == (4e-3 if "classifier" in name else 1e-3), name
     assert sum(len(g["params"]) for g in groups) == sum(p.requires_grad for p in setup.model.parameters())
     assert {g["weight_decay"] for g in groups} == {0.0, 0.01}  # biases are not decayed
+
+
+def test_pissa_adapters_share_one_base_and_refuse_other_adapters(tmp_path):
+    cfg = _cfg(tmp_path, method="pissa")
+    loaded = load_model(cfg.model, cfg.task)
+    first = apply_method(cfg, loaded, "client-0")
+    before = _logits(first.model)
+    second = apply_method(cfg, loaded, "client-1")  # the base stays W_res: client-0's outputs stay
+    first.activate()
+    assert torch.allclose(_logits(first.model), before, atol=1e-6)
+    start = first.trainable_state()
+    assert all(torch.equal(start[k], v) for k, v in second.trainable_state().items())
+    lora_base = load_model(cfg.model, cfg.task)
+    apply_method(_cfg(tmp_path, method="lora"), lora_base, "plain")
+    with pytest.raises(ValueError, match="PiSSA adapters only"):
+        apply_method(cfg, lora_base, "client-0")

@@ -90,13 +90,15 @@ def own_loss(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor) -> to
 
 
 def teacher_inputs(model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """The teacher's forward inputs: no labels (its loss is never used); for a causal LM, logits only
-    where a position predicts a label (`logits_to_keep` mask: the teacher's logits come back (M, V))."""
+    """The teacher's forward inputs: no labels (its loss is never used), no key/value cache; for a causal
+    LM, logits only where a position predicts a label (`logits_to_keep` mask: they come back (M, V))."""
     kept = {key: value for key, value in inputs.items() if key != "labels"}
     labels, ids = inputs.get("labels"), inputs.get("input_ids")
     token_labels = labels is not None and ids is not None and labels.shape == ids.shape
     if token_labels and _accepts(model, "logits_to_keep"):
         kept["logits_to_keep"] = label_positions(labels)
+    if _accepts(model, "use_cache"):
+        kept["use_cache"] = False  # the teacher's key/value cache would live through the whole step
     return kept
 
 

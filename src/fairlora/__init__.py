@@ -33,12 +33,21 @@ def sweep(config: Any, grid: list[str], overrides: list[str] | None = None, **kw
     return run(config, grid, overrides, **kwargs)
 
 
-def audit(run_dirs: Any, out_dir: Any, overrides: list[str] | None = None, **kwargs: Any) -> Any:
-    """Audit one or more run folders per group; writes results.json and report.html to out_dir."""
-    from fairlora.auditing import audit as run
+def audit(targets: Any, out_dir: Any, overrides: list[str] | None = None, **kwargs: Any) -> Any:
+    """Audit run folders or predictions tables per group; writes results.json and report.html to out_dir.
 
-    single = isinstance(run_dirs, str) or hasattr(run_dirs, "is_dir")  # one str or Path
-    return run([run_dirs] if single else list(run_dirs), out_dir, overrides, **kwargs)
+    `targets`: a run folder, a DataFrame of predictions, {name: DataFrame}, or a list of these.
+    Predictions take the column keywords of the CLI: label=, prob= (or prob_prefix=), groups=[...],
+    intersections=[[...]], pred=, id=, member=, loss=, positive=, threshold=; predictions=[files] adds
+    tables from files ("[name=]path").
+    """
+    from fairlora.auditing import audit as run
+    from fairlora.auditing.predictions import PredictionColumns, split_targets
+
+    keys = {*PredictionColumns.__dataclass_fields__, "predictions"}
+    columns = {k: kwargs.pop(k) for k in list(kwargs) if k in keys}
+    run_dirs, tables = split_targets(targets, columns)
+    return run(run_dirs, out_dir, overrides, predictions=tables, **kwargs)
 
 
 def __getattr__(name: str) -> Any:

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fairlora.errors import FairloraError
+from fairlora.errors import ConfigError, FairloraError
 
 app = typer.Typer(
     name="fairlora",
@@ -67,26 +67,118 @@ def evaluate(
 
 @app.command()
 def audit(
-    targets: Annotated[
-        list[str],
-        typer.Argument(help="run folders to compare (the first is the reference), then audit.* k=v"),
-    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="folder for results.json and the report")],
+    targets: Annotated[
+        list[str] | None,
+        typer.Argument(help="run folders to compare (the first is the reference), then audit.* k=v"),
+    ] = None,
     config: Annotated[
         Path | None,
         typer.Option(
             "--config", "-c", help="YAML whose audit: section sets the audit (audit.* overrides win)"
         ),
     ] = None,
+    predictions: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--predictions",
+            "-p",
+            help="any model's predictions, [name=]FILE (.csv/.jsonl/.parquet); repeat to compare models",
+            rich_help_panel="Predictions table",
+        ),
+    ] = None,
+    label: Annotated[str, typer.Option(help="label column", rich_help_panel="Predictions table")] = "label",
+    prob: Annotated[
+        str | None,
+        typer.Option(help="binary: P(positive) column (labels 0/1)", rich_help_panel="Predictions table"),
+    ] = None,
+    prob_prefix: Annotated[
+        str | None,
+        typer.Option(
+            help="one P(class) column per class: <prefix><class>", rich_help_panel="Predictions table"
+        ),
+    ] = None,
+    group: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--group",
+            "-g",
+            help="sensitive feature column (boolean or categorical); repeat",
+            rich_help_panel="Predictions table",
+        ),
+    ] = None,
+    intersect: Annotated[
+        list[str] | None,
+        typer.Option(help="crossed groups of columns a,b; repeat", rich_help_panel="Predictions table"),
+    ] = None,
+    pred: Annotated[
+        str | None,
+        typer.Option(
+            help="decision column (default: P >= --threshold, or argmax)", rich_help_panel="Predictions table"
+        ),
+    ] = None,
+    threshold: Annotated[
+        float, typer.Option(help="binary: decision threshold on --prob", rich_help_panel="Predictions table")
+    ] = 0.5,
+    positive: Annotated[
+        str | None,
+        typer.Option(
+            help="--prob-prefix with two classes: the positive class", rich_help_panel="Predictions table"
+        ),
+    ] = None,
+    id_column: Annotated[
+        str | None,
+        typer.Option(
+            "--id",
+            help="unique row id column (pairs tables in comparisons)",
+            rich_help_panel="Predictions table",
+        ),
+    ] = None,
+    member: Annotated[
+        str | None,
+        typer.Option(
+            help="loss attack: true for rows the model trained on (needs --loss)",
+            rich_help_panel="Predictions table",
+        ),
+    ] = None,
+    loss: Annotated[
+        str | None,
+        typer.Option(
+            help="per-row loss column (default: cross-entropy of the probabilities)",
+            rich_help_panel="Predictions table",
+        ),
+    ] = None,
 ) -> None:
-    """Audit runs per group (utility, calibration, membership, ...) and write a report comparing them."""
+    """Audit runs or any model's predictions per group and write a report comparing them."""
+    from fairlora.auditing.predictions import prediction_columns, read_predictions_file
     from fairlora.auditing.run import audit as run_audit
     from fairlora.report.tables import audit_tables
 
+    targets = targets or []
     run_dirs = [t for t in targets if "=" not in t]
     overrides = [t for t in targets if "=" in t]
     try:
-        result = run_audit(run_dirs, output, overrides, config_file=config)
+        tables = []
+        if predictions:
+            columns = prediction_columns(
+                label=label,
+                prob=prob,
+                prob_prefix=prob_prefix,
+                groups=group or [],
+                pred=pred,
+                intersections=[spec.split(",") for spec in intersect or []],
+                threshold=threshold,
+                positive=positive,
+                id=id_column,
+                member=member,
+                loss=loss,
+            )
+            tables = [read_predictions_file(spec, columns) for spec in predictions]
+        elif prob or prob_prefix or group or intersect or member:
+            raise ConfigError(
+                "--prob, --prob-prefix, --group, --intersect and --member describe --predictions FILE; add it"
+            )
+        result = run_audit(run_dirs, output, overrides, config_file=config, predictions=tables)
     except FairloraError as error:
         raise _fail(error) from None
     for table in audit_tables(result):

@@ -70,7 +70,13 @@ class DataConfig(_Section):
         "fail", description="images: unreadable files or unparsable names fail the run, or are skipped"
     )
     group_columns: list[str] = Field(
-        default_factory=list, description="boolean group columns; empty = the dataset's defaults"
+        default_factory=list,
+        description="sensitive features: a boolean column is one group, any other column one group per "
+        "value (gender=female); empty = the dataset's defaults",
+    )
+    intersections: list[list[str]] = Field(
+        default_factory=list,
+        description="crossed groups, e.g. [[gender, race]] adds gender=female&race=black, ...",
     )
     target_attribute: Literal["race", "religion", "age", "gender", "sexuality", "all"] = Field(
         "all", description="dlab-hatespeech: keep rows targeting this attribute; all = no filter"
@@ -184,6 +190,12 @@ class AuditConfig(_Section):
     )
     n_boot: int = Field(1000, ge=0, description="bootstrap resamples for the CIs at ci_level (0 = no CIs)")
     ci_level: float = Field(0.95, gt=0.0, lt=1.0)
+    min_group_size: int | None = Field(
+        None,
+        ge=1,
+        description="groups smaller than this are flagged and left out of worst-group and gap "
+        "figures (None = eval.min_group_size)",
+    )
     seed: int = Field(0, description="seed of the bootstrap and of the LiRA audit-set draw")
     batch_size: int = Field(16, ge=1, description="generation / likelihood scoring batch size")
     lira: LiraConfig = Field(default_factory=LiraConfig)

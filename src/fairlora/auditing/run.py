@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from fairlora.auditing.predictions import MEMBERSHIP_NOTE, MODEL_SECTIONS_NOTE, PredictionsTable
 from fairlora.auditing.results import AUDIT_FILE, AUDIT_KIND, AuditResult, RunAudit
 from fairlora.auditing.settings import AuditSettings, audit_settings, run_config
-from fairlora.config import RunConfig
+from fairlora.data.groups import missing_counts
 from fairlora.errors import AuditError
 from fairlora.metrics.auc import auc_table
 from fairlora.metrics.bootstrap import rows_key
@@ -37,21 +38,26 @@ def audit(
     overrides: list[str] | None = None,
     progress: bool = True,
     config_file: str | Path | None = None,
+    predictions: list[PredictionsTable] | None = None,
 ) -> AuditResult:
-    """Audit each run folder (the first is the reference of the comparison); writes the report to out_dir.
+    """Audit each run folder, then each predictions table (the first is the reference of the comparison).
 
     The settings come from the defaults, the `audit:` section of `config_file` (a YAML file) and the
     audit.* / eval.min_group_size `overrides`, and apply to every run alike; they are recorded under
-    "options" in results.json. A run's own `audit:` section is not read.
+    "options" in results.json. A run's own `audit:` section is not read. The report goes to out_dir.
     """
     from fairlora.report.html import write_report
 
-    if not run_dirs:
-        raise AuditError("no run folder given: pass one or more folders written by `fairlora train`")
+    if not run_dirs and not predictions:
+        raise AuditError(
+            "nothing to audit: pass run folders written by `fairlora train`, or --predictions FILE"
+        )
     settings = audit_settings(overrides, config_file)
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, [Path(d) for d in run_dirs])
+    tables = [(table, plan_table(settings, table)) for table in predictions or []]
     runs = [audit_run(Path(d), out_dir, settings, progress) for d in run_dirs]
+    runs += [audit_table(table, plan, settings) for table, plan in tables]
     _unique_names(runs)
     result = AuditResult(runs, options=settings.record())
     result.compare(settings.audit.ci_level)
@@ -63,12 +69,12 @@ def _binary(predictions: pd.DataFrame) -> bool:
     return sorted(c for c in predictions.columns if str(c).startswith("prob_")) == ["prob_0", "prob_1"]
 
 
-def plan_sections(cfg: RunConfig, predictions: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """(sections to compute, notes on what was skipped). Explicit sections must all apply."""
+def plan_sections(explicit: list[str] | None, predictions: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """(sections to compute, notes on what was skipped). Explicit sections (audit.sections) all apply."""
     splits = set(predictions["split"])
     classify = "pred" in predictions.columns
-    if cfg.audit.sections is not None:
-        return list(cfg.audit.sections), []
+    if explicit is not None:
+        return list(explicit), []
     sections, notes = ["utility"], []
     if classify:
         sections.append("calibration")
@@ -87,8 +93,9 @@ def plan_sections(cfg: RunConfig, predictions: pd.DataFrame) -> tuple[list[str],
 
 
 def _stamped(table: MetricTable, rows: pd.DataFrame) -> MetricTable:
-    """The table with the fingerprint of the rows it resampled (pairs runs in comparisons)."""
-    table.rows = rows_key(rows["split"], rows["id"])
+    """The table with the fingerprint of the rows it resampled (ids and labels: pairs runs in comparisons)."""
+    labels = [rows["label"]] if "label" in rows.columns else []
+    table.rows = rows_key(rows["split"], rows["id"], *labels)
     return table
 
 
@@ -117,9 +124,9 @@ def audit_run(run_dir: Path, out_dir: Path, settings: AuditSettings, progress: b
     """Every planned section of one run, with the audit's settings."""
     cfg = run_config(run_dir, settings)
     predictions = read_predictions(run_dir)
-    sections, notes = plan_sections(cfg, predictions)
+    sections, notes = plan_sections(cfg.audit.sections, predictions)
     audit = RunAudit(cfg.name, cfg.method, cfg.model.name, cfg.data.name, cfg.task, str(run_dir), notes=notes)
-    audit.notes += _empty_group_notes(predictions, group_columns(predictions))
+    audit.notes += group_notes(predictions, group_columns(predictions))
     audit.sections = prediction_sections(sections, predictions, settings, f"run {run_dir}")
     if "lira" in sections:
         from fairlora.auditing.shadows import lira_table
@@ -133,12 +140,42 @@ def audit_run(run_dir: Path, out_dir: Path, settings: AuditSettings, progress: b
     return audit
 
 
-def _empty_group_notes(predictions: pd.DataFrame, groups: list[str]) -> list[str]:
+def plan_table(settings: AuditSettings, table: PredictionsTable) -> tuple[list[str], list[str]]:
+    """The sections a predictions table gets; model sections asked for by name are refused."""
+    explicit = settings.audit.sections
+    needs_model = [s for s in explicit or [] if s in (*MODEL_SECTIONS, "lira")]
+    if needs_model:
+        raise AuditError(
+            f"audit.sections: {needs_model} need the model, and --predictions {table.source} has none; "
+            f"fix: leave them out, or audit a run folder"
+        )
+    sections, notes = plan_sections(explicit, table.frame)
+    notes = [n if not n.startswith("membership") else MEMBERSHIP_NOTE for n in notes]
+    return sections, [*notes, MODEL_SECTIONS_NOTE]
+
+
+def audit_table(
+    table: PredictionsTable, plan: tuple[list[str], list[str]], settings: AuditSettings
+) -> RunAudit:
+    """Every planned section of a predictions table (see `fairlora.auditing.predictions`)."""
+    sections, notes = plan
+    audit = RunAudit(table.name, "-", "-", table.source, "classification", table.source)
+    audit.notes = [*table.notes, *notes, *group_notes(table.frame, table.groups)]
+    audit.sections = prediction_sections(sections, table.frame, settings, f"predictions {table.source}")
+    return audit
+
+
+def group_notes(predictions: pd.DataFrame, groups: list[str]) -> list[str]:
+    """Per split: groups with no members, and rows in no group of a categorical feature (value missing)."""
     notes = []
     for split, rows in predictions.groupby("split", sort=False):
         empty = [g for g in groups if not rows[g].any()]
         if empty:
             notes.append(f"{split}: groups with no members (reported as n=0, left out of summaries): {empty}")
+        for feature, count in missing_counts(rows, groups).items():
+            notes.append(
+                f"{split}: {count} of {len(rows)} rows have no {feature!r} value (in no {feature} group)"
+            )
     return notes
 
 

@@ -54,7 +54,7 @@ def audit_settings(
                 f"other settings are fixed by the run (train a new run to change them)"
             )
     cfg = load_config(config_file, overrides)
-    return AuditSettings(cfg.audit, cfg.eval.min_group_size)
+    return AuditSettings(cfg.audit, cfg.audit.min_group_size or cfg.eval.min_group_size)
 
 
 def run_config(run_dir: Path, settings: AuditSettings) -> RunConfig:

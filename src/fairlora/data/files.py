@@ -19,8 +19,8 @@ from fairlora.data.columns import (
     encode_labels,
     require_columns,
     stable_ids,
-    to_bool,
 )
+from fairlora.data.groups import sensitive_groups
 from fairlora.data.types import ID, Prepared
 from fairlora.errors import DataError
 from fairlora.tasks import Task
@@ -89,7 +89,6 @@ def prepare_table(
     if not task.classifies and cfg.prompt_column:
         needed[cfg.prompt_column] = "data.prompt_column"
     require_columns(raw, needed, source)
-    require_columns(raw, {g: "data.group_columns" for g in cfg.group_columns}, source)
     ids = stable_ids(raw, ID)
     keep = raw[cfg.text_column].notna()
     if task.classifies:
@@ -103,10 +102,15 @@ def prepare_table(
         raise DataError(f"{source} has no rows with text and label; fix: check data.text_column/label_column")
     explicit = bool(cfg.group_columns)
     exclude = {cfg.text_column, cfg.label_column, cfg.prompt_column or "", ID}
-    groups = list(dict.fromkeys(cfg.group_columns)) if explicit else default_group_columns(table, exclude)
-    check_reserved(groups, source)
-    members = pd.DataFrame({g: to_bool(table[g], g, source) for g in groups}, index=table.index)
-    groups = drop_or_reject_empty(members, groups, explicit, source)
+    features = list(cfg.group_columns) if explicit else default_group_columns(table, exclude)
+    features += [c for spec in cfg.intersections for c in spec if c in table.columns]  # crossed later
+    check_reserved(features, source)
+    members, missing = sensitive_groups(table, features, source)
+    for column, count in missing.items():
+        if count and column not in members.columns:  # categorical: those rows are in none of its groups
+            note = f"{source}: {count} rows have no {column!r} value; they are in no {column} group"
+            warnings.warn(note, stacklevel=3)
+    groups = drop_or_reject_empty(members, list(members.columns), explicit, source)
     labels, label_names = None, []
     if task.classifies:
         labels, label_names = encode_labels(table[cfg.label_column], cfg.label_column, source, class_names)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 
 import pandas as pd
@@ -12,6 +13,7 @@ from fairlora.data.agnews import AGNEWS_NAME, AGNEWS_SOURCE, load_agnews
 from fairlora.data.asdiv import ASDIV_NAME, load_asdiv
 from fairlora.data.columns import check_label_classes
 from fairlora.data.files import is_table_name, load_hub_table, load_local_table, looks_like_file, read_table
+from fairlora.data.groups import crossed_groups
 from fairlora.data.hate import DLAB_ID, HATECHECK_URL, load_dlab, load_hatecheck
 from fairlora.data.identity import load_identity
 from fairlora.data.images import image_datasets
@@ -102,7 +104,7 @@ def load_task_data(cfg: DataConfig, task: Task | str, seed: int) -> TaskData:
     """Load data.name for `task`, subsample, split into train / test (and val when data.val_size > 0)."""
     task = get_task(task)
     seed %= 2**32  # numpy and sklearn accept seeds in [0, 2**32)
-    prepared = _resolve(cfg.name)(cfg, task)
+    prepared = with_intersections(_resolve(cfg.name)(cfg, task), cfg.intersections)
     frame = prepared.frame
     classify = task.classifies
     if not classify and LABEL in frame.columns:
@@ -131,6 +133,16 @@ def load_task_data(cfg: DataConfig, task: Task | str, seed: int) -> TaskData:
             raise DataError("data.class_ratio: down-sampling classes needs task: classification; remove it")
         train = downsample_classes(train, cfg.class_ratio, label_names, seed)
     return TaskData(prepared.name, train, test, list(prepared.group_columns), label_names, val=val)
+
+
+def with_intersections(prepared: Prepared, intersections: list[list[str]]) -> Prepared:
+    """`prepared` plus the crossed groups of data.intersections (see `fairlora.data.groups`)."""
+    if not intersections:
+        return prepared
+    crossed = crossed_groups(prepared.frame[prepared.group_columns], intersections, prepared.source)
+    new = [c for c in crossed.columns if c not in prepared.group_columns]
+    frame = pd.concat([prepared.frame, crossed[new]], axis=1)
+    return replace(prepared, frame=frame, group_columns=[*prepared.group_columns, *new])
 
 
 ALPACA_TEMPLATE = (

@@ -199,7 +199,12 @@ def _bad_tables() -> list[tuple[str, pd.DataFrame, list[str], str]]:
         ("sum", three, ["--label", "y", "--prob-prefix", "prob_"], "sum to 1.3000"),
         ("labels", unknown, ["--label", "y", "--prob-prefix", "prob_"], "['d']"),
         ("empty", empty_group, [*usual, "--group", "gender"], "'gender'"),
-        ("intersect", base, [*usual, "--group", "gender", "--intersect", "gender,religion"], "--intersect religion"),
+        (
+            "intersect",
+            base,
+            [*usual, "--group", "gender", "--intersect", "gender,religion"],
+            "--intersect religion",
+        ),
         ("member", base, [*usual, "--member", "member"], "--loss"),
     ]
 

@@ -380,7 +380,7 @@ COLUMN_ERRORS = [
     ({"text_column": "body"}, r"data\.text_column: column 'body' not found .*columns: sentence, y, women"),
     ({"label_column": "target"}, r"data\.label_column: column 'target' not found .*available columns"),
     ({"group_columns": ["men"]}, r"data\.group_columns: column 'men' not found .*available columns"),
-    ({"group_columns": ["sentence"]}, r"'sentence' .* not boolean-like .*such as \['sentence number 0'"),
+    ({"group_columns": ["sentence"]}, r"'sentence' .* is data\.text_column, not a sensitive feature"),
     ({"group_columns": ["empty"]}, r"group 'empty' has no members .*remove it from data\.group_columns"),
     ({"label_column": "same"}, r"data\.label_column: .* single label class \(a\)"),
 ]

@@ -105,6 +105,7 @@ def prepare_table(
     features = list(cfg.group_columns) if explicit else default_group_columns(table, exclude)
     features += [c for spec in cfg.intersections for c in spec if c in table.columns]  # crossed later
     check_reserved(features, source)
+    _not_text_or_label(features, cfg, source)
     members, missing = sensitive_groups(table, features, source)
     for column, count in missing.items():
         if count and column not in members.columns:  # categorical: those rows are in none of its groups
@@ -117,6 +118,16 @@ def prepare_table(
     prompts = table[cfg.prompt_column] if not task.classifies and cfg.prompt_column else None
     frame = assemble(ids, table[cfg.text_column], labels, prompts, {g: members[g] for g in groups})
     return Prepared(name, frame, groups, label_names, source)
+
+
+def _not_text_or_label(features: list[str], cfg: DataConfig, source: str) -> None:
+    """A sensitive feature is never the text or the label column."""
+    for column, field in ((cfg.text_column, "data.text_column"), (cfg.label_column, "data.label_column")):
+        if column in features:
+            raise DataError(
+                f"data.group_columns: {column!r} in {source} is {field}, not a sensitive feature; "
+                f"fix: name a column that says which group a row belongs to."
+            )
 
 
 def load_local_table(cfg: DataConfig, task: Task) -> Prepared:

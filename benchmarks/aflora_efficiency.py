@@ -28,7 +28,7 @@ import os
 import platform
 import statistics
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -224,7 +224,7 @@ def write(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     """Write the JSON payload with the results so far."""
     payload = {
         "benchmark": "aflora_efficiency",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
             "platform": platform.platform(),
             "threads": torch.get_num_threads(),

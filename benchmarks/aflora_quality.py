@@ -22,7 +22,7 @@ import argparse
 import json
 import math
 import statistics
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -172,7 +172,7 @@ def main() -> None:
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "output_dir")}
     payload = {
         "benchmark": "aflora_quality",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "model": "minilm-l6",
         "settings": settings,
         "variants": VARIANTS,

@@ -22,7 +22,7 @@ import platform
 import statistics
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +154,7 @@ def report(args: Any, cfg: Any, rows: int, groups: int, bare: list, audit: list,
     Console().print(f"audit / bare = {ratio:.3f} ({verdict} the {TARGET_RATIO} target)")
     result = {
         "benchmark": "audit_cost",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": args.threads},
         "model": cfg.model.name,
         "config": args.config,

@@ -32,7 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     print_table(results, opts)
     report = {
         "benchmark": "balora_cost",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "settings": {k: v for k, v in vars(opts).items() if not k.startswith("child")},
         "device": str(device()),
         "platform": platform.platform(),

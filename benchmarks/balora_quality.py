@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -227,7 +227,7 @@ def write_report(opts: argparse.Namespace, results: list[dict[str, Any]], skippe
     """The JSON report of the parts finished so far."""
     report = {
         "benchmark": "balora_quality",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "settings": vars(opts),
         "torch": torch.__version__,
         "results": results,

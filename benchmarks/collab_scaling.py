@@ -26,7 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -220,7 +220,7 @@ def main() -> None:
     }
     result: dict[str, Any] = {
         "benchmark": "collab_scaling",
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "settings": vars(args) | {"threads_used": torch.get_num_threads(), "machine": platform.machine()},
         "time": timing,
         "trust_share_of_round": {

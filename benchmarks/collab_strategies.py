@@ -26,7 +26,7 @@ import platform
 import statistics
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -255,7 +255,7 @@ def write_result(
     settings = vars(args) | {"threads_used": torch.get_num_threads(), "machine": platform.machine()}
     result = {
         "benchmark": "collab_strategies",
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "settings": {k: v for k, v in settings.items() if k not in ("splits", "seeds", "resume", "runs_dir")},
         "run_seconds": run_seconds,
         "completed": sorted({(r["split"], r["seed"]) for r in rows}),

@@ -42,7 +42,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -702,7 +702,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     payload = {
         "benchmark": "step_overhead",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": [Path(sys.executable).name, *sys.argv],
         "target_ratio": TARGET_RATIO,
         "settings": {

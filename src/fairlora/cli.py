@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -293,7 +293,7 @@ def demo(
         console.print(f"report: {output_dir / 'audit' / 'report.html'}")
 
 
-class Listable(str, Enum):
+class Listable(StrEnum):
     """What `fairlora list` can show."""
 
     models = "models"

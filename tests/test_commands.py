@@ -268,15 +268,15 @@ def check_semantics(name: str, params: dict) -> list[str]:
                 for value in values:
                     load_config(config, [*overrides, f"{key}={value}"])
         elif name == "audit":
-            targets = list(params["targets"])
+            targets = list(params["targets"] or [])
             audit_overrides = [t for t in targets if "=" in t]
             problems = [
                 f"override {o!r}: an audit takes only audit.* and eval.min_group_size"
                 for o in audit_overrides
                 if not o.startswith(AUDIT_OVERRIDE_PREFIXES)
             ]
-            if len(audit_overrides) == len(targets):
-                problems.append("no run folder to audit")
+            if len(audit_overrides) == len(targets) and not params.get("predictions"):
+                problems.append("no run folder or --predictions table to audit")
             config = _config(params.get("config"))  # if the audit ever takes a --config FILE
             if config is not None and not config.is_file():
                 problems.append(f"{params['config']} does not exist")

@@ -226,14 +226,8 @@ def _small_groups(run: RunAudit, threshold: Any, markup: Markup) -> list[Finding
     for groups, keys in by_set.items():
         names = ", ".join(f"{markup.name(g)} (n={'?' if n is None else n})" for g, n in groups)
         where = ", ".join(map(markup.name, keys))
-        out.append(
-            Finding(
-                "small-groups",
-                keys[0],
-                f"Below min_group_size{size} in {where}: {names}; shown in the tables but left out of the "
-                "worst-group, gap and difference figures.",
-            )
-        )
+        text = f"Below min_group_size{size}: {names} in {where}; shown in the tables but left out of the "
+        out.append(Finding("small-groups", keys[0], text + "worst-group, gap and difference figures."))
     return out
 
 
@@ -241,10 +235,11 @@ def run_flags(run: RunAudit, threshold: Any = None, markup: Markup = Markup()) -
     """The run's problems: constant predictors, four-fifths violations, small groups, then other notes."""
     flags: list[Finding] = []
     for key, table in run.sections.items():
-        violation = _four_fifths(key, table, markup)
+        violation = _four_fifths(key, table, markup) if _in_findings(key) else None
         flags += [violation] if violation else []
         for note in table.notes:
-            if violation is None or not note.startswith(FOUR_FIFTHS_NOTE):
+            covered = violation is not None or not _in_findings(key)  # train: no fairness verdicts
+            if not (covered and note.startswith(FOUR_FIFTHS_NOTE)):
                 flags.append(Finding(_note_kind(note), key, f"{markup.name(key)}: {markup.free(note)}"))
     flags += _small_groups(run, threshold, markup)
     flags += [Finding(_note_kind(note), "", markup.free(note)) for note in run.notes]

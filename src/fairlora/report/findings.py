@@ -103,7 +103,7 @@ def _worst(table: MetricTable, look: Look, ranked: list[tuple[str, Estimate]]) -
     """The audit's labelled worst group where it holds the metric, else the extreme of `ranked`."""
     label = table.labels.get("worst_group")
     estimate = table.by_group.get(label or "", {}).get(look.metric)
-    if label and _finite(estimate):
+    if label and label not in table.flagged and _finite(estimate):
         return label, estimate
     return ranked[0] if look.highest_is_worst else ranked[-1]
 

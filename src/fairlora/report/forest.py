@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from matplotlib.axes import Axes
@@ -135,9 +134,3 @@ def _caption(chosen: list[Panel], name: str, level: str, small: bool, omitted: i
     text = f"Per group on {name}: {metrics}, with {level} CIs; one colour per run"
     text += f" ({SMALL_MARK.strip()} and hollow dots: below min_group_size)" if small else ""
     return text + (f"; {omitted} more groups in the tables below" if omitted else "") + "."
-
-
-def panel_tables(audit: AuditResult) -> Mapping[str, list[str]]:
-    """For each panel title, the runs it shows (for tests and captions)."""
-    name = evaluation_set(audit)
-    return {p.title: list(p.tables) for p in (panels(audit, name) if name else [])}

@@ -209,3 +209,18 @@ def test_reports_open_with_the_findings() -> None:
         "- `utility/test`: Worst group by accuracy: `religion_muslim` 0.812 [0.740, 0.870], n=96 "
         "(overall 0.880)." in text
     )
+
+
+def test_per_group_constant_predictor_notes_and_repeated_notes_become_one_flag_each() -> None:
+    test, train = utility(ratios=False), utility(ratios=False)
+    test.notes = [f"group {g}: {CONSTANT}" for g in ("religion_muslim", "religion_christian")]
+    train.notes = [CONSTANT]
+    tables = {"utility/test": test, "utility/train": train, "utility/val": utility(ratios=False)}
+    tables["utility/val"].notes = [CONSTANT]
+    run = RunAudit("r", "lora", "m", "d", "classification", "r", tables)
+    constant = [f.text for f in run_findings(run, 20).flags if f.kind == "constant-predictor"]
+    assert constant == [
+        "utility/test: constant predictor in 2 groups (religion_muslim, religion_christian): "
+        "predicts class 0 for every example",
+        f"utility/train, utility/val: {CONSTANT}",
+    ]

@@ -8,6 +8,7 @@ escape free text taken from the tables' notes.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ FOUR_FIFTHS = 0.8
 FOUR_FIFTHS_NOTE = "four-fifths rule:"
 SKIPPED_SPLITS = ("train",)  # figures on the training rows describe the fit, not the groups' outcomes
 CONSTANT_MARKS = ("constant predictor", "constant score")
+GROUP_NOTE = re.compile(r"^group (.+?): (.+)$", re.S)  # a note about one group of a section
 SUPPORT_WORDS = {"fpr": "negatives", "tnr": "negatives", "tpr": "positives", "fnr": "positives"}
 METRIC_NAMES = {"fpr": "FPR", "tpr": "TPR", "auc": "AUC", "ece": "ECE", "positive_rate": "positive-rate"}
 
@@ -123,6 +125,8 @@ def _worst_sentence(key: str, table: MetricTable, look: Look, markup: Markup) ->
 
 def _between(ranked: list[tuple[str, Estimate]], metric: str, markup: Markup) -> str:
     (high, top), (low, bottom) = ranked[0], ranked[-1]
+    if top.value == bottom.value:
+        return f"(every group at {fmt_value(top.value)})"
     return (
         f"between {markup.name(high)} ({fmt_value(top.value)}, {_n(top, metric)}) "
         f"and {markup.name(low)} ({fmt_value(bottom.value)}, {_n(bottom, metric)})"
@@ -215,33 +219,56 @@ def _note_kind(note: str) -> str:
 
 
 def _small_groups(run: RunAudit, threshold: Any, markup: Markup) -> list[Finding]:
-    """One sentence per set of small groups, naming the sections where they are flagged."""
-    by_set: dict[tuple[tuple[str, int | None], ...], list[str]] = {}
+    """One sentence per set of small groups (n as in the first section flagging them), naming the sections."""
+    by_set: dict[tuple[str, ...], list[str]] = {}
+    sizes: dict[tuple[str, ...], dict[str, int]] = {}
     for key, table in run.sections.items():
         if table.flagged:
-            groups = tuple((g, table.group_sizes.get(g)) for g in table.flagged)
-            by_set.setdefault(groups, []).append(key)
+            by_set.setdefault(tuple(table.flagged), []).append(key)
+            sizes.setdefault(tuple(table.flagged), table.group_sizes)
     size = f" = {threshold}" if threshold is not None else ""
     out = []
     for groups, keys in by_set.items():
-        names = ", ".join(f"{markup.name(g)} (n={'?' if n is None else n})" for g, n in groups)
+        names = ", ".join(f"{markup.name(g)} (n={sizes[groups].get(g, '?')})" for g in groups)
         where = ", ".join(map(markup.name, keys))
         text = f"Below min_group_size{size}: {names} in {where}; shown in the tables but left out of the "
         out.append(Finding("small-groups", keys[0], text + "worst-group, gap and difference figures."))
     return out
 
 
+def _merged_notes(notes: list[tuple[str, str]], markup: Markup) -> list[Finding]:
+    """Table notes as flags: "group G: <note>" of one section gathered into one flag, and a note
+    repeated in several sections (e.g. train and test) given once with every section named."""
+    by_note: dict[str, dict[str, list[str]]] = {}  # note -> section -> groups ([] for the whole table)
+    for key, note in notes:
+        found = GROUP_NOTE.match(note)
+        rest, group = (found.group(2), found.group(1)) if found else (note, None)
+        groups = by_note.setdefault(rest, {}).setdefault(key, [])
+        groups += [group] if group else []
+    by_text: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    for rest, sections in by_note.items():
+        for key, groups in sections.items():
+            by_text.setdefault((rest, tuple(groups)), []).append(key)
+    flags = []
+    for (rest, groups), keys in by_text.items():
+        where = ", ".join(map(markup.name, keys))
+        who = f" in {len(groups)} groups ({', '.join(map(markup.name, groups))})" if groups else ""
+        head, _, tail = rest.partition(": ") if groups else (rest, "", "")
+        text = f"{where}: {markup.free(head)}{who}" + (f": {markup.free(tail)}" if tail else "")
+        flags.append(Finding(_note_kind(rest), keys[0], text))
+    return flags
+
+
 def run_flags(run: RunAudit, threshold: Any = None, markup: Markup = Markup()) -> list[Finding]:
     """The run's problems: constant predictors, four-fifths violations, small groups, then other notes."""
     flags: list[Finding] = []
+    notes: list[tuple[str, str]] = []
     for key, table in run.sections.items():
         violation = _four_fifths(key, table, markup) if _in_findings(key) else None
         flags += [violation] if violation else []
-        for note in table.notes:
-            covered = violation is not None or not _in_findings(key)  # train: no fairness verdicts
-            if not (covered and note.startswith(FOUR_FIFTHS_NOTE)):
-                flags.append(Finding(_note_kind(note), key, f"{markup.name(key)}: {markup.free(note)}"))
-    flags += _small_groups(run, threshold, markup)
+        covered = violation is not None or not _in_findings(key)  # train: no fairness verdicts
+        notes += [(key, n) for n in table.notes if not (covered and n.startswith(FOUR_FIFTHS_NOTE))]
+    flags += _merged_notes(notes, markup) + _small_groups(run, threshold, markup)
     flags += [Finding(_note_kind(note), "", markup.free(note)) for note in run.notes]
     order = ("constant-predictor", "four-fifths", "small-groups", "note")
     return sorted(flags, key=lambda f: order.index(f.kind))

@@ -14,6 +14,7 @@ import pytest
 
 from fairlora.report.html import write_report
 from test_report import make_audit
+from test_report_findings import CONSTANT, findings_audit
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 FLAGS = (
@@ -40,6 +41,13 @@ function inspect(frame) {
     out.rows = table ? table.tBodies[0].rows.length : 0;
     out.runs = table ? Array.prototype.map.call(table.querySelectorAll("th.run"),
       function (th) { return th.textContent; }) : [];
+    out.sections = Array.prototype.map.call(doc.querySelectorAll("body > section"),
+      function (s) { return s.id || s.getAttribute("data-section"); });
+    var findings = doc.getElementById("findings");
+    out.findings_text = findings ? findings.innerText : "";
+    out.findings_top = findings ? findings.getBoundingClientRect().top : -1;
+    out.table_top = table ? table.getBoundingClientRect().top : -1;
+    out.findings_images = findings ? findings.querySelectorAll("img").length : 0;
   } catch (error) {
     out.error = String(error);
   }
@@ -80,3 +88,33 @@ def test_report_loads_in_headless_chromium(tmp_path: Path) -> None:
     assert result["table"] is True
     assert result["rows"] >= len(audit.runs)
     assert result["runs"] == [run.name for run in audit.runs]
+
+
+def _screenshot(browser: str, report: Path, profile: Path, out: Path) -> None:
+    """Render the top of `report` to a PNG at `out`, as a reader's 1400-pixel-wide window shows it."""
+    flags = [*FLAGS, "--hide-scrollbars", "--window-size=1400,1600", f"--screenshot={out}"]
+    command = [browser, *flags, f"--user-data-dir={profile}", report.as_uri()]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert out.is_file(), f"no screenshot (rc {done.returncode}): {done.stderr[-2000:]}"
+
+
+def test_report_opens_with_the_findings_in_headless_chromium(tmp_path: Path) -> None:
+    browser = _browser()
+    if browser is None:
+        pytest.skip(f"no headless browser found (looked for {', '.join(BROWSERS)}); install chromium")
+    paths = write_report(findings_audit(), tmp_path / "report")
+    page = paths["html"].with_name("probe.html")
+    page.write_text(PROBE_PAGE)
+    result = _probe(browser, page, tmp_path / "profile")
+    assert "error" not in result, result
+    assert result["sections"][:3] == ["findings", "runs", "comparison"]
+    assert 0 <= result["findings_top"] < result["table_top"]
+    assert result["findings_images"] == 1 and result["loaded"] == result["images"]
+    text = " ".join(result["findings_text"].split())
+    assert text.index("lora") < text.index("flat")
+    assert "Worst group by accuracy: religion_muslim 0.812 [0.740, 0.870], n=96" in text
+    assert "four-fifths rule violated" in text and f"utility/test: {CONSTANT}" in text
+    assert "Below min_group_size = 20: tiny (n=5)" in text
+    shot = tmp_path / "findings.png"
+    _screenshot(browser, paths["html"], tmp_path / "profile-shot", shot)
+    assert shot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and shot.stat().st_size > 20_000

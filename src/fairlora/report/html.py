@@ -12,14 +12,14 @@ from typing import Any
 from fairlora.auditing.compare import UNPAIRED, Difference
 from fairlora.auditing.results import AuditResult, RunAudit
 from fairlora.metrics.table import Estimate, MetricTable
+from fairlora.report.findings import Markup, RunFindings, audit_findings, min_group_size
+from fairlora.report.forest import findings_figure
+from fairlora.report.formatting import MISSING, fmt_ci, fmt_value
 from fairlora.report.markdown import (
-    MISSING,
     UNPAIRED_MARK,
     ci_percent,
     difference_note,
-    fmt_ci,
     fmt_delta,
-    fmt_value,
     main_rows,
     render_markdown,
     run_notes,
@@ -50,6 +50,15 @@ figure.plot{margin:0;border:1px solid #eee;padding:.3em;background:#fff}
 figure.plot img{max-width:100%;height:auto;display:block}
 figcaption{font-size:.8em;color:#555;text-align:center}
 p.note{font-size:.85em;color:#555}.missing{color:#999}
+.findings-runs{display:grid;grid-template-columns:repeat(auto-fit,minmax(360px,1fr));gap:1em}
+article.run-findings{border:1px solid #ddd;border-radius:4px;padding:.2em .9em .6em;background:#fcfcfc}
+article.run-findings h3{font-size:1.05em}
+article.run-findings h4{font-size:.85em;margin:.6em 0 .1em;color:#446}
+ul.findings-list,ul.flags{margin:.1em 0;padding-left:1.1em;font-size:.88em}ul.findings-list li{margin:.15em 0}
+ul.flags{background:#fff6e8;border-left:3px solid #d08a00;padding:.3em .4em .3em 1.4em}
+ul.flags li{margin:.15em 0;color:#7a4300}.name{font-family:ui-monospace,monospace;font-size:.95em}
+p.no-flags{font-size:.85em;color:#1a7f37;margin:.3em 0}
+figure.findings-figure{margin-top:1em}
 """
 
 
@@ -182,17 +191,10 @@ def _group_table(run: RunAudit, table: MetricTable) -> str:
     )
 
 
-def _min_group_size(options: dict[str, Any]) -> Any:
-    if "min_group_size" in options:
-        return options["min_group_size"]
-    nested = (v.get("min_group_size") for v in options.values() if isinstance(v, dict))
-    return next((v for v in nested if v is not None), None)
-
-
 def _flag_note(audit: AuditResult, tables: dict[str, MetricTable]) -> str:
     if not any(t.flagged for t in tables.values()):
         return ""
-    size = _min_group_size(audit.options)
+    size = min_group_size(audit.options)
     threshold = f"min_group_size = {_e(size)}" if size is not None else "min_group_size"
     return (
         f'<p class="note flag-note">{FLAG} Group smaller than {threshold}: its figures are shown but '
@@ -215,6 +217,62 @@ def _plots(tables: dict[str, MetricTable], log_fpr: bool, level: str) -> str:
     except (ValueError, TypeError) as exc:
         return f'<p class="note plot-error">Figures could not be drawn: {_e(exc)}</p>'
     return f'<div class="plots">{"".join(_figure(p) for p in plots)}</div>' if plots else ""
+
+
+def _name_html(text: str) -> str:
+    return f'<span class="name">{_e(text)}</span>'
+
+
+FINDINGS_MARKUP = Markup(name=_name_html, free=_e)
+
+
+def _flags_html(found: RunFindings) -> str:
+    if not found.flags:
+        return '<p class="no-flags">No problems flagged.</p>'
+    items = "".join(
+        f'<li class="flag" data-kind="{_e(f.kind)}" data-section="{_e(f.section)}">{f.text}</li>'
+        for f in found.flags
+    )
+    return f'<h4>Flagged</h4><ul class="flags">{items}</ul>'
+
+
+def _sentences_html(found: RunFindings) -> str:
+    by_section: dict[str, list[str]] = {}
+    for f in found.sentences:
+        item = f'<li class="finding" data-kind="{_e(f.kind)}" data-section="{_e(f.section)}">{f.text}</li>'
+        by_section.setdefault(f.section, []).append(item)
+    parts = [
+        f'<h4>{_e(key)}</h4><ul class="findings-list">{"".join(items)}</ul>'
+        for key, items in by_section.items()
+    ]
+    return "".join(parts) or '<p class="note">No per-group figures to summarise.</p>'
+
+
+def _findings(audit: AuditResult) -> str:
+    """The opening section: per run its flagged problems, worst groups and largest gaps; then one figure."""
+    level = ci_percent(audit.options)
+    cards = "".join(
+        f'<article class="run-findings" data-run="{_e(found.run)}"><h3>{_e(found.run)}</h3>'
+        f"{_flags_html(found)}{_sentences_html(found)}</article>"
+        for found in audit_findings(audit, FINDINGS_MARKUP)
+    )
+    try:
+        plot = findings_figure(audit, level)
+    except (ValueError, TypeError) as exc:
+        plot, figure = (
+            None,
+            f'<p class="note plot-error">The findings figure could not be drawn: {_e(exc)}</p>',
+        )
+    else:
+        figure = ""
+    if plot is not None:
+        figure = _figure(plot).replace('class="plot"', 'class="plot findings-figure"', 1)
+    return (
+        f'<section id="findings"><h2>Findings</h2><p class="note">Per run: problems flagged, then for each '
+        f"evaluation set the worst group and the largest gaps between groups (groups below min_group_size "
+        f"left out), with {level} CIs and the n each figure rests on. The full tables follow.</p>"
+        f'<div class="findings-runs">{cards}</div>{figure}</section>'
+    )
 
 
 def _section(audit: AuditResult, key: str) -> str:
@@ -263,6 +321,7 @@ def render_html(audit: AuditResult) -> str:
     if not audit.runs:
         return "".join(parts + ['<p id="empty">No runs were audited.</p></body></html>\n'])
     parts += [
+        _findings(audit),
         f'<section id="runs"><h2>Runs</h2>{_run_table(audit)}</section>',
         f'<section id="comparison"><h2>Comparison</h2><p class="note">Key overall and summary metrics'
         f"{_delta_note(audit)}</p>{_main_table(audit)}</section>",

@@ -11,9 +11,10 @@ from typing import Any
 from fairlora.auditing.compare import UNPAIRED, Difference
 from fairlora.auditing.results import AuditResult, RunAudit
 from fairlora.metrics.table import Estimate, MetricTable
+from fairlora.report.findings import findings_markdown
+from fairlora.report.formatting import MISSING, fmt_estimate, md_escape
 from fairlora.report.training import training_markdown
 
-MISSING = "–"
 UNPAIRED_MARK = "‡"
 KEY_METRICS = {
     "utility": ("accuracy", "f1", "loss", "perplexity"),
@@ -43,7 +44,6 @@ KEY_SUMMARY = (
     "auc_gap",
 )
 MAX_GENERIC = 6
-MARKDOWN_SPECIALS = "\\`*_[]<>|#"
 
 
 @dataclass
@@ -55,11 +55,6 @@ class MainRow:
     summary: bool
     estimates: dict[str, Estimate | None]
     deltas: dict[str, Difference | None]
-
-
-def fmt_value(value: float | None) -> str:
-    """A number to 3 decimals; None as '–'."""
-    return MISSING if value is None else f"{value:.3f}"
 
 
 def fmt_delta(value: float | None) -> str:
@@ -94,21 +89,6 @@ def difference_note(audit: AuditResult) -> str:
     )
 
 
-def fmt_ci(estimate: Estimate | None) -> str:
-    """'[low, high]' of an estimate, or '' when it has no CI."""
-    if estimate is None or (estimate.low is None and estimate.high is None):
-        return ""
-    return f"[{fmt_value(estimate.low)}, {fmt_value(estimate.high)}]"
-
-
-def fmt_estimate(estimate: Estimate | None) -> str:
-    """'value [low, high]' (the CI only where known); a missing estimate as '–'."""
-    if estimate is None:
-        return MISSING
-    ci = fmt_ci(estimate)
-    return f"{fmt_value(estimate.value)} {ci}" if ci else fmt_value(estimate.value)
-
-
 def _tables(audit: AuditResult, key: str) -> list[MetricTable]:
     return [run.sections[key] for run in audit.runs if key in run.sections]
 
@@ -141,12 +121,6 @@ def main_rows(audit: AuditResult) -> list[MainRow]:
             deltas = {run.name: audit.difference(key, metric, run.name, summary) for run in audit.runs[1:]}
             rows.append(MainRow(key, metric, summary, estimates, deltas))
     return rows
-
-
-def md_escape(text: str) -> str:
-    """Backslash-escape Markdown specials (pipes included, so text is safe inside a table cell)."""
-    text = " ".join(str(text).split())
-    return "".join(f"\\{c}" if c in MARKDOWN_SPECIALS else c for c in text)
 
 
 def _estimate_md(estimate: Estimate | None) -> str:
@@ -207,6 +181,7 @@ def render_markdown(audit: AuditResult) -> str:
     lines = ["# fairlora audit", ""]
     if not audit.runs:
         return "\n".join(lines + ["No runs were audited.", ""])
+    lines += findings_markdown(audit, ci_percent(audit.options))
     lines += ["## Runs", "", *_run_lines(audit), "", "## Comparison", "", *_main_table(audit), ""]
     level = ci_percent(audit.options)
     lines += [

@@ -53,20 +53,21 @@ def _layout(figure: Figure, bottom: float = 0.75) -> None:
     )
 
 
-def _finite(value: float | None) -> bool:
+def finite(value: float | None) -> bool:
+    """Whether `value` is a number other than NaN or infinity."""
     return value is not None and math.isfinite(value)
 
 
 def _value(estimate: Estimate | None) -> float:
-    return estimate.value if estimate is not None and _finite(estimate.value) else math.nan
+    return estimate.value if estimate is not None and finite(estimate.value) else math.nan
 
 
-def _error(estimate: Estimate | None) -> tuple[float, float]:
+def ci_error(estimate: Estimate | None) -> tuple[float, float]:
     """Distances from the value down to the CI low and up to the CI high (0 where unknown)."""
-    if estimate is None or not _finite(estimate.value):
+    if estimate is None or not finite(estimate.value):
         return 0.0, 0.0
-    low = estimate.value - estimate.low if _finite(estimate.low) else 0.0
-    high = estimate.high - estimate.value if _finite(estimate.high) else 0.0
+    low = estimate.value - estimate.low if finite(estimate.low) else 0.0
+    high = estimate.high - estimate.value if finite(estimate.high) else 0.0
     return max(low, 0.0), max(high, 0.0)
 
 
@@ -87,7 +88,7 @@ def group_bars(tables: Mapping[str, MetricTable], metric: str) -> bytes:
     for index, (run, table) in enumerate(tables.items()):
         rows = [table.overall] + [table.by_group.get(g, {}) for g in groups[1:]]
         estimates = [row.get(metric) for row in rows]
-        errors = [_error(e) for e in estimates]
+        errors = [ci_error(e) for e in estimates]
         positions = [i + (index - (len(tables) - 1) / 2) * width for i in range(len(groups))]
         bars = axes.bar(
             positions,
@@ -130,7 +131,7 @@ def _points(curve: Curve) -> tuple[list[float], list[float]]:
     pairs = [
         (float(x), float(y))
         for x, y in zip(curve.get("x", []), curve.get("y", []), strict=False)
-        if _finite(x) and _finite(y)
+        if finite(x) and finite(y)
     ]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
@@ -179,7 +180,7 @@ def _bar_errors(curve: Curve, heights: list[float]) -> list[list[float]] | None:
 
     def gap(index: int, bounds: list[float | None], sign: float) -> float:
         bound = bounds[index] if index < len(bounds) else None
-        if not _finite(bound) or not math.isfinite(heights[index]):
+        if not finite(bound) or not math.isfinite(heights[index]):
             return 0.0
         return max(sign * (float(bound) - heights[index]), 0.0)
 
@@ -199,7 +200,7 @@ def category_bars(
         names = list(categories.get(title, ()))
         width = 0.8 / max(len(runs), 1)
         for index, (run, curve) in enumerate(runs.items()):
-            heights = [float(v) if _finite(v) else math.nan for v in curve.get("y", [])][: len(names)]
+            heights = [float(v) if finite(v) else math.nan for v in curve.get("y", [])][: len(names)]
             positions = [i + (index - (len(runs) - 1) / 2) * width for i in range(len(heights))]
             errors = _bar_errors(curve, heights)
             ax.bar(positions, heights, width, yerr=errors, color=colour(index), label=run, capsize=1.5)
@@ -301,7 +302,7 @@ def share_categories(tables: Mapping[str, MetricTable], name: str, count: int) -
 
 
 def _tick(value: float | None) -> str:
-    if not _finite(value):
+    if not finite(value):
         return "–"
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 

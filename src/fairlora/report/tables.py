@@ -7,7 +7,8 @@ from typing import Any
 from rich.table import Table
 
 from fairlora.metrics.table import Estimate, MetricTable
-from fairlora.report.markdown import DISPARITY_ROWS, KEY_METRICS, ci_percent, fmt_difference, fmt_estimate
+from fairlora.report.formatting import fmt_estimate
+from fairlora.report.markdown import DISPARITY_ROWS, KEY_METRICS, ci_percent, fmt_difference
 from fairlora.runs import RunResult
 
 CLASSIFICATION_COLUMNS = ("accuracy", "f1", "tpr", "fpr", "positive_rate")

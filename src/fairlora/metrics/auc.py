@@ -17,6 +17,10 @@ AUCs are Mann-Whitney statistics from ranks, ties counting half (as sklearn's `r
 weighted by the audit's shared bootstrap resample counts for CIs (see `fairlora.metrics.ranking`).
 A constant score ties every pair: every AUC is 0.5. Every Estimate's `n` counts the examples its
 AUC ranks (positives plus negatives).
+
+Intervals (see `fairlora.metrics.bootstrap`): bias-corrected percentile intervals of the resampled
+AUCs, generalized means and final score; the worst (lowest) Subgroup AUC's interval also spans that
+group's own interval.
 """
 
 from __future__ import annotations
@@ -149,7 +153,8 @@ def auc_table(
     for index, name in enumerate([*GENERALIZED_MEANS.values(), FINAL_SCORE]):
         set_summary(table, name, means[index], boot_means[:, index], len(predictions), level)
     names = ("worst_group_auc", "auc_gap")
-    add_worst_and_gap(table, names, point["auc"], boot["auc"], keep, used_rows(masks, keep), level, False)
+    n_used = used_rows(masks, keep)
+    add_worst_and_gap(table, names, point["auc"], boot["auc"], keep, n_used, level, False, metric="auc")
     if len(np.unique(score)) == 1:
         table.notes.append(
             f"constant score: P(positive) = {score[0]:.3g} for every example, so every AUC is 0.5"

@@ -6,6 +6,11 @@ descending score order, read only at the last position of each run of equal scor
 weighted ROC at once (AUC by the trapezoid rule, so ties count half, as in `roc_auc_score`; see
 `fairlora.metrics.ranking`, where members are the positives). Every Estimate's `n` is the number of
 members plus non-members it rests on.
+
+Intervals (see `fairlora.metrics.bootstrap`): bias-corrected percentile intervals of the resampled
+figures, TPR at a fixed FPR included (its threshold is read off the non-members of each resample, so
+it is no fixed-denominator proportion); the most vulnerable group's AUC (the worst group) also
+spans that group's own interval.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from sklearn.metrics import auc as trapezoid_auc
 from sklearn.metrics import roc_curve
 
 from fairlora.errors import AuditError
-from fairlora.metrics.bootstrap import iter_weights, percentile_ci, safe_ratio
+from fairlora.metrics.bootstrap import bc_interval, iter_weights, safe_ratio
 from fairlora.metrics.ranking import Ranked, cumulative, descending, pair_auc, rank_selection
 from fairlora.metrics.summary import add_worst_and_gap, group_matrix, used_rows
 from fairlora.metrics.table import Estimate, MetricTable
@@ -194,7 +199,8 @@ def attack_table(
     # the most vulnerable group has the highest attack AUC
     auc = np.array(point["auc"], np.float64)
     add_worst_and_gap(
-        table, ("worst_group_auc", "auc_gap"), auc, boot["auc"], keep, used_rows(masks, keep), level, True
+        table, ("worst_group_auc", "auc_gap"), auc, boot["auc"], keep, used_rows(masks, keep), level, True,
+        metric="auc",
     )
     return table
 
@@ -205,7 +211,7 @@ def _estimates(
     members, nonmembers = len(ranked.positives), len(ranked.negatives)
     out = {}
     for m in METRICS:
-        low, high = percentile_ci(boot[m][:, None], level)
+        low, high = bc_interval(np.array([figures[m]], np.float64), boot[m][:, None], level)
         out[m] = Estimate(figures[m], low[0], high[0], members + nonmembers)
     out["n_members"] = Estimate(members, n=members)
     out["n_nonmembers"] = Estimate(nonmembers, n=nonmembers)

@@ -113,7 +113,7 @@ def test_pronoun_table_ratios_by_hand() -> None:
 def test_pronoun_table_cis_match_a_direct_bootstrap() -> None:
     frame = pd.concat([six_rows()] * 10, ignore_index=True)
     table = pronoun_table(frame, ["a", "b"], min_group_size=1, n_boot=300, seed=7)
-    weights = draws(len(frame), 300, 7)  # the same resamples, drawn directly
+    weights = draws(len(frame), 300, 7).astype(np.float64)  # the same resamples, drawn directly
     outcomes = np.array(
         [stereotype_outcome(g, s) for g, s in zip(frame.generation, frame.stereotype_gender, strict=True)]
     )

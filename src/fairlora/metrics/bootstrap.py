@@ -22,9 +22,11 @@ Intervals (at `level`, two-sided):
   EO difference): their percentile interval can miss the estimate altogether. The acceleration of
   BCa is left at 0: its jackknife would recompute every per-resample min, max, AUC and ROC n times.
   Fallback, where the bias correction is undefined (every resample on one side of the estimate) or
-  so large that the corrected interval would leave the estimate (|z0| >= z): the percentile
+  too large to trust (|z0| >= 1.96: under 2.5% of the resamples on one side): the percentile
   interval shifted by the median bias (estimate - median of the resamples), clipped to the range of
-  the estimate and its resamples. Every interval from either function contains its estimate.
+  the estimate and its resamples. The choice does not depend on `level`, so a lower level gives a
+  nested interval; at levels under 95% a BC interval that would stop short of the estimate (|z0| >= z)
+  is stretched to reach it. Every interval from either function contains its estimate.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import numpy as np
 from scipy.special import ndtr, ndtri
 
 CHUNK_CELLS = 2**24  # at most ~64 MB of float32 counts at a time
+SWITCH_Z = float(ndtri(0.975))  # |z0| from which the median-shift fallback replaces BC
 TIE_TOLERANCE = 1e-6  # resampled sums run in float32: values this close (relative) to the estimate tie
 
 
@@ -130,7 +133,8 @@ def _bc_columns(point: np.ndarray, samples: np.ndarray, level: float) -> tuple[n
         bias = ndtri(share)
     low = _quantiles(ordered, valid, ndtr(2.0 * bias - z))
     high = _quantiles(ordered, valid, ndtr(2.0 * bias + z))
-    corrected = (np.abs(bias) < z) & (low <= point) & (point <= high)
+    corrected = np.abs(bias) < SWITCH_Z  # one choice at every level, so intervals nest across levels
+    low, high = np.minimum(low, point), np.maximum(high, point)
     tail = (1.0 - level) / 2.0
     shift = point - _quantiles(ordered, valid, np.full(point.shape, 0.5))
     floor = np.minimum(point, ordered[0])

@@ -20,4 +20,6 @@ def bias_corrected(point: float, samples: np.ndarray, level: float = 0.95) -> tu
     share = (np.sum((samples < point) & ~tied) + 0.5 * np.sum(tied)) / len(samples)
     z0, z = norm.ppf(share), norm.ppf(1 - (1 - level) / 2)
     assert abs(z0) < z, "the oracle covers the defined case only"
-    return float(np.quantile(samples, norm.cdf(2 * z0 - z))), float(np.quantile(samples, norm.cdf(2 * z0 + z)))
+    return float(np.quantile(samples, norm.cdf(2 * z0 - z))), float(
+        np.quantile(samples, norm.cdf(2 * z0 + z))
+    )

@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from fairlora.errors import AuditError
-from fairlora.metrics.auc import FINAL_SCORE, auc_table, generalized_mean
+from fairlora.metrics.auc import FINAL_SCORE, auc_layout, auc_table, generalized_mean, weighted_aucs
 from interval_oracles import bias_corrected
 
 from fairlora.metrics.bootstrap import iter_weights
@@ -157,3 +157,31 @@ def test_multiclass_predictions_are_refused_clearly():
     frame = _frame(50).assign(prob_2=0.0)
     with pytest.raises(AuditError, match="binary classifier"):
         auc_table(frame, ["a"], n_boot=0)
+
+
+def test_every_resampled_auc_equals_sklearn_on_the_repeated_rows_with_ties():
+    frame = _frame(240, seed=6, levels=8)  # few distinct scores: many ties
+    frame["c"] = frame["a"] & frame["b"]
+    groups = ["a", "b", "c", "tiny"]
+    label, prob = frame["label"].to_numpy(), frame["prob_1"].to_numpy()
+    positive = label == 1
+    masks = np.column_stack([np.ones(240, bool), frame[groups].to_numpy(bool)])
+    layout = auc_layout(prob, positive, masks)
+    weights = np.concatenate(list(iter_weights(240, 6, 2))).astype(np.int32)
+    got = weighted_aucs(weights[:, layout.order], layout)  # overall, then (subgroup, BPSN, BNSP) per group
+    for column, selected in enumerate(_selections(frame, groups, positive)):
+        expected = []
+        for w in weights.astype(int):
+            repeated = np.repeat(np.arange(240)[selected], w[selected])
+            both = len(set(label[repeated])) == 2
+            expected.append(roc_auc_score(label[repeated], prob[repeated]) if both else np.nan)
+        np.testing.assert_allclose(got[:, column], expected, rtol=0, atol=1e-12, err_msg=str(column))
+
+
+def _selections(frame: pd.DataFrame, groups: list[str], positive: np.ndarray) -> list[np.ndarray]:
+    """The rows of every AUC from the definitions: all, then per group subgroup, BPSN, BNSP."""
+    out = [np.ones(len(frame), bool)]
+    for group in groups:
+        inside = frame[group].to_numpy()
+        out += [inside, inside & ~positive | ~inside & positive, inside & positive | ~inside & ~positive]
+    return out

@@ -122,7 +122,9 @@ def test_pronoun_table_cis_match_a_direct_bootstrap() -> None:
     pro_a = (weights @ (pro & member)) / (weights @ member)
     gap_a = pro_a - (weights @ (anti & member)) / (weights @ member)
     estimate = table.by_group["a"]["pro"]
-    assert (estimate.low, estimate.high) == pytest.approx(wilson(round(estimate.value * member.sum()), member.sum()))
+    assert (estimate.low, estimate.high) == pytest.approx(
+        wilson(round(estimate.value * member.sum()), member.sum())
+    )
     estimate = table.by_group["a"]["pro_minus_anti"]
     assert (estimate.low, estimate.high) == pytest.approx(bias_corrected(estimate.value, gap_a))
     overall_gap = (weights @ pro - weights @ anti) / len(frame)

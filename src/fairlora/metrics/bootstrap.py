@@ -78,9 +78,7 @@ def percentile_ci(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.nda
     return low, high
 
 
-def wilson_interval(
-    proportion: np.ndarray, n: np.ndarray, level: float
-) -> tuple[np.ndarray, np.ndarray]:
+def wilson_interval(proportion: np.ndarray, n: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     """Wilson score interval of a proportion observed on n trials (NaN where n is 0 or p is NaN)."""
     p, trials = np.broadcast_arrays(np.asarray(proportion, np.float64), np.asarray(n, np.float64))
     z = float(ndtri(1.0 - (1.0 - level) / 2.0))

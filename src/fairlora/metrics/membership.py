@@ -199,7 +199,14 @@ def attack_table(
     # the most vulnerable group has the highest attack AUC
     auc = np.array(point["auc"], np.float64)
     add_worst_and_gap(
-        table, ("worst_group_auc", "auc_gap"), auc, boot["auc"], keep, used_rows(masks, keep), level, True,
+        table,
+        ("worst_group_auc", "auc_gap"),
+        auc,
+        boot["auc"],
+        keep,
+        used_rows(masks, keep),
+        level,
+        True,
         metric="auc",
     )
     return table

@@ -60,7 +60,8 @@ def predictions(rows: int, groups: int, seed: int = 0) -> tuple[pd.DataFrame, li
     rng = np.random.default_rng(seed)
     label = rng.integers(0, 2, rows)
     columns = [f"group_{g}" for g in range(groups)]
-    member = {c: rng.random(rows) < share for c, share in zip(columns, np.linspace(0.05, 0.5, groups))}
+    shares = np.linspace(0.05, 0.5, groups)
+    member = {c: rng.random(rows) < share for c, share in zip(columns, shares, strict=True)}
     lean = sum(0.05 * (g % 3 - 1) * member[c] for g, c in enumerate(columns))
     prob_1 = np.clip(1 / (1 + np.exp(-rng.normal(2.0 * label - 1.0 + lean, 1.2))), 1e-6, 1 - 1e-6)
     frame = pd.DataFrame({"id": np.arange(rows).astype(str), "split": "test", "label": label})

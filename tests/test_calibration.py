@@ -10,10 +10,9 @@ import pytest
 from sklearn.metrics import brier_score_loss
 
 from fairlora.errors import AuditError
-from interval_oracles import bias_corrected
-
 from fairlora.metrics.bootstrap import iter_weights
 from fairlora.metrics.calibration import bin_index, calibration_table
+from interval_oracles import bias_corrected
 
 
 def draws(n: int, n_boot: int, seed: int) -> np.ndarray:

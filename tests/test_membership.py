@@ -9,8 +9,6 @@ from scipy.stats import norm
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from fairlora.errors import AuditError
-from interval_oracles import bias_corrected
-
 from fairlora.metrics.bootstrap import iter_weights
 from fairlora.metrics.membership import (
     attack_figures,
@@ -21,6 +19,7 @@ from fairlora.metrics.membership import (
     loss_attack_table,
 )
 from fairlora.metrics.ranking import descending, rank_selection
+from interval_oracles import bias_corrected
 
 
 def draws(n: int, n_boot: int, seed: int) -> np.ndarray:

@@ -9,10 +9,9 @@ from sklearn.metrics import roc_auc_score
 
 from fairlora.errors import AuditError
 from fairlora.metrics.auc import FINAL_SCORE, auc_layout, auc_table, generalized_mean, weighted_aucs
-from interval_oracles import bias_corrected
-
 from fairlora.metrics.bootstrap import iter_weights
 from fairlora.metrics.ranking import descending, rank_selection, weighted_auc
+from interval_oracles import bias_corrected
 
 GROUPS = ["a", "b", "tiny"]
 

@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from fairlearn.metrics import demographic_parity_ratio, equalized_odds_ratio
-from interval_oracles import wilson
 
 from fairlora.metrics.auc import auc_table
 from fairlora.metrics.bootstrap import bc_interval, percentile_ci, wilson_interval
@@ -15,6 +14,7 @@ from fairlora.metrics.calibration import calibration_table
 from fairlora.metrics.membership import loss_attack_table
 from fairlora.metrics.table import MetricTable
 from fairlora.metrics.utility import utility_table
+from interval_oracles import wilson
 
 
 def _predictions(n: int, seed: int, classes: int = 2, groups: int = 10) -> pd.DataFrame:

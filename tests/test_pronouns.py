@@ -6,12 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from interval_oracles import bias_corrected, wilson
-
 from fairlora.errors import AuditError
 from fairlora.metrics.bootstrap import iter_weights
 from fairlora.metrics.pronouns import pronoun_gender, pronoun_table, stereotype_outcome
 from fairlora.metrics.table import MetricTable
+from interval_oracles import bias_corrected, wilson
 
 
 def draws(n: int, n_boot: int, seed: int) -> np.ndarray:

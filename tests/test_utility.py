@@ -19,11 +19,10 @@ from fairlearn.metrics import (
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
 from fairlora.errors import AuditError
-from interval_oracles import bias_corrected, wilson
-
 from fairlora.metrics.bootstrap import iter_weights
 from fairlora.metrics.table import MetricTable
 from fairlora.metrics.utility import utility_table
+from interval_oracles import bias_corrected, wilson
 
 
 def draws(n: int, n_boot: int, seed: int) -> np.ndarray:

@@ -16,17 +16,18 @@ Intervals (at `level`, two-sided):
   collapses to [1, 1].
 - Every other figure (loss, ECE, Brier, AUCs, worst group, gaps, differences, ratios):
   the bias-corrected percentile interval (BC, Efron 1981), `bc_interval`. With z0 the normal
-  quantile of the share of resamples below the estimate (ties, within float32 rounding, count half) and z = z_{1-(1-level)/2},
-  it reads the resampled values at the quantiles Phi(2 z0 - z) and Phi(2 z0 + z). This corrects the
-  median bias of the bootstrap, which is large for a min or max over groups (worst group, gap, DP /
-  EO difference): their percentile interval can miss the estimate altogether. The acceleration of
-  BCa is left at 0: its jackknife would recompute every per-resample min, max, AUC and ROC n times.
+  quantile of the share of resamples below the estimate (ties, up to float32 rounding, count half)
+  and z = z_{1-(1-level)/2}, it reads the resampled values at the quantiles Phi(2 z0 - z) and
+  Phi(2 z0 + z). This corrects the median bias of the bootstrap, which is large for a min or max
+  over groups (worst group, gap, DP / EO difference and ratio): their percentile interval can miss
+  the estimate altogether. The acceleration of BCa is left at 0: its jackknife would recompute
+  every per-resample min, max, AUC and ROC n times.
   Fallback, where the bias correction is undefined (every resample on one side of the estimate) or
   too large to trust (|z0| >= 1.96: under 2.5% of the resamples on one side): the percentile
-  interval shifted by the median bias (estimate - median of the resamples), clipped to the range of
-  the estimate and its resamples. The choice does not depend on `level`, so a lower level gives a
-  nested interval; at levels under 95% a BC interval that would stop short of the estimate (|z0| >= z)
-  is stretched to reach it. Every interval from either function contains its estimate.
+  interval shifted by the median bias (estimate - median of the resamples), clipped to the range
+  of the estimate and its resamples. The choice does not depend on `level`, so a lower level gives
+  a nested interval; at levels under 95% a BC interval that would stop short of the estimate
+  (|z0| >= z) is stretched to reach it. Every interval from either function contains its estimate.
 """
 
 from __future__ import annotations

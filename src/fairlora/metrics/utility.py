@@ -38,15 +38,14 @@ from fairlora.metrics.summary import (
     column_estimates,
     group_matrix,
     kept_columns,
-    set_summary,
     nan_extremes,
+    set_summary,
     spread,
     stacked_sums,
     used_rows,
     widen,
 )
 from fairlora.metrics.table import MetricTable
-
 
 BINARY_PROPORTIONS = frozenset(
     {"accuracy", "precision", "recall", "tpr", "fpr", "tnr", "fnr", "positive_rate"}

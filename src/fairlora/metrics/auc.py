@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from fairlora.errors import AuditError
-from fairlora.metrics.bootstrap import iter_weights, safe_ratio
+from fairlora.metrics.bootstrap import iter_ordered_weights, safe_ratio
 from fairlora.metrics.ranking import Ranked, cumulative, descending, rank_selection, weighted_auc
 from fairlora.metrics.summary import (
     add_worst_and_gap,
@@ -49,8 +49,6 @@ OVERALL_WEIGHT = 0.25
 BIAS_AUCS = ("auc", "bpsn_auc", "bnsp_auc")  # per group; "auc" within a group is the Subgroup AUC
 GENERALIZED_MEANS = {"auc": "gmean_subgroup_auc", "bpsn_auc": "gmean_bpsn_auc", "bnsp_auc": "gmean_bnsp_auc"}
 FINAL_SCORE = "final_auc_score"
-ROWS_PER_STEP = 64  # resamples handled together, at least
-STEP_CELLS = 2**18  # ... and up to this many (resample, example) weights at a time
 
 
 def _scores(predictions: pd.DataFrame, source: str) -> tuple[np.ndarray, np.ndarray]:
@@ -151,12 +149,7 @@ def _supports(layout: Layout) -> np.ndarray:
 
 def _resampled(layout: Layout, n_boot: int, seed: int) -> np.ndarray:
     """Every AUC under each resample: (n_boot, 1 + 3G)."""
-    n = len(layout.order)
-    step = max(ROWS_PER_STEP, STEP_CELLS // max(n, 1))
-    parts = []
-    for chunk in iter_weights(n, n_boot, seed):
-        for start in range(0, len(chunk), step):
-            parts.append(weighted_aucs(chunk[start : start + step][:, layout.order].astype(np.int32), layout))
+    parts = [weighted_aucs(weights, layout) for weights in iter_ordered_weights(layout.order, n_boot, seed)]
     return np.concatenate(parts) if parts else np.zeros((0, 1 + 3 * len(layout.subgroups)))
 
 

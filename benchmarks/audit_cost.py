@@ -1,15 +1,17 @@
-"""Audit cost: the full audit of one run vs one bare evaluation forward pass over the same examples.
+"""Audit cost: `fairlora.audit()` of one run vs one bare evaluation forward pass over the same examples.
 
 Both sides cover the run's train and test rows. The bare pass tokenizes, pads and runs the model
-forward in inference mode (nothing kept). The audit does what `fairlora audit` does for that run:
-the prediction pass (probabilities + per-example loss, stored), utility per split, calibration and
-the loss membership attack with 1000-resample bootstrap CIs per group, then results.json,
-report.html (plots) and report.md. LiRA shadow training is excluded (it is K training runs). The two
-alternate (ABAB...) and medians are compared: target audit / bare <= 1.2. "From cache" repeats the
-audit with the stored predictions, as a repeated `fairlora audit` does.
+forward in inference mode (nothing kept). The audit side is what a user pays to audit a run: the
+prediction pass (probabilities + per-example loss over both splits, as `fairlora eval` computes
+them) and then `fairlora.audit(run, out)` itself, with its default sections (utility per split,
+calibration and subgroup / BPSN / BNSP AUCs on the test split, the loss membership attack, all with
+1000-resample CIs per group), the run comparison, results.json, report.html (plots) and report.md.
+LiRA shadow training is excluded (it is K training runs). The two alternate (ABAB...) and medians
+are compared: target audit / bare <= 1.2. "From stored predictions" times `fairlora.audit()` alone,
+as a repeated `fairlora audit` runs it.
 
     .venv/bin/python benchmarks/audit_cost.py [--config configs/minilm-identity.yaml] [--repeats 5]
-        [--threads 2] [--out benchmarks/results/audit_cost.json]
+        [--threads 2] [--out benchmarks/results/audit_cost.json] [--set KEY=VALUE ...]
 
 Timings never fail the run: a ratio over the target is reported, not raised.
 """
@@ -31,12 +33,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from fairlora.auditing.results import AuditResult, RunAudit
-from fairlora.metrics.calibration import calibration_table
-from fairlora.metrics.membership import loss_attack_table
-from fairlora.metrics.utility import utility_table
+import fairlora
 from fairlora.pipeline import load_run, train
-from fairlora.report.html import write_report
 from fairlora.tasks import get_task
 from fairlora.tasks.predict import predict_frame
 
@@ -56,31 +54,20 @@ def bare_forward(
             model(**inputs)
 
 
-def audit_tables(cfg: Any, predictions: pd.DataFrame, groups: list[str], out: Path) -> None:
-    """Every prediction-based section plus the report, as `fairlora audit` computes them."""
-    options = {"min_group_size": cfg.eval.min_group_size, "n_boot": cfg.audit.n_boot, "seed": 0}
-    run = RunAudit(cfg.name, cfg.method, cfg.model.name, cfg.data.name, cfg.task, str(cfg.run_dir))
-    for split, rows in predictions.groupby("split", sort=False):
-        run.sections[f"utility/{split}"] = utility_table(rows, groups, **options)
-    test = predictions[predictions["split"] == "test"]
-    run.sections["calibration/test"] = calibration_table(test, groups, **options)
-    run.sections["membership/loss"] = loss_attack_table(predictions, groups, **options)
-    write_report(AuditResult([run], cfg.audit.model_dump(mode="json")), out)
+def audit_tables(run_dir: Path, out: Path) -> None:
+    """`fairlora.audit()` of the run from its stored predictions: every default section and the report."""
+    fairlora.audit(run_dir, out, progress=False)
 
 
 def full_audit(
     cfg: Any, model: Any, tokenizer: Any, frames: dict[str, pd.DataFrame], groups: list[str], out: Path
-):
-    """Prediction pass over both splits, then every section and the report."""
-    tables = [
+) -> None:
+    """The prediction pass over both splits, then `fairlora.audit()`."""
+    for split, frame in frames.items():
         predict_frame(
             model, tokenizer, frame, cfg.task, cfg.model.max_length, cfg.eval.batch_size, split, groups, False
         )
-        for split, frame in frames.items()
-    ]
-    predictions = pd.concat(tables, ignore_index=True)
-    audit_tables(cfg, predictions, groups, out)
-    return predictions
+    audit_tables(cfg.run_dir, out)
 
 
 def timed(fn: Any, *args: Any) -> float:
@@ -96,6 +83,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-steps", type=int, default=30, help="training steps of the audited run")
     parser.add_argument("--out", default="benchmarks/results/audit_cost.json")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="config override (smoke runs)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="audit-cost-"))
@@ -104,6 +94,7 @@ def main() -> None:
         "name=bench",
         f"train.max_steps={args.max_steps}",
         "train.progress_bar=false",
+        *args.set,
     ]
     train(args.config, overrides)
     cfg, data, loaded = load_run(work / "bench")
@@ -112,7 +103,7 @@ def main() -> None:
     everything = pd.concat(frames.values(), ignore_index=True)
     groups = data.group_columns
     bare, audit, cached = [], [], []
-    predictions = full_audit(cfg, model, tokenizer, frames, groups, work / "audit")  # warm-up
+    full_audit(cfg, model, tokenizer, frames, groups, work / "audit")  # warm-up
     for _ in range(args.repeats):
         bare.append(
             timed(
@@ -126,7 +117,7 @@ def main() -> None:
             )
         )
         audit.append(timed(full_audit, cfg, model, tokenizer, frames, groups, work / "audit"))
-        cached.append(timed(audit_tables, cfg, predictions, groups, work / "audit"))
+        cached.append(timed(audit_tables, cfg.run_dir, work / "audit"))
     report(args, cfg, len(everything), len(groups), bare, audit, cached)
 
 
@@ -141,11 +132,9 @@ def report(args: Any, cfg: Any, rows: int, groups: int, bare: list, audit: list,
     for column in ("path", "median s", "ratio to bare forward"):
         table.add_column(column, justify="right")
     table.add_row("bare forward pass", f"{medians['bare']:.3f}", "1.000")
+    table.add_row("prediction pass + fairlora.audit()", f"{medians['audit']:.3f}", f"{ratio:.3f}")
     table.add_row(
-        "full audit (prediction pass + metrics + report)", f"{medians['audit']:.3f}", f"{ratio:.3f}"
-    )
-    table.add_row(
-        "audit from stored predictions",
+        "fairlora.audit() from stored predictions",
         f"{medians['cached']:.3f}",
         f"{medians['cached'] / medians['bare']:.3f}",
     )
@@ -158,6 +147,7 @@ def report(args: Any, cfg: Any, rows: int, groups: int, bare: list, audit: list,
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": args.threads},
         "model": cfg.model.name,
         "config": args.config,
+        "overrides": args.set,
         "rows": rows,
         "groups": groups,
         "max_length": cfg.model.max_length,

@@ -8,9 +8,10 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from fairlora.errors import AuditError
-from fairlora.metrics.auc import FINAL_SCORE, auc_table, generalized_mean
-from fairlora.metrics.bootstrap import iter_weights, percentile_ci
+from fairlora.metrics.auc import FINAL_SCORE, auc_layout, auc_table, generalized_mean, weighted_aucs
+from fairlora.metrics.bootstrap import iter_weights
 from fairlora.metrics.ranking import descending, rank_selection, weighted_auc
+from interval_oracles import bias_corrected
 
 GROUPS = ["a", "b", "tiny"]
 
@@ -77,7 +78,7 @@ def test_weighted_auc_equals_sklearn_with_the_examples_repeated():
                 assert got[row] == pytest.approx(roc_auc_score(positive[rows], score[rows]), abs=1e-12)
 
 
-def test_cis_are_percentiles_of_the_weighted_auc_over_the_shared_resamples():
+def test_cis_are_bias_corrected_percentiles_of_the_weighted_auc_over_the_shared_resamples():
     frame = _frame(300, seed=4)
     table = auc_table(frame, GROUPS, min_group_size=20, n_boot=200, seed=9)
     weights = np.concatenate(list(iter_weights(300, 200, 9)))
@@ -89,9 +90,9 @@ def test_cis_are_percentiles_of_the_weighted_auc_over_the_shared_resamples():
         samples.append(
             roc_auc_score(frame["label"].to_numpy()[repeated], frame["prob_1"].to_numpy()[repeated])
         )
-    low, high = percentile_ci(np.array(samples)[:, None], 0.95)
-    assert table.by_group["a"]["bpsn_auc"].low == pytest.approx(low[0])
-    assert table.by_group["a"]["bpsn_auc"].high == pytest.approx(high[0])
+    low, high = bias_corrected(table.by_group["a"]["bpsn_auc"].value, np.array(samples))
+    assert table.by_group["a"]["bpsn_auc"].low == pytest.approx(low)
+    assert table.by_group["a"]["bpsn_auc"].high == pytest.approx(high)
     estimate = table.by_group["a"]["bpsn_auc"]
     assert estimate.low <= estimate.value <= estimate.high
 
@@ -155,3 +156,31 @@ def test_multiclass_predictions_are_refused_clearly():
     frame = _frame(50).assign(prob_2=0.0)
     with pytest.raises(AuditError, match="binary classifier"):
         auc_table(frame, ["a"], n_boot=0)
+
+
+def test_every_resampled_auc_equals_sklearn_on_the_repeated_rows_with_ties():
+    frame = _frame(240, seed=6, levels=8)  # few distinct scores: many ties
+    frame["c"] = frame["a"] & frame["b"]
+    groups = ["a", "b", "c", "tiny"]
+    label, prob = frame["label"].to_numpy(), frame["prob_1"].to_numpy()
+    positive = label == 1
+    masks = np.column_stack([np.ones(240, bool), frame[groups].to_numpy(bool)])
+    layout = auc_layout(prob, positive, masks)
+    weights = np.concatenate(list(iter_weights(240, 6, 2))).astype(np.int32)
+    got = weighted_aucs(weights[:, layout.order], layout)  # overall, then (subgroup, BPSN, BNSP) per group
+    for column, selected in enumerate(_selections(frame, groups, positive)):
+        expected = []
+        for w in weights.astype(int):
+            repeated = np.repeat(np.arange(240)[selected], w[selected])
+            both = len(set(label[repeated])) == 2
+            expected.append(roc_auc_score(label[repeated], prob[repeated]) if both else np.nan)
+        np.testing.assert_allclose(got[:, column], expected, rtol=0, atol=1e-12, err_msg=str(column))
+
+
+def _selections(frame: pd.DataFrame, groups: list[str], positive: np.ndarray) -> list[np.ndarray]:
+    """The rows of every AUC from the definitions: all, then per group subgroup, BPSN, BNSP."""
+    out = [np.ones(len(frame), bool)]
+    for group in groups:
+        inside = frame[group].to_numpy()
+        out += [inside, inside & ~positive | ~inside & positive, inside & positive | ~inside & ~positive]
+    return out

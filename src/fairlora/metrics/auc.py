@@ -17,18 +17,23 @@ AUCs are Mann-Whitney statistics from ranks, ties counting half (as sklearn's `r
 weighted by the audit's shared bootstrap resample counts for CIs (see `fairlora.metrics.ranking`).
 A constant score ties every pair: every AUC is 0.5. Every Estimate's `n` counts the examples its
 AUC ranks (positives plus negatives).
+
+Intervals (see `fairlora.metrics.bootstrap`): bias-corrected percentile intervals of the resampled
+AUCs, generalized means and final score; the worst (lowest) Subgroup AUC's interval also spans that
+group's own interval.
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from fairlora.errors import AuditError
-from fairlora.metrics.bootstrap import iter_weights
-from fairlora.metrics.ranking import Ranked, descending, rank_selection, weighted_auc
+from fairlora.metrics.bootstrap import iter_ordered_weights, safe_ratio
+from fairlora.metrics.ranking import Ranked, cumulative, descending, rank_selection, weighted_auc
 from fairlora.metrics.summary import (
     add_worst_and_gap,
     column_estimates,
@@ -44,7 +49,6 @@ OVERALL_WEIGHT = 0.25
 BIAS_AUCS = ("auc", "bpsn_auc", "bnsp_auc")  # per group; "auc" within a group is the Subgroup AUC
 GENERALIZED_MEANS = {"auc": "gmean_subgroup_auc", "bpsn_auc": "gmean_bpsn_auc", "bnsp_auc": "gmean_bnsp_auc"}
 FINAL_SCORE = "final_auc_score"
-ROWS_PER_STEP = 64  # resamples handled together
 
 
 def _scores(predictions: pd.DataFrame, source: str) -> tuple[np.ndarray, np.ndarray]:
@@ -62,27 +66,91 @@ def _scores(predictions: pd.DataFrame, source: str) -> tuple[np.ndarray, np.ndar
     return score, predictions["label"].to_numpy().astype(np.int64) == 1
 
 
-def _selections(masks: np.ndarray, positive: np.ndarray) -> list[np.ndarray]:
-    """Row masks of every AUC: overall, then per group its subgroup, BPSN and BNSP examples."""
-    selections = [masks[:, 0]]
-    for column in range(1, masks.shape[1]):
-        inside = masks[:, column]
-        selections += [
-            inside,
-            inside & ~positive | ~inside & positive,
-            inside & positive | ~inside & ~positive,
-        ]
-    return selections
+@dataclass(frozen=True)
+class Layout:
+    """Everything the AUCs need, in descending score order: the run bookkeeping of all examples (as
+    ranked with the labels as they are and flipped), each group's own examples, group memberships."""
+
+    order: np.ndarray
+    overall: Ranked  # per negative: positives above / through its score run
+    flipped: Ranked  # per positive: negatives above / through its score run
+    subgroups: list[Ranked]
+    positive_groups: np.ndarray  # (positives, G) float64 memberships
+    negative_groups: np.ndarray  # (negatives, G)
 
 
-def _resampled(ranked: list[Ranked], order: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
-    """Each selection's AUC under each resample: (n_boot, selections)."""
-    parts = []
-    for chunk in iter_weights(len(order), n_boot, seed):
-        for start in range(0, len(chunk), ROWS_PER_STEP):
-            weights = chunk[start : start + ROWS_PER_STEP][:, order].astype(np.int32)
-            parts.append(np.stack([weighted_auc(weights, r) for r in ranked], axis=1))
-    return np.concatenate(parts) if parts else np.zeros((0, len(ranked)))
+def auc_layout(score: np.ndarray, positive: np.ndarray, masks: np.ndarray) -> Layout:
+    """The `Layout` of scores, labels and (n, 1 + G) group masks (column 0: every example)."""
+    order = descending(score)
+    score, positive, masks = score[order], positive[order], masks[order]
+    everyone = np.ones(len(order), dtype=bool)
+    overall = rank_selection(score, positive, everyone)
+    return Layout(
+        order,
+        overall,
+        rank_selection(score, ~positive, everyone),
+        [rank_selection(score, positive, masks[:, c]) for c in range(1, masks.shape[1])],
+        masks[overall.positives, 1:].astype(np.float64),
+        masks[overall.negatives, 1:].astype(np.float64),
+    )
+
+
+def weighted_aucs(weights: np.ndarray, layout: Layout) -> np.ndarray:
+    """Every AUC under each row of integer weights (rows, n) in descending score order: (rows, 1 + 3G).
+
+    Column 0 is the overall AUC, then per group its subgroup, BPSN and BNSP AUCs. With A(j) the
+    weighted positives above negative j (ties half) and B(i) the weighted negatives below positive i,
+    BPSN pairs of group g are sum over g's negatives of w A minus g's own pairs, BNSP pairs sum over
+    g's positives of w B minus g's own pairs: one pass over all examples and two products with the
+    memberships serve every group; only the subgroup AUCs rank each group's examples.
+    """
+    overall, flipped = layout.overall, layout.flipped
+    positive_weights, negative_weights = weights[:, overall.positives], weights[:, overall.negatives]
+    positives, negatives = cumulative(positive_weights), cumulative(negative_weights)
+    above = positives[:, overall.before] + positives[:, overall.through]  # 2 A(j)
+    below = 2 * negatives[:, -1:] - negatives[:, flipped.before] - negatives[:, flipped.through]  # 2 B(i)
+    pairs_by_negative = negative_weights * (above / 2.0)
+    pairs_by_positive = positive_weights * (below / 2.0)
+    total_positive, total_negative = (
+        positives[:, -1:].astype(np.float64),
+        negatives[:, -1:].astype(np.float64),
+    )
+    positive_in = positive_weights @ layout.positive_groups
+    negative_in = negative_weights @ layout.negative_groups
+    subgroup = np.stack([weighted_auc(weights, r) for r in layout.subgroups], axis=1).reshape(
+        len(weights), -1
+    )
+    own_pairs = np.nan_to_num(subgroup) * positive_in * negative_in
+    bpsn = safe_ratio(
+        pairs_by_negative @ layout.negative_groups - own_pairs, (total_positive - positive_in) * negative_in
+    )
+    bnsp = safe_ratio(
+        pairs_by_positive @ layout.positive_groups - own_pairs, positive_in * (total_negative - negative_in)
+    )
+    everything = safe_ratio(pairs_by_negative.sum(axis=1, keepdims=True), total_positive * total_negative)
+    per_group = np.stack([subgroup, bpsn, bnsp], axis=2).reshape(len(weights), -1)
+    return np.concatenate([everything, per_group], axis=1)
+
+
+def _supports(layout: Layout) -> np.ndarray:
+    """The examples each AUC ranks, in `weighted_aucs` column order."""
+    positive_in, negative_in = layout.positive_groups.sum(axis=0), layout.negative_groups.sum(axis=0)
+    positives, negatives = len(layout.overall.positives), len(layout.overall.negatives)
+    per_group = np.stack(
+        [
+            positive_in + negative_in,
+            negative_in + positives - positive_in,
+            positive_in + negatives - negative_in,
+        ],
+        axis=1,
+    )
+    return np.concatenate([[positives + negatives], per_group.reshape(-1)]).astype(np.float64)
+
+
+def _resampled(layout: Layout, n_boot: int, seed: int) -> np.ndarray:
+    """Every AUC under each resample: (n_boot, 1 + 3G)."""
+    parts = [weighted_aucs(weights, layout) for weights in iter_ordered_weights(layout.order, n_boot, seed)]
+    return np.concatenate(parts) if parts else np.zeros((0, 1 + 3 * len(layout.subgroups)))
 
 
 def generalized_mean(values: np.ndarray, keep: np.ndarray, power: float = POWER) -> np.ndarray:
@@ -131,12 +199,10 @@ def auc_table(
     """Overall and Subgroup / BPSN / BNSP AUCs with CIs, their generalized means and the final score."""
     score, positive = _scores(predictions, source)
     masks = group_matrix(predictions, group_columns, "the auc section")
-    order = descending(score)
-    ranked = [rank_selection(score[order], positive[order], s[order]) for s in _selections(masks, positive)]
-    ones = np.ones((1, len(order)), dtype=np.int32)
-    point = _by_metric(np.array([weighted_auc(ones, r)[0] for r in ranked]))
-    boot = _by_metric(_resampled(ranked, order, n_boot, seed))
-    support = _by_metric(np.array([r.size for r in ranked], dtype=np.float64), fill=0.0)
+    layout = auc_layout(score, positive, masks)
+    point = _by_metric(weighted_aucs(np.ones((1, len(score)), dtype=np.int32), layout)[0])
+    boot = _by_metric(_resampled(layout, n_boot, seed))
+    support = _by_metric(_supports(layout), fill=0.0)
     estimates = column_estimates(point, boot, support, level)
     sizes = masks.sum(axis=0)
     table = MetricTable("auc", {"auc": estimates[0]["auc"]})
@@ -149,7 +215,8 @@ def auc_table(
     for index, name in enumerate([*GENERALIZED_MEANS.values(), FINAL_SCORE]):
         set_summary(table, name, means[index], boot_means[:, index], len(predictions), level)
     names = ("worst_group_auc", "auc_gap")
-    add_worst_and_gap(table, names, point["auc"], boot["auc"], keep, used_rows(masks, keep), level, False)
+    n_used = used_rows(masks, keep)
+    add_worst_and_gap(table, names, point["auc"], boot["auc"], keep, n_used, level, False, metric="auc")
     if len(np.unique(score)) == 1:
         table.notes.append(
             f"constant score: P(positive) = {score[0]:.3g} for every example, so every AUC is 0.5"

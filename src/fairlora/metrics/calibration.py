@@ -5,6 +5,11 @@ sum_b |sum_{i in b} (correct_i - conf_i)| / N, a function of per-bin sums, so it
 the same resample counts as every other count-based figure. Bins are [0, 0.1), ..., [0.9, 1.0]
 with 1.0 in the last bin. Every Estimate's `n` is the number of examples in its group.
 
+Intervals (see `fairlora.metrics.bootstrap`): accuracy, a proportion, gets the Wilson score
+interval on its n; ECE, binary ECE, Brier, mean confidence and the summary figures (worst-group
+ECE, whose interval also spans the worst group's own, and the ECE gap) get bias-corrected
+percentile intervals of their resamples.
+
 The Brier score is the multi-class one for every task, binary included:
 sum over classes k of (p_k - 1[y = k])^2, averaged over examples, in [0, 2]. For a binary task it is
 twice the (p_1 - y)^2 form: sklearn's `brier_score_loss(..., scale_by_half=False)`.
@@ -184,11 +189,12 @@ def calibration_table(
     point, boot = _metrics(point_sums, n_bins, binary), _metrics(boot_sums, n_bins, binary)
     sizes = masks.sum(axis=0)
     support = {m: sizes for m in point}
-    estimates = column_estimates(point, boot, support, level)
+    estimates = column_estimates(point, boot, support, level, proportions={"accuracy"})
     table = assemble("calibration", estimates, group_columns, sizes, min_group_size, boot)
     keep = kept_columns(sizes, min_group_size)
     names = ("worst_group_ece", "ece_gap")
-    add_worst_and_gap(table, names, point["ece"], boot["ece"], keep, used_rows(masks, keep), level, True)
+    n_used = used_rows(masks, keep)
+    add_worst_and_gap(table, names, point["ece"], boot["ece"], keep, n_used, level, True, metric="ece")
     table.labels["brier"] = BRIER_DEFINITION
     names = ["overall", *group_columns]
     table.curves = {

@@ -6,6 +6,11 @@ descending score order, read only at the last position of each run of equal scor
 weighted ROC at once (AUC by the trapezoid rule, so ties count half, as in `roc_auc_score`; see
 `fairlora.metrics.ranking`, where members are the positives). Every Estimate's `n` is the number of
 members plus non-members it rests on.
+
+Intervals (see `fairlora.metrics.bootstrap`): bias-corrected percentile intervals of the resampled
+figures, TPR at a fixed FPR included (its threshold is read off the non-members of each resample, so
+it is no fixed-denominator proportion); the most vulnerable group's AUC (the worst group) also
+spans that group's own interval.
 """
 
 from __future__ import annotations
@@ -16,14 +21,13 @@ from sklearn.metrics import auc as trapezoid_auc
 from sklearn.metrics import roc_curve
 
 from fairlora.errors import AuditError
-from fairlora.metrics.bootstrap import iter_weights, percentile_ci, safe_ratio
+from fairlora.metrics.bootstrap import bc_interval, iter_ordered_weights, safe_ratio
 from fairlora.metrics.ranking import Ranked, cumulative, descending, pair_auc, rank_selection
 from fairlora.metrics.summary import add_worst_and_gap, group_matrix, used_rows
 from fairlora.metrics.table import Estimate, MetricTable
 
 FPR_TARGETS = {"tpr_at_1pct_fpr": 0.01, "tpr_at_0.1pct_fpr": 0.001}
 METRICS = ("auc", "best_balanced_accuracy", *FPR_TARGETS)
-ROWS_PER_STEP = 64  # resamples handled together: keeps the per-group work in cache
 PROB_CLIP = 1e-12
 MIN_STD = 1e-6
 
@@ -94,12 +98,10 @@ def attack_figures(weights: np.ndarray, ranked: Ranked) -> dict[str, np.ndarray]
 def _resampled(ranked: list[Ranked], order: np.ndarray, n_boot: int, seed: int) -> dict[str, np.ndarray]:
     """Each metric under each resample: {metric: (n_boot, groups)}."""
     parts: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
-    for chunk in iter_weights(len(order), n_boot, seed):
-        for start in range(0, len(chunk), ROWS_PER_STEP):
-            weights = chunk[start : start + ROWS_PER_STEP][:, order].astype(np.int32)
-            columns = [attack_figures(weights, r) for r in ranked]
-            for m in METRICS:
-                parts[m].append(np.stack([c[m] for c in columns], axis=1))
+    for weights in iter_ordered_weights(order, n_boot, seed):
+        columns = [attack_figures(weights, r) for r in ranked]
+        for m in METRICS:
+            parts[m].append(np.stack([c[m] for c in columns], axis=1))
     width = len(ranked)
     return {m: np.concatenate(p) if p else np.zeros((0, width)) for m, p in parts.items()}
 
@@ -174,17 +176,19 @@ def attack_table(
     ranked = [rank_selection(score[order], member[order], masks[order, c]) for c in range(masks.shape[1])]
     boot = _resampled(ranked, order, n_boot, seed)
     table = MetricTable(kind="membership", overall={})
-    point: dict[str, list[float]] = {m: [] for m in METRICS}
+    points = [_point(member[masks[:, c]], score[masks[:, c]]) for c in range(masks.shape[1])]
+    point = {m: np.array([figures[m] for figures, _, _ in points], np.float64) for m in METRICS}
+    bounds = {m: bc_interval(point[m], boot[m], level) for m in METRICS}
     for c, name in enumerate(["overall", *names]):
-        figures, fpr, tpr = _point(member[masks[:, c]], score[masks[:, c]])
-        estimates = _estimates(figures, {m: boot[m][:, c] for m in METRICS}, ranked[c], level)
+        estimates = _estimates(
+            {m: (point[m][c], bounds[m][0][c], bounds[m][1][c]) for m in METRICS}, ranked[c]
+        )
         if c == 0:
             table.overall = estimates
         else:
             table.by_group[name] = estimates
             table.group_sizes[name] = ranked[c].size
-        for m in METRICS:
-            point[m].append(figures[m])
+        _, fpr, tpr = points[c]
         if len(fpr):
             table.curves[f"roc/{name}"] = downsample_curve(fpr, tpr, max_curve_points)
     keep = np.array([min(len(r.positives), len(r.negatives)) >= min_group_size for r in ranked])
@@ -192,21 +196,15 @@ def attack_table(
     table.flagged = [name for name, kept in zip(names, keep[1:], strict=True) if not kept]
     table.samples = {f"overall/{m}": boot[m][:, 0] for m in METRICS}
     # the most vulnerable group has the highest attack AUC
-    auc = np.array(point["auc"], np.float64)
-    add_worst_and_gap(
-        table, ("worst_group_auc", "auc_gap"), auc, boot["auc"], keep, used_rows(masks, keep), level, True
-    )
+    names, n_used = ("worst_group_auc", "auc_gap"), used_rows(masks, keep)
+    add_worst_and_gap(table, names, point["auc"], boot["auc"], keep, n_used, level, True, metric="auc")
     return table
 
 
-def _estimates(
-    figures: dict[str, float], boot: dict[str, np.ndarray], ranked: Ranked, level: float
-) -> dict[str, Estimate]:
+def _estimates(figures: dict[str, tuple[float, float, float]], ranked: Ranked) -> dict[str, Estimate]:
+    """{metric: Estimate} of one group from (value, low, high) per metric, plus its member counts."""
     members, nonmembers = len(ranked.positives), len(ranked.negatives)
-    out = {}
-    for m in METRICS:
-        low, high = percentile_ci(boot[m][:, None], level)
-        out[m] = Estimate(figures[m], low[0], high[0], members + nonmembers)
+    out = {m: Estimate(*figures[m], members + nonmembers) for m in METRICS}
     out["n_members"] = Estimate(members, n=members)
     out["n_nonmembers"] = Estimate(nonmembers, n=nonmembers)
     return out

@@ -3,7 +3,9 @@
 A generation is lower-cased and searched for whole-word pronouns. Both male and female pronouns,
 or none at all, make it "unknown"; otherwise a gendered pronoun beats a neutral one ("she ... they"
 is female). Pro-stereotypical = the pronoun's gender is the referent's stereotyped gender, anti =
-the other gender. Ratios of pro / anti / neutral / unknown get bootstrap CIs per group and overall.
+the other gender. Ratios of pro / anti / neutral / unknown get Wilson score intervals on the group's
+size, the pro-minus-anti gap a bias-corrected percentile interval (see `fairlora.metrics.bootstrap`),
+per group and overall.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from fairlora.errors import AuditError
-from fairlora.metrics.bootstrap import percentile_ci, resampled_sums, safe_ratio
+from fairlora.metrics.bootstrap import bc_interval, resampled_sums, safe_ratio, wilson_interval
 from fairlora.metrics.summary import add_worst_and_gap, kept_columns, set_summary
 from fairlora.metrics.table import Estimate, MetricTable
 
@@ -108,8 +110,10 @@ def pronoun_table(
     values = _indicator_blocks(frame, group_columns)
     point = _ratios(values.sum(axis=0))  # (1 + G, 5)
     boot = _ratios(resampled_sums(values, n_boot, seed))  # (B, 1 + G, 5)
-    low, high = percentile_ci(boot, level)
     sizes = values[:, 0::5].sum(axis=0).astype(int)  # overall, then each group
+    low, high = bc_interval(point, boot, level)  # the gap; the shares get Wilson intervals
+    if len(boot):  # n_boot = 0 turns CIs off
+        low[:, :4], high[:, :4] = wilson_interval(point[:, :4], sizes[:, None], level)
     names = [OVERALL, *group_columns]
     table = MetricTable(
         kind="generation",

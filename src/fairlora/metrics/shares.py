@@ -1,4 +1,8 @@
-"""Shares and scores with bootstrap CIs from per-row columns: the building block of benchmark tables."""
+"""Shares and scores with bootstrap CIs from per-row columns: the building block of benchmark tables.
+
+Every figure gets the bias-corrected percentile interval of its resamples (see
+`fairlora.metrics.bootstrap`), which contains the estimate.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from fairlora.metrics.bootstrap import percentile_ci, resampled_sums, safe_ratio
+from fairlora.metrics.bootstrap import bc_interval, resampled_sums, safe_ratio
 from fairlora.metrics.table import Estimate, MetricTable
 
 Scorer = Callable[[list[str], list[str] | None], tuple[np.ndarray, np.ndarray]]
@@ -30,7 +34,7 @@ def scope_estimates(
     (R,) or (R, m) for R resamples, and returns (R,) arrays. Every scope resamples all n rows with the
     same seed, so the CIs of all groups and metrics rest on the same (paired) resamples. A metric's
     n is the in-scope sum of its column in `n_from` (its denominator), else the rows in scope.
-    Returns the estimates (percentile CIs at `level`) and each metric's resampled values.
+    Returns the estimates (bias-corrected percentile CIs at `level`) and each metric's resampled values.
     """
     mask = np.asarray(mask, dtype=bool)
     names = list(columns)
@@ -41,9 +45,10 @@ def scope_estimates(
     estimates, n_from = {}, n_from or {}
     samples = {metric: np.asarray(values, dtype=np.float64).reshape(-1) for metric, values in boots.items()}
     for metric, value in point.items():
-        low, high = percentile_ci(samples[metric], level)
+        estimate = float(np.asarray(value).reshape(-1)[0])
+        low, high = bc_interval(np.array([estimate]), samples[metric][:, None], level)
         n = sums[n_from[metric]].sum() if metric in n_from else mask.sum()
-        estimates[metric] = Estimate(float(np.asarray(value).reshape(-1)[0]), low, high, int(round(n)))
+        estimates[metric] = Estimate(estimate, low[0], high[0], int(round(n)))
     return estimates, samples
 
 

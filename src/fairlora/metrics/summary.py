@@ -3,7 +3,12 @@
 Column 0 of every (example x column) mask matrix is "overall", then one column per (overlapping)
 group. A `keep` vector marks the group columns that enter summaries (column 0 never does): groups
 of at least min_group_size members. Worst-group and gap figures are taken per resample over the kept
-columns, from the same draws as the group figures, so their CIs are consistent with them.
+columns, from the same draws as the group figures.
+
+Intervals (see `fairlora.metrics.bootstrap`): the metrics a builder names as proportions get the
+Wilson score interval on their Estimate's n; every other metric, and every figure over groups, gets
+the bias-corrected percentile interval of its resamples. A worst-group figure's interval also spans
+the worst group's own interval (the union of the two), so a worst group at 0 or 1 keeps a real one.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from fairlora.errors import AuditError
-from fairlora.metrics.bootstrap import percentile_ci, resampled_sums
+from fairlora.metrics.bootstrap import bc_interval, resampled_sums, wilson_interval
 from fairlora.metrics.table import Estimate, MetricTable
 
 
@@ -78,10 +83,23 @@ def used_rows(masks: np.ndarray, keep: np.ndarray) -> int:
 
 
 def column_estimates(
-    point: dict[str, np.ndarray], boot: dict[str, np.ndarray], support: dict[str, np.ndarray], level: float
+    point: dict[str, np.ndarray],
+    boot: dict[str, np.ndarray],
+    support: dict[str, np.ndarray],
+    level: float,
+    proportions: frozenset[str] | set[str] = frozenset(),
 ) -> list[dict[str, Estimate]]:
-    """One {metric: Estimate} per column from point (C,), resampled (B, C) values and n (C,)."""
-    bounds = {m: percentile_ci(boot[m], level) for m in point}
+    """One {metric: Estimate} per column from point (C,), resampled (B, C) values and n (C,).
+
+    Metrics in `proportions` get the Wilson interval on their n, the others the BC interval; without
+    resamples (n_boot = 0: CIs off) none gets an interval.
+    """
+    bounds = {
+        m: wilson_interval(point[m], support[m], level)
+        if m in proportions and len(boot[m])
+        else bc_interval(point[m], boot[m], level)
+        for m in point
+    }
     columns = len(next(iter(point.values()))) if point else 0
     return [
         {m: Estimate(point[m][c], bounds[m][0][c], bounds[m][1][c], support[m][c]) for m in point}
@@ -90,8 +108,8 @@ def column_estimates(
 
 
 def summary_estimate(point: float, boot: np.ndarray, n: int, level: float) -> Estimate:
-    """A figure over groups (worst group, gap) with its percentile CI over the resamples."""
-    low, high = percentile_ci(np.asarray(boot, np.float64).reshape(-1, 1), level)
+    """A figure over groups (worst group, gap) with its bias-corrected percentile CI over the resamples."""
+    low, high = bc_interval(np.array([point], np.float64), np.asarray(boot, np.float64).reshape(-1, 1), level)
     return Estimate(point, low[0], high[0], n)
 
 
@@ -136,11 +154,14 @@ def add_worst_and_gap(
     level: float,
     highest: bool,
     label: str = "worst_group",
+    metric: str | None = None,
 ) -> None:
     """The worst kept group's value and the max-min gap (names[1], if given), with CIs; labels the group.
 
     point (C,) and boot (B, C) hold one metric per mask column (column 0 overall); the worst group
     has the highest value when `highest` (ECE, loss, attack AUC), else the lowest (accuracy).
+    With `metric`, the worst figure's interval is widened to span the worst group's own
+    `by_group[group][metric]` interval.
     """
     low, high = nan_extremes(point, keep)
     boot_low, boot_high = nan_extremes(boot, keep)
@@ -152,3 +173,12 @@ def add_worst_and_gap(
     if not np.isnan(values).all():
         index = int(np.nanargmax(values) if highest else np.nanargmin(values))
         table.labels[label] = list(table.by_group)[index - 1]
+        if metric is not None:
+            widen(table.summary[names[0]], table.by_group[table.labels[label]].get(metric))
+
+
+def widen(estimate: Estimate, other: Estimate | None) -> None:
+    """Stretch `estimate`'s interval to span `other`'s too (where both are defined)."""
+    if other is None or None in (estimate.low, estimate.high, other.low, other.high):
+        return
+    estimate.low, estimate.high = min(estimate.low, other.low), max(estimate.high, other.high)

@@ -1,4 +1,8 @@
-"""The shape every audit figure comes in: an estimate with its bootstrap CI and n, overall and per group."""
+"""The shape every audit figure comes in: an estimate with its CI and n, overall and per group.
+
+How each CI is made (Wilson for proportions, bias-corrected bootstrap for the rest) is set out in
+`fairlora.metrics.bootstrap`; every CI contains its estimate.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ def _num(value: Any) -> float | None:
 
 @dataclass
 class Estimate:
-    """A point estimate with its bootstrap CI (None where undefined) and the n it rests on."""
+    """A point estimate with its CI (None where undefined or CIs are off) and the n it rests on."""
 
     value: float | None
     low: float | None = None

@@ -8,6 +8,19 @@ The `n` of each Estimate is the number of examples its denominator counts: group
 F1, rates of prediction, loss and mean P(positive); predicted positives for precision; actual
 positives for recall, TPR and FNR; actual negatives for FPR and TNR; group size for the macro
 metrics of multi-class tasks. Summary figures rest on the examples of the groups they use.
+
+Intervals (see `fairlora.metrics.bootstrap`): Wilson score intervals on that n for the proportions
+(accuracy, precision, recall, TPR, FPR, TNR, FNR, positive rate, per-class recall, exact match);
+bias-corrected percentile intervals for the rest (F1, macro precision / recall / F1, loss,
+perplexity, mean P(positive)) and for every summary figure: worst-group accuracy (its interval also
+spans the worst group's own), the best-worst gap, worst-class recall, and for binary tasks the
+demographic-parity and equalized-odds differences and ratios.
+
+Ratios as fairlearn reports them, over the kept groups: `dp_ratio` is the lowest positive
+(selection) rate over the highest; `eo_ratio` the smaller of the TPR ratio and the FPR ratio (a
+ratio whose highest rate is 0 is undefined and left out). A `dp_ratio` under 0.8 breaks the
+four-fifths rule: the table gets a note naming the lowest and highest groups and
+labels["four_fifths"] = "violated" ("met" otherwise).
 """
 
 from __future__ import annotations
@@ -25,12 +38,27 @@ from fairlora.metrics.summary import (
     column_estimates,
     group_matrix,
     kept_columns,
+    nan_extremes,
     set_summary,
     spread,
     stacked_sums,
     used_rows,
+    widen,
 )
 from fairlora.metrics.table import MetricTable
+
+BINARY_PROPORTIONS = frozenset(
+    {"accuracy", "precision", "recall", "tpr", "fpr", "tnr", "fnr", "positive_rate"}
+    | {"recall_class_0", "recall_class_1"}
+)
+FOUR_FIFTHS = 0.8
+
+
+def _proportions(point: dict[str, np.ndarray], binary: bool) -> frozenset[str]:
+    """The metrics that are a count over their Estimate's n (Wilson intervals)."""
+    if binary:
+        return BINARY_PROPORTIONS
+    return frozenset(m for m in point if m in ("accuracy", "exact_match") or m.startswith("recall_class_"))
 
 
 def _require(predictions: pd.DataFrame, columns: list[str]) -> None:
@@ -124,11 +152,16 @@ def _classification_summary(
 ) -> None:
     """Worst-group accuracy, best-worst gap and (binary) DP/EO differences over the kept groups."""
     names = ("worst_group_accuracy", "best_worst_gap")
-    add_worst_and_gap(table, names, point["accuracy"], boot["accuracy"], keep, n, level, highest=False)
+    add_worst_and_gap(
+        table, names, point["accuracy"], boot["accuracy"], keep, n, level, highest=False, metric="accuracy"
+    )
     _worst_class_recall(table, point, boot, level)
     if binary:
         set_summary(table, "dp_difference", _dp(point, keep), _dp(boot, keep), n, level)
+        set_summary(table, "dp_ratio", _dp_ratio(point, keep), _dp_ratio(boot, keep), n, level)
         set_summary(table, "eo_difference", _eo(point, keep), _eo(boot, keep), n, level)
+        set_summary(table, "eo_ratio", _eo_ratio(point, keep), _eo_ratio(boot, keep), n, level)
+        _four_fifths(table, point["positive_rate"], keep)
 
 
 def _worst_class_recall(
@@ -149,6 +182,7 @@ def _worst_class_recall(
     worst = int(np.nanargmin(recalls))
     n = int(table.overall[names[worst]].n)
     set_summary(table, "worst_class_recall", float(recalls[worst]), boot_min, n, level)
+    widen(table.summary["worst_class_recall"], table.overall[names[worst]])
     table.labels["worst_class"] = f"class {worst}"
 
 
@@ -162,6 +196,40 @@ def _eo(values: dict[str, np.ndarray], keep: np.ndarray) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.fmax(spread(values["tpr"], keep), spread(values["fpr"], keep))
+
+
+def _ratio(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Lowest over highest value of the kept columns (NaN where the highest is 0 or none is defined)."""
+    low, high = nan_extremes(values, keep)
+    return safe_ratio(low, high)
+
+
+def _dp_ratio(values: dict[str, np.ndarray], keep: np.ndarray) -> np.ndarray:
+    """Demographic-parity ratio: the lowest positive-prediction rate over the highest."""
+    return _ratio(values["positive_rate"], keep)
+
+
+def _eo_ratio(values: dict[str, np.ndarray], keep: np.ndarray) -> np.ndarray:
+    """Equalized-odds ratio: the smaller of the TPR ratio and the FPR ratio."""
+    return np.fmin(_ratio(values["tpr"], keep), _ratio(values["fpr"], keep))
+
+
+def _four_fifths(table: MetricTable, rates: np.ndarray, keep: np.ndarray) -> None:
+    """Label the four-fifths rule met or violated; a violation gets a note naming both groups."""
+    kept = np.where(np.asarray(keep, bool), np.asarray(rates, np.float64), np.nan)
+    ratio = table.summary["dp_ratio"].value
+    if ratio is None or np.isnan(kept).all():
+        return
+    if ratio >= FOUR_FIFTHS:
+        table.labels["four_fifths"] = "met"
+        return
+    groups = list(table.by_group)
+    lowest, highest = int(np.nanargmin(kept)), int(np.nanargmax(kept))
+    table.labels["four_fifths"] = "violated"
+    table.notes.append(
+        f"four-fifths rule violated: the positive rate of {groups[lowest - 1]} ({kept[lowest]:.3f}) is "
+        f"{ratio:.2f} of that of {groups[highest - 1]} ({kept[highest]:.3f}), below {FOUR_FIFTHS}"
+    )
 
 
 def _classification_table(
@@ -231,24 +299,28 @@ def utility_table(
     Classification runs report accuracy, precision, recall, F1 (macro for multi-class), loss and, for
     binary tasks, TPR/FPR/TNR/FNR, positive rate and mean P(positive); causal-LM runs (no `pred`
     column) report mean loss and perplexity. All rows of `predictions` are used: pass one split.
-    CIs are percentile intervals at `level`. A classifier that predicts one class for every example
+    CIs at `level`: Wilson for proportions, bias-corrected percentile for the rest (see the module
+    docstring). A classifier that predicts one class for every example
     (of the run, or of a group of at least min_group_size) gets a note saying so.
     """
     masks = group_matrix(predictions, group_columns, "the utility audit")
     causal = "pred" not in predictions.columns
     _require(predictions, ["loss"] if causal else ["label", "pred", "loss"])
+    binary = False
     if causal:
         point, boot, support = _loss_table(predictions, masks, n_boot, seed)
     else:
         point, boot, support, binary = _classification_table(predictions, masks, n_boot, seed)
     sizes = masks.sum(axis=0)
-    estimates = column_estimates(point, boot, support, level)
+    estimates = column_estimates(point, boot, support, level, _proportions(point, binary))
     table = assemble("utility", estimates, group_columns, sizes, min_group_size, boot)
     keep = kept_columns(sizes, min_group_size)
     n_used = used_rows(masks, keep)
     if causal:
         names = ("worst_group_loss", "loss_gap")
-        add_worst_and_gap(table, names, point["loss"], boot["loss"], keep, n_used, level, highest=True)
+        add_worst_and_gap(
+            table, names, point["loss"], boot["loss"], keep, n_used, level, highest=True, metric="loss"
+        )
     else:
         _classification_summary(table, point, boot, keep, binary, n_used, level)
         table.notes += constant_predictor_notes(predictions, masks, group_columns, keep)

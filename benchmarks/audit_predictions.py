@@ -36,7 +36,7 @@ import json
 import platform
 import statistics
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +170,7 @@ def report(args: Any, seconds: dict[str, list[float]], difference: float) -> Non
     console.print(f"fairlora / fairlearn = {ratio:.4f} ({verdict} the {TARGET_RATIO} target)")
     result = {
         "benchmark": "audit_predictions",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "threads": args.threads},
         "versions": {"fairlearn": fairlearn.__version__, "numpy": np.__version__, "pandas": pd.__version__},
         "rows": args.rows,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -200,3 +201,17 @@ def test_hatecheck_eval_set_is_audited_per_target_group(run, tmp_path):
     assert sections["utility/hatecheck"].by_group["black_people"]["accuracy"].value == pytest.approx(
         accuracy_score(black["label"], black["pred"]), abs=1e-9
     )
+
+
+def test_a_run_written_before_label_names_takes_its_classes_from_its_data(run, tmp_path):
+    from fairlora.pipeline import run_label_names
+    from fairlora.runs import read_config
+
+    old = tmp_path / "runs" / "old"
+    old.mkdir(parents=True)
+    (old / "config.yaml").write_bytes((run / "config.yaml").read_bytes())
+    results = json.loads((run / RESULTS_FILE).read_text())
+    assert results["run"].pop("label_names") == ["non-hateful", "hateful"]
+    (old / RESULTS_FILE).write_text(json.dumps(results))
+    assert load_results(old).label_names == []
+    assert run_label_names(read_config(old)) == ["non-hateful", "hateful"]  # the identity set's classes

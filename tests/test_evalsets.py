@@ -20,7 +20,7 @@ from fairlora.cli import app
 from fairlora.config import DataConfig
 from fairlora.data import load_task_data
 from fairlora.data.hate import hatecheck_file
-from fairlora.errors import ConfigError, DataError
+from fairlora.errors import ConfigError, DataError, RunDirError
 from fairlora.runs import EVAL_SET_FILE, PREDICTIONS_FILE, RESULTS_FILE, load_results, read_predictions
 
 runner = CliRunner()
@@ -215,3 +215,15 @@ def test_a_run_written_before_label_names_takes_its_classes_from_its_data(run, t
     (old / RESULTS_FILE).write_text(json.dumps(results))
     assert load_results(old).label_names == []
     assert run_label_names(read_config(old)) == ["non-hateful", "hateful"]  # the identity set's classes
+
+
+def test_a_damaged_eval_set_stops_the_audit_naming_the_fix(run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "runs" / "tiny"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("evals"))
+    (copy / "evals" / "broken").mkdir(parents=True)
+    (copy / "evals" / "broken" / PREDICTIONS_FILE).write_text("not parquet")
+    with pytest.raises(RunDirError, match=r"evaluation set broken: .*unreadable.*--as broken --overwrite"):
+        fairlora.audit(copy, tmp_path / "audit")
+    assert not (tmp_path / "audit" / "results.json").exists()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from fairlora.auditing.results import RunAudit
 from fairlora.auditing.settings import AuditSettings
+from fairlora.errors import RunDirError
 from fairlora.evalsets import RUN_SPLITS, read_set_record
 from fairlora.runs import eval_set_dirs, group_columns, read_predictions
 
@@ -26,7 +27,13 @@ def add_eval_sets(audit: RunAudit, run_dir: Path, sections: list[str], settings:
         if set_name in RUN_SPLITS:
             audit.notes.append(f"evaluation set {folder} skipped: its name is one of the run's splits")
             continue
-        predictions = read_predictions(folder).assign(split="test")  # sections read the "test" rows
+        try:
+            predictions = read_predictions(folder).assign(split="test")  # sections read the "test" rows
+        except RunDirError as error:
+            raise RunDirError(
+                f"evaluation set {set_name}: {error}. Fix: write it again with `fairlora eval {run_dir} "
+                f"--data ... --as {set_name} --overwrite`, or remove {folder}"
+            ) from None
         tables = prediction_sections(wanted, predictions, settings, f"evaluation set {folder}")
         audit.sections |= {f"{key.split('/', 1)[0]}/{set_name}": table for key, table in tables.items()}
         record = read_set_record(folder)

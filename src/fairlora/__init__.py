@@ -19,11 +19,20 @@ def train(config: Any, overrides: list[str] | None = None, **kwargs: Any) -> Run
     return run(config, overrides, **kwargs)
 
 
-def evaluate(run_dir: Any) -> RunResult:
-    """Evaluate a finished run again from its saved weights; returns its results."""
-    from fairlora.pipeline import evaluate_run
+def evaluate(run_dir: Any, data: Any = None, overrides: list[str] | None = None, **kwargs: Any) -> RunResult:
+    """Evaluate a finished run again from its saved weights; with `data`, on another dataset.
 
-    return evaluate_run(run_dir)
+    With `data` (a dataset name, table file, YAML file with a data: section, or mapping of data keys)
+    the results are stored as the evaluation set RUN/evals/<name>/; keyword arguments `name`,
+    `label_map` (e.g. "hateful=1,non-hateful=0") and `overwrite` as for `fairlora eval --data`.
+    """
+    if data is None and not overrides and not kwargs:
+        from fairlora.pipeline import evaluate_run
+
+        return evaluate_run(run_dir)
+    from fairlora.evalsets import evaluate_on
+
+    return evaluate_on(run_dir, data, overrides, **kwargs)
 
 
 def sweep(config: Any, grid: list[str], overrides: list[str] | None = None, **kwargs: Any) -> Any:

@@ -52,17 +52,49 @@ def train(
 @app.command("eval")
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="a run folder written by `fairlora train`")],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="with --data: data.* / eval.* key=value, e.g. data.label_column=y"),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            help="evaluate on other data: a dataset name (fairlora list datasets), a .csv/.jsonl/.parquet "
+            "file, an HF dataset id, or a YAML file with a data: section",
+        ),
+    ] = None,
+    set_name: Annotated[
+        str | None,
+        typer.Option("--as", help="name of the evaluation set, RUN/evals/<name>/ (default: the data's)"),
+    ] = None,
+    label_map: Annotated[
+        str | None,
+        typer.Option(
+            help="the data's labels -> the run's classes (ids or names), e.g. hateful=1,non-hateful=0"
+        ),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an evaluation set of the same --as name")] = False,
 ) -> None:
-    """Evaluate a finished run again from its saved weights (rewrites its results)."""
+    """Evaluate a finished run again from its saved weights, or on other data (--data) as an extra set."""
+    from fairlora.evalsets import evaluate_on
     from fairlora.pipeline import evaluate_run
     from fairlora.report.tables import run_table
 
+    other = data is not None or overrides or set_name is not None or label_map is not None
     try:
-        result = evaluate_run(run_dir)
+        if other:
+            result = evaluate_on(
+                run_dir, data, overrides or [], name=set_name, label_map=label_map, overwrite=overwrite
+            )
+        else:
+            result = evaluate_run(run_dir)
     except FairloraError as error:
         raise _fail(error) from None
     for split in result.splits:
         console.print(run_table(result, split))
+    if other:
+        console.print(f"evaluation set: {result.run_dir} (audit it with `fairlora audit {run_dir} -o ...`)")
 
 
 @app.command()

@@ -54,7 +54,11 @@ class DataConfig(_Section):
 
     name: str = Field("identity", description="registered name, local .csv/.jsonl/.json/.parquet, or HF id")
     path: str | None = Field(None, description="local file or folder for registered datasets")
-    hf_split: str = "train"
+    hf_split: str = Field("train", description="HF datasets: the split to load")
+    hf_config: str | None = Field(None, description="HF datasets: the configuration, e.g. hate of tweet_eval")
+    data_files: str | list[str] | dict[str, str | list[str]] | None = Field(
+        None, description="HF datasets: files to load (a path, a list, or {split: path}), e.g. with name: csv"
+    )
     text_column: str = "text"
     label_column: str = "label"
     prompt_column: str | None = Field(None, description="causal_lm: prompt tokens are masked in the loss")

@@ -247,7 +247,17 @@ def _evaluate(cfg: RunConfig, model: Any, tokenizer: Any, data: TaskData, facts:
             seed=BOOTSTRAP_SEED,
         )
     write_parquet_atomic(cfg.run_dir / PREDICTIONS_FILE, pd.concat(tables, ignore_index=True))
-    result = RunResult(cfg.name, cfg.method, cfg.model.name, data.name, cfg.task, splits, facts, cfg.run_dir)
+    result = RunResult(
+        cfg.name,
+        cfg.method,
+        cfg.model.name,
+        data.name,
+        cfg.task,
+        splits,
+        facts,
+        cfg.run_dir,
+        data.label_names,
+    )
     result.save(cfg.run_dir)
     return result
 
@@ -270,20 +280,48 @@ def _with_generated(
 def load_run(run_dir: str | Path) -> tuple[RunConfig, TaskData, LoadedModel]:
     """A run's resolved config, its data split, and its trained model loaded from the saved weights."""
     cfg = read_config(run_dir)
-    method = get_method(cfg.method)
+    trained_weights(cfg)  # a run that did not finish fails before its data is loaded
+    data = load_task_data(cfg.data, cfg.task, cfg.seed)
+    return cfg, data, load_trained_model(cfg, max(len(data.label_names), 2))
+
+
+def trained_weights(cfg: RunConfig) -> Path:
+    """The run's saved weights folder, or RunDirError when training did not finish."""
     saved = weights_dir(cfg.run_dir, cfg.method)
     if not saved.is_dir():
         raise RunDirError(
             f"{saved} not found: the run did not finish training; "
             f"continue it with `fairlora train {cfg.run_dir / CONFIG_FILE} --resume`"
         )
-    data = load_task_data(cfg.data, cfg.task, cfg.seed)
-    num_labels = max(len(data.label_names), 2)
-    model_cfg = cfg.model.model_copy(update={"name": str(saved)}) if method.loads_from_weights else cfg.model
+    return saved
+
+
+def load_trained_model(cfg: RunConfig, num_labels: int) -> LoadedModel:
+    """The run's base model with its trained weights (a classifier with `num_labels` classes)."""
+    saved = trained_weights(cfg)
+    model_cfg = (
+        cfg.model.model_copy(update={"name": str(saved)})
+        if get_method(cfg.method).loads_from_weights
+        else cfg.model
+    )
     set_seed(cfg.seed)
     loaded = load_model(model_cfg, cfg.task, num_labels)
     loaded.model = load_trained(cfg, loaded, saved)
-    return cfg, data, loaded
+    return loaded
+
+
+def run_label_names(cfg: RunConfig) -> list[str]:
+    """The run's classes (index = class id) from results.json, else from its data; [] for causal_lm."""
+    if not get_task(cfg.task).classifies:
+        return []
+    if (cfg.run_dir / RESULTS_FILE).is_file():
+        try:
+            names = load_results(cfg.run_dir).label_names
+        except RunDirError:
+            names = []
+        if names:
+            return names
+    return load_task_data(cfg.data, cfg.task, cfg.seed).label_names  # a run written before label_names
 
 
 def evaluate_run(run_dir: str | Path, train_facts: dict[str, Any] | None = None) -> RunResult:

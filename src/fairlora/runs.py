@@ -24,6 +24,8 @@ CONFIG_FILE = "config.yaml"  # the resolved config of a run
 PREDICTIONS_FILE = "predictions.parquet"  # its one stored prediction pass
 TRAIN_LOG_FILE = "train_log.json"
 CHECKPOINTS_DIR = "checkpoints"
+EVALS_DIR = "evals"  # evals/<as>/: the run evaluated on another dataset (`fairlora eval RUN --data ...`)
+EVAL_SET_FILE = "eval.yaml"  # an evaluation set's resolved data config and label mapping
 
 
 @dataclass
@@ -38,6 +40,7 @@ class RunResult:
     splits: dict[str, MetricTable]
     train: dict[str, Any] = field(default_factory=dict)
     run_dir: Path | None = None
+    label_names: list[str] = field(default_factory=list)  # the model's classes, index = class id
 
     @property
     def test(self) -> MetricTable:
@@ -54,6 +57,7 @@ class RunResult:
                 "model": self.model,
                 "dataset": self.dataset,
                 "task": self.task,
+                "label_names": self.label_names,
             },
             "train": self.train,
             "splits": {split: metrics.to_dict() for split, metrics in self.splits.items()},
@@ -73,6 +77,7 @@ class RunResult:
             splits,
             data.get("train", {}),
             run_dir,
+            list(run.get("label_names", [])),
         )
 
     def save(self, run_dir: Path) -> Path:
@@ -151,6 +156,15 @@ def read_predictions(run_dir: str | Path) -> pd.DataFrame:
             f"{path} lacks columns {sorted(missing)}; re-create it with `fairlora eval {run_dir}`"
         )
     return table
+
+
+def eval_set_dirs(run_dir: str | Path) -> dict[str, Path]:
+    """The run's evaluation sets on other data (name -> folder), in name order."""
+    root = Path(run_dir) / EVALS_DIR
+    if not root.is_dir():
+        return {}
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return {folder.name: folder for folder in folders if (folder / PREDICTIONS_FILE).is_file()}
 
 
 def group_columns(predictions: pd.DataFrame) -> list[str]:

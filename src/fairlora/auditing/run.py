@@ -137,6 +137,9 @@ def audit_run(run_dir: Path, out_dir: Path, settings: AuditSettings, progress: b
         from fairlora.auditing.model_sections import model_sections as compute
 
         audit.sections |= compute(cfg, model_sections, out_dir / "cache" / cfg.name, progress)
+    from fairlora.auditing.evalsets import add_eval_sets
+
+    add_eval_sets(audit, run_dir, sections, settings)  # RUN/evals/<as>/: sections <section>/<as>
     return audit
 
 

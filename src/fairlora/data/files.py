@@ -138,29 +138,45 @@ def load_local_table(cfg: DataConfig, task: Task) -> Prepared:
 
 def load_hub_table(cfg: DataConfig, task: Task, registered: list[str]) -> Prepared:
     """data.name is a Hugging Face dataset id (or a local dataset folder): load it with `datasets`."""
-    dataset = load_hf_split(cfg.name, cfg.hf_split, registered)
+    dataset = load_hf_split(
+        cfg.name, cfg.hf_split, registered, config=cfg.hf_config, data_files=cfg.data_files
+    )
     class_names = _class_names(dataset.features.get(cfg.label_column)) if task.classifies else None
     raw = dataset.to_pandas()
-    source = f"HF dataset {cfg.name!r} (split {cfg.hf_split!r})"
+    config = f", config {cfg.hf_config!r}" if cfg.hf_config else ""
+    source = f"HF dataset {cfg.name!r} (split {cfg.hf_split!r}{config})"
     return prepare_table(raw, cfg, task, cfg.name, source, class_names)
 
 
-def load_hf_split(name: str, split: str, registered: list[str], hint: str = "") -> Any:
-    """`datasets.load_dataset(name, split=split)`, with every failure turned into a DataError."""
+def load_hf_split(
+    name: str,
+    split: str,
+    registered: list[str],
+    hint: str = "",
+    *,
+    config: str | None = None,
+    data_files: str | list[str] | dict[str, Any] | None = None,
+) -> Any:
+    """`datasets.load_dataset(name, name=config, split=split, data_files=...)`, every failure a DataError."""
     loader: Callable[..., Any]
     try:
         from datasets import load_dataset as loader
     except ImportError as exc:  # pragma: no cover - datasets is a dependency
         raise DataError(f"data.name: loading {name!r} needs the `datasets` package ({exc})") from None
     try:
-        return loader(name, split=split)
+        options = {"name": config, "data_files": data_files}
+        return loader(name, split=split, **{key: value for key, value in options.items() if value})
     except Exception as exc:  # noqa: BLE001 - offline, unknown id, bad split, bad files: one message
         reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        settings = f"data.hf_split={split!r}"
+        settings += f", data.hf_config={config!r}" if config else ""
+        settings += f", data.data_files={data_files!r}" if data_files else ""
         raise DataError(
             f"data.name: {name!r} is not a registered dataset ({', '.join(registered)}) and could not "
-            f"be loaded from the Hugging Face hub with split data.hf_split={split!r} ({reason}). "
+            f"be loaded with the Hugging Face `datasets` library ({settings}): {reason}. "
             f"Fix: use a registered name, a local .csv/.jsonl/.parquet file as data.name"
-            f"{hint}, or go online / pre-download the dataset into the HF cache."
+            f"{hint}, check data.hf_config / data.hf_split / data.data_files, or go online / "
+            f"pre-download the dataset into the HF cache."
         ) from None
 
 

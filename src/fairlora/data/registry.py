@@ -104,18 +104,8 @@ def load_task_data(cfg: DataConfig, task: Task | str, seed: int) -> TaskData:
     """Load data.name for `task`, subsample, split into train / test (and val when data.val_size > 0)."""
     task = get_task(task)
     seed %= 2**32  # numpy and sklearn accept seeds in [0, 2**32)
-    prepared = with_intersections(_resolve(cfg.name)(cfg, task), cfg.intersections)
-    frame = prepared.frame
-    classify = task.classifies
-    if not classify and LABEL in frame.columns:
-        frame = frame.drop(columns=LABEL)
-    if frame.empty:
-        raise DataError(
-            f"{prepared.source} has no rows left after filtering; fix: check data.name / data.path "
-            f"and the filters (data.target_attribute)."
-        )
-    frame = with_prompt_template(frame, cfg, prepared.source)
-    frame = subsample(frame, cfg.max_examples, seed)
+    prepared = load_prepared(cfg, task, seed)
+    frame, classify = prepared.frame, task.classifies
     if classify:
         where = prepared.source + (f" (data.max_examples={cfg.max_examples})" if cfg.max_examples else "")
         check_label_classes(frame, prepared.label_names, where, "data.label_column")
@@ -143,6 +133,26 @@ def with_intersections(prepared: Prepared, intersections: list[list[str]]) -> Pr
     new = [c for c in crossed.columns if c not in prepared.group_columns]
     frame = pd.concat([prepared.frame, crossed[new]], axis=1)
     return replace(prepared, frame=frame, group_columns=[*prepared.group_columns, *new])
+
+
+def load_prepared(cfg: DataConfig, task: Task | str, seed: int) -> Prepared:
+    """Every row of data.name for `task` (prompt template applied, data.max_examples drawn), unsplit.
+
+    `fairlora eval --data` evaluates a run on all of these rows; `load_task_data` splits them.
+    """
+    task = get_task(task)
+    prepared = with_intersections(_resolve(cfg.name)(cfg, task), cfg.intersections)
+    frame = prepared.frame
+    if not task.classifies and LABEL in frame.columns:
+        frame = frame.drop(columns=LABEL)
+    if frame.empty:
+        raise DataError(
+            f"{prepared.source} has no rows left after filtering; fix: check data.name / data.path "
+            f"and the filters (data.target_attribute)."
+        )
+    frame = with_prompt_template(frame, cfg, prepared.source)
+    frame = subsample(frame, cfg.max_examples, seed % 2**32)
+    return replace(prepared, frame=frame)
 
 
 ALPACA_TEMPLATE = (

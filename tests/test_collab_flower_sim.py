@@ -59,19 +59,27 @@ def test_flower_simulation_engine_equals_in_process_per_client(tmp_path: Path) -
     for a, b in zip(local, flower, strict=True):
         assert len(b["rounds"]) == 2
         for client in a["clients"]:
-            assert b["final"][client]["perplexity"] == pytest.approx(a["final"][client]["perplexity"], rel=1e-6)
+            assert b["final"][client]["perplexity"] == pytest.approx(
+                a["final"][client]["perplexity"], rel=1e-6
+            )
             assert b["final"][client]["loss"] == pytest.approx(a["final"][client]["loss"], rel=1e-6)
         for ra, rb in zip(a["rounds"], b["rounds"], strict=True):
             assert np.allclose(ra["trust"], rb["trust"], atol=1e-8)
             assert ra["bytes"] == rb["bytes"]
         for client in a["clients"]:  # the adapters came back through messages, tensor for tensor
-            ours = load_file(tmp_path / "local" / a["strategy"] / client / "adapter" / "adapter_model.safetensors")
-            theirs = load_file(tmp_path / "ray" / b["strategy"] / client / "adapter" / "adapter_model.safetensors")
+            ours = load_file(
+                tmp_path / "local" / a["strategy"] / client / "adapter" / "adapter_model.safetensors"
+            )
+            theirs = load_file(
+                tmp_path / "ray" / b["strategy"] / client / "adapter" / "adapter_model.safetensors"
+            )
             assert ours.keys() == theirs.keys()
             assert all(np.allclose(ours[k].numpy(), theirs[k].numpy(), atol=1e-6) for k in ours)
     result = load_results(tmp_path / "ray" / "dynamic-ref" / "client-3")
     assert result.train["engine"] == "flower" and result.train["collab_strategy"] == "dynamic-ref"
-    assert result.test.to_dict() == load_results(tmp_path / "local" / "dynamic-ref" / "client-3").test.to_dict()
+    assert (
+        result.test.to_dict() == load_results(tmp_path / "local" / "dynamic-ref" / "client-3").test.to_dict()
+    )
 
 
 def _dies_after_warm_up(message: Message, context: Context) -> Message:

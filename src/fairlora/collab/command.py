@@ -189,7 +189,7 @@ def write_flower_app(config: Path, overrides: list[str], folder: Path, *, consol
     write_app(cfg, folder)
     console.print(
         f"Flower App: {folder}/pyproject.toml; run it with\n"
-        f"  flwr run {folder} <federation> --stream [--run-config \"collab.iterations=80 resume=true\"]\n"
+        f'  flwr run {folder} <federation> --stream [--run-config "collab.iterations=80 resume=true"]\n'
         f"the ServerApp writes the run folder {cfg.run_dir.resolve()}"
     )
     return folder

@@ -65,7 +65,9 @@ def connect(grid: Grid, cfg: CollabConfig) -> dict[int, int]:
     partitions = {}
     for reply in grid.send_and_receive(messages, timeout=timeout):
         if reply.has_error():
-            logger.warning("node %s answered hello with an error: %s", reply.metadata.src_node_id, reply.error)
+            logger.warning(
+                "node %s answered hello with an error: %s", reply.metadata.src_node_id, reply.error
+            )
             continue
         answer = reply.content["hello"]
         partition = int(answer["partition"])

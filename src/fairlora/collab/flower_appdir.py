@@ -17,7 +17,6 @@ from fairlora.errors import ConfigError
 
 RESUME_KEY = "resume"  # run config: keep finished strategies (fairlora collab --resume)
 SUBMITTER_KEY = "submitter"  # run config: versions of the fairlora that wrote the app
-ALWAYS = ("name", "output_dir", "seed", "task", "method", "engine", "model", "collab", "flower")
 
 
 def versions() -> dict[str, str]:
@@ -53,15 +52,9 @@ def _decode(value: Any) -> Any:
 
 
 def to_run_config(cfg: CollabConfig) -> dict[str, bool | int | float | str]:
-    """The resolved config as flat run config: every setting that differs from the defaults, plus the
-    run's name, output folder, model, method and the whole `collab:` and `flower:` sections."""
-    defaults = _flatten(build_collab_config({}).to_dict())
-    values = _flatten(cfg.to_dict())
-    kept = {
-        key: _encode(value)
-        for key, value in values.items()
-        if defaults.get(key, object()) != value or (key.split(".")[0] in ALWAYS and value is not None)
-    }
+    """The resolved config as flat run config: every setting (`flwr run --run-config` overrides only
+    keys the app declares), the output folder absolute, then `resume` and the submitter's versions."""
+    kept = {key: _encode(value) for key, value in _flatten(cfg.to_dict()).items()}
     kept["output-dir"] = str(Path(cfg.run.output_dir).resolve())  # the ServerApp's cwd is not yours
     return kept | {RESUME_KEY: False} | {f"{SUBMITTER_KEY}.{k}-version": v for k, v in versions().items()}
 

@@ -152,7 +152,9 @@ def run_files(node: NodeClient, strategy: str, facts: dict[str, Any], adapter: b
     with tempfile.TemporaryDirectory(prefix="fairlora-client-") as tmp:
         run = client_run_config(cfg.run, Path(tmp), strategy, node.client.name, cfg.collab.val_share)
         write_client_run(run, node.client, node.tokenizer, facts)
-        skipped = {run.run_dir / CONFIG_FILE} | ({weights_dir(run.run_dir, run.method)} if not adapter else set())
+        skipped = {run.run_dir / CONFIG_FILE} | (
+            {weights_dir(run.run_dir, run.method)} if not adapter else set()
+        )
         return {
             str(path.relative_to(run.run_dir)): path.read_bytes()
             for path in sorted(run.run_dir.rglob("*"))
@@ -185,7 +187,9 @@ def handle_hello(message: Message, context: Context) -> Message:
     settings = message.content["cfg"]
     context.state[CONFIG_STATE] = ConfigRecord({"yaml": str(settings["config"])})
     partition = int(context.node_config[PARTITION_KEY])
-    return Message(RecordDict({"hello": ConfigRecord({"partition": partition} | versions())}), reply_to=message)
+    return Message(
+        RecordDict({"hello": ConfigRecord({"partition": partition} | versions())}), reply_to=message
+    )
 
 
 def handle_query(runtimes: ClientRuntimes, message: Message, context: Context) -> Message:

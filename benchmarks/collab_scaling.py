@@ -8,11 +8,18 @@
   trust + mixing share of a whole round (aggregation plus --trust-freq local iterations of every
   client): goal <= 5% for naive and dynamic at N = 8 (`trust_share_of_round`). dynamic-ref is
   compared with N^2 evaluation forward passes of one validation batch (`ref_vs_n2_forwards`).
+- flower: --flower-clients (8) tiny-llama clients, one strategy, whole runs of 1 and 1 + --flower-rounds
+  aggregation rounds on Flower's simulation engine (Ray actors of --flower-cpus / --flower-gpus each)
+  and on the in-process engine; time per round = the difference / --flower-rounds (Ray's start, the
+  actors' model loading and the warm-up cancel out). Goal: `flower_sim_round_ratio` (Flower / in
+  process) <= 1.5.
 
     .venv/bin/python benchmarks/collab_scaling.py [--memory-model smollm2-135m] [--memory-clients 1,4,8]
         [--time-model tiny-llama] [--time-clients 2,4,8,16]
         [--strategies naive,dynamic,dynamic-ref,dynamic-token]
         [--rounds 3] [--threads N] [--out benchmarks/results/collab_scaling.json]
+        [--flower-clients 8] [--flower-rounds 3] [--flower-cpus 1] [--flower-gpus 0] [--skip-flower]
+        [--only-flower]
 
 Timings never fail the run.
 """
@@ -25,6 +32,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,6 +43,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fairlora.collab.client import evaluate_examples, local_step
+from fairlora.collab.command import run_collab
 from fairlora.collab.config import build_collab_config
 from fairlora.collab.engine import aggregate
 from fairlora.collab.plan import build_session, encode_clients, load_shared_model, make_plan
@@ -55,6 +64,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--flower-clients", type=int, default=8)
+    parser.add_argument("--flower-rounds", type=int, default=3, help="extra rounds timed (>= 1)")
+    parser.add_argument("--flower-strategy", default="naive")
+    parser.add_argument("--flower-cpus", type=float, default=1.0, help="flower.client_cpus per actor")
+    parser.add_argument("--flower-gpus", type=float, default=0.0, help="flower.client_gpus per actor")
+    parser.add_argument("--skip-flower", action="store_true")
+    parser.add_argument("--only-flower", action="store_true", help="only the Flower measurement")
     parser.add_argument("--out", default="benchmarks/results/collab_scaling.json")
     return parser.parse_args()
 
@@ -173,12 +189,63 @@ def time_strategy(args: argparse.Namespace, strategy: str, clients: int) -> dict
     return row
 
 
+def run_seconds(args: argparse.Namespace, engine: str, rounds: int, folder: Path) -> float:
+    """Wall time of one whole collab run with `rounds` aggregation rounds on `engine`."""
+    cfg = collab_config(args.time_model, args.flower_clients, args, args.flower_strategy)
+    data = cfg.to_dict() | {"name": f"{engine}-{rounds}", "output_dir": str(folder), "engine": engine}
+    data["collab"] |= {
+        "pretraining_rounds": args.trust_freq,
+        "trust_freq": args.trust_freq,
+        "iterations": args.trust_freq * rounds,
+        "client_runs": False,
+    }
+    data["flower"] |= {"mode": "simulation", "client_cpus": args.flower_cpus, "client_gpus": args.flower_gpus}
+    start = time.perf_counter()
+    run_collab(build_collab_config(data), overwrite=True, resume=False, console=Console(quiet=True))
+    return time.perf_counter() - start
+
+
+def measure_flower(args: argparse.Namespace) -> dict[str, Any]:
+    """Seconds per aggregation round (with its --trust-freq local iterations) on Flower's simulation
+    engine and in process, from runs of 1 and 1 + --flower-rounds rounds."""
+    rows: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="collab-scaling-") as tmp:
+        for engine in ("simulation", "flower"):
+            short = run_seconds(args, engine, 1, Path(tmp))
+            long = run_seconds(args, engine, 1 + args.flower_rounds, Path(tmp))
+            rows[engine] = {
+                "run_1_round_s": short,
+                "run_s": long,
+                "round_s": (long - short) / args.flower_rounds,
+            }
+    ratio = rows["flower"]["round_s"] / rows["simulation"]["round_s"]
+    return {
+        "clients": args.flower_clients,
+        "strategy": args.flower_strategy,
+        "local_iterations_per_round": args.trust_freq,
+        "in_process": rows["simulation"],
+        "flower_simulation": rows["flower"],
+        "flower_sim_round_ratio": ratio,
+    }
+
+
 def print_tables(console: Console, result: dict[str, Any]) -> None:
     """Memory and timing tables."""
     memory = result.get("memory")
     if memory:
         ratio = memory["memory_ratio_8_vs_1"]
         console.print(f"peak memory ({memory['model']}): {memory['peak_mb']} MiB; 8 vs 1: {ratio}")
+    flower = result.get("flower_sim")
+    if flower:
+        ours, theirs = flower["in_process"]["round_s"], flower["flower_simulation"]["round_s"]
+        console.print(
+            f"round of {flower['clients']} clients ({flower['strategy']}, "
+            f"{flower['local_iterations_per_round']} local iterations): in process {ours:.3f} s, "
+            f"Flower simulation engine {theirs:.3f} s; "
+            f"flower_sim_round_ratio {flower['flower_sim_round_ratio']:.3f}"
+        )
+    if not result["time"]:
+        return
     table = Table(
         title=f"aggregation round vs clients ({result['settings']['time_model']}), medians in seconds"
     )
@@ -214,7 +281,7 @@ def main() -> None:
     if args.memory_child is not None:
         memory_child(args)
         return
-    strategies = args.strategies.split(",")
+    strategies = [] if args.only_flower else args.strategies.split(",")
     timing = {
         s: {int(n): time_strategy(args, s, int(n)) for n in args.time_clients.split(",")} for s in strategies
     }
@@ -227,7 +294,10 @@ def main() -> None:
             s: rows[8]["trust_share_of_round"] for s, rows in timing.items() if 8 in rows
         },
     }
-    if not args.skip_memory:
+    if not args.skip_flower:
+        result["flower_sim"] = measure_flower(args)
+        result["flower_sim_round_ratio"] = result["flower_sim"]["flower_sim_round_ratio"]
+    if not args.skip_memory and not args.only_flower:
         result["memory"] = measure_memory(args)
         result["memory_ratio_8_vs_1"] = result["memory"]["memory_ratio_8_vs_1"]
     out = Path(args.out)

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import flwr
 import pytest
+import tomli
 import yaml
 from flwr.common.config import get_fused_config_from_dir, parse_config_args
 from typer.testing import CliRunner
@@ -40,7 +40,7 @@ def _data(tmp_path: Path) -> dict:
 def test_flower_app_runs_the_same_config_with_run_config_overrides(tmp_path: Path) -> None:
     cfg = build_collab_config(_data(tmp_path))
     folder = write_app(cfg, tmp_path / "app")
-    project = tomllib.loads((folder / "pyproject.toml").read_text())
+    project = tomli.loads((folder / "pyproject.toml").read_text())
     assert project["tool"]["flwr"]["app"]["components"] == {
         "serverapp": "fairlora.collab.flower_app:server_app",
         "clientapp": "fairlora.collab.flower_client:client_app",
@@ -96,6 +96,6 @@ def test_cli_writes_the_flower_app(tmp_path: Path) -> None:
         app, ["collab", str(config), "collab.clients=4", "--flower-app", str(tmp_path / "fl")]
     )
     assert result.exit_code == 0, result.output
-    project = tomllib.loads((tmp_path / "fl" / "pyproject.toml").read_text())
+    project = tomli.loads((tmp_path / "fl" / "pyproject.toml").read_text())
     assert project["tool"]["flwr"]["app"]["config"]["collab"]["clients"] == 4
     assert not (tmp_path / "runs").exists()  # writing the app runs nothing

@@ -1,7 +1,11 @@
 """Flower deployment on loopback with real processes and no shared disk: a SuperLink and 3 SuperNodes,
-each SuperNode in its own temporary working directory and HOME and, when the tests run as root (as in
-CI), as the unprivileged user `nobody` (via `setpriv`), so the submitter's config file and output
-folder (under pytest's 0700 tmp_path) are unreadable to it. Everything comes back through messages:
+each SuperNode in its own temporary working directory and HOME, unable to read the submitter's config
+file and output folder (both under this test's tmp_path). Root reads every file, so as root (here and
+in CI) each SuperNode runs either as the user `nobody` (`setpriv`; tmp_path is 0700) when this Python
+is readable by `nobody`, or else in its own mount namespace (`unshare --mount`) with an empty tmpfs
+mounted over tmp_path; the test first checks that the SuperNode's view cannot read the config. As
+another user the SuperNodes run as that user (they are not given the paths, but could read them).
+Everything comes back through messages:
 the submitter's run folder holds every client's results and adapter, `fairlora audit` reads them, and
 `--resume` works. Slow: each message starts a ClientApp process (minutes on 2 cores)."""
 
@@ -15,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -64,11 +69,23 @@ def _config(tmp_path: Path, engine: str, name: str) -> Path:
     return path
 
 
-def _as_node(command: list[str]) -> list[str]:
-    """Run as `nobody` when root (root reads every file); otherwise as this user."""
+def _isolated(hidden: Path, env: dict[str, str]) -> Callable[[list[str]], list[str]]:
+    """How to start a process that cannot read `hidden` (see the module docstring)."""
     if not ROOT:
-        return command
-    return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *command]
+        return lambda command: command
+
+    def as_nobody(command: list[str]) -> list[str]:
+        return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *command]
+
+    def unshared(command: list[str]) -> list[str]:
+        mount = 'mount -t tmpfs fairlora-hidden "$0" && exec "$@"'
+        return ["unshare", "--mount", "sh", "-c", mount, str(hidden), *command]
+
+    probe = [sys.executable, "-c", "import flwr, numpy, torch, fairlora"]
+    for wrap in (as_nobody, unshared):
+        if subprocess.run(wrap(probe), env=env, cwd="/", capture_output=True).returncode == 0:
+            return wrap
+    raise AssertionError("as root, neither `setpriv` to nobody nor `unshare --mount` can run this Python")
 
 
 def _node_home() -> Path:
@@ -78,13 +95,15 @@ def _node_home() -> Path:
     return home
 
 
-def _supernode(partition: int, env: dict[str, str]) -> tuple[subprocess.Popen, Path]:
+def _supernode(
+    partition: int, env: dict[str, str], isolated: Callable[[list[str]], list[str]]
+) -> tuple[subprocess.Popen, Path]:
     home = _node_home()
     command = [str(BIN / "flower-supernode"), "--insecure", "--superlink", "127.0.0.1:8000"]
     command += ["--node-config", f"partition-id={partition}", "--port", str(9300 + partition)]
     node_env = env | {"HOME": str(home), "FLWR_HOME": str(home / ".flwr"), "TMPDIR": str(home)}
     process = subprocess.Popen(
-        _as_node(command), env=node_env, cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        isolated(command), env=node_env, cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     return process, home
 
@@ -100,9 +119,10 @@ def test_supernodes_without_the_submitters_disk_match_in_process(tmp_path: Path)
         "PYTHONPATH": python_path,
     }
     config = _config(tmp_path, "flower", "loop")
+    isolated = _isolated(tmp_path, env)
     if ROOT:  # the guard this test stands on: a SuperNode cannot read the submitter's files
-        probe = subprocess.run(_as_node(["cat", str(config)]), env=env, capture_output=True)
-        assert probe.returncode != 0
+        probe = subprocess.run(isolated(["cat", str(config)]), env=env, cwd="/", capture_output=True)
+        assert probe.returncode != 0 and b"collab" not in probe.stdout
     link_dir = Path(tempfile.mkdtemp(prefix="fairlora-superlink-"))
     superlink = [str(BIN / "flower-superlink"), "--insecure", "--database", ":flwr-in-memory:"]
     superlink.append("--disable-runtime-dependency-installation")  # fairlora is installed; no index here
@@ -115,7 +135,7 @@ def test_supernodes_without_the_submitters_disk_match_in_process(tmp_path: Path)
     try:
         time.sleep(3)
         for partition in range(3):
-            process, home = _supernode(partition, env)
+            process, home = _supernode(partition, env, isolated)
             processes.append(process)
             homes.append(home)
         fairlora = [str(BIN / "fairlora"), "collab"]

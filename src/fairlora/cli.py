@@ -162,7 +162,7 @@ def collab(
     resume: Annotated[bool, typer.Option(help="continue a killed run from its last completed round")] = False,
     flower_app: Annotated[
         Path | None,
-        typer.Option(help="write a Flower App folder for `flwr run DIR <federation>` here instead of running"),
+        typer.Option(help="write a Flower App for `flwr run DIR <federation>` here instead of running"),
     ] = None,
 ) -> None:
     """Personalised collaborative fine-tuning: N clients on one base, trust-weighted mixing of adapters."""

@@ -20,8 +20,8 @@ from fairlora.collab.flower_appdir import check_versions, from_run_config, versi
 from fairlora.collab.mixing import State, mix, round_bytes
 from fairlora.collab.plan import Plan, collab_file, make_plan
 from fairlora.collab.results import load_summary, save_summary, strategy_summary
-from fairlora.collab.runfolders import write_client_files
 from fairlora.collab.robust import screen, without
+from fairlora.collab.runfolders import write_client_files
 from fairlora.errors import ConfigError, TrainingError
 
 logger = logging.getLogger(__name__)

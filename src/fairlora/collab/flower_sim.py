@@ -69,9 +69,8 @@ def flower_home(plan: Plan) -> Path:
     home = plan.cfg.run_dir.resolve() / "flower-home"
     home.mkdir(parents=True, exist_ok=True)
     tls = "insecure = true" if flower.insecure else f'root-certificates = "{flower.root_certificates}"'
-    (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "{FEDERATION}"\n\n[superlink.{FEDERATION}]\naddress = "{flower.address}"\n{tls}\n'
-    )
+    connection = f'[superlink.{FEDERATION}]\naddress = "{flower.address}"\n{tls}\n'
+    (home / "config.toml").write_text(f'[superlink]\ndefault = "{FEDERATION}"\n\n{connection}')
     return home
 
 

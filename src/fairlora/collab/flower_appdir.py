@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import flwr
-from flwr.common.config import unflatten_dict
 
 import fairlora
 from fairlora.collab.config import CollabConfig, build_collab_config
@@ -33,6 +32,17 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def _unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
 
 
 def _encode(value: Any) -> bool | int | float | str:
@@ -65,7 +75,7 @@ def from_run_config(run_config: dict[str, Any]) -> tuple[CollabConfig, bool]:
     resume = bool(settings.pop(RESUME_KEY, False))
     submitter = {k: settings.pop(k) for k in list(settings) if k.startswith(f"{SUBMITTER_KEY}.")}
     check_versions("the ServerApp", versions(), _submitter_versions(submitter))
-    nested = unflatten_dict({key.replace("-", "_"): value for key, value in settings.items()})
+    nested = _unflatten({key.replace("-", "_"): value for key, value in settings.items()})
     return build_collab_config(nested), resume
 
 

@@ -8,11 +8,11 @@
   trust + mixing share of a whole round (aggregation plus --trust-freq local iterations of every
   client): goal <= 5% for naive and dynamic at N = 8 (`trust_share_of_round`). dynamic-ref is
   compared with N^2 evaluation forward passes of one validation batch (`ref_vs_n2_forwards`).
-- flower: --flower-clients (8) tiny-llama clients, one strategy, whole runs of 1 and 1 + --flower-rounds
-  aggregation rounds on Flower's simulation engine (Ray actors of --flower-cpus / --flower-gpus each)
-  and on the in-process engine; time per round = the difference / --flower-rounds (Ray's start, the
-  actors' model loading and the warm-up cancel out). Goal: `flower_sim_round_ratio` (Flower / in
-  process) <= 1.5.
+- flower: --flower-clients (8) --time-model clients, one strategy, a run of 1 + --flower-rounds rounds
+  on Flower's simulation engine (Ray actors of --flower-cpus / --flower-gpus each) and on the
+  in-process engine; time per round = median time from one round's trust computation to the next
+  (every client's --trust-freq local iterations, trust, mixing, evaluation; Ray's start and the
+  actors' model loading are outside). Goal: `flower_sim_round_ratio` (Flower / in process) <= 1.5.
 
     .venv/bin/python benchmarks/collab_scaling.py [--memory-model smollm2-135m] [--memory-clients 1,4,8]
         [--time-model tiny-llama] [--time-clients 2,4,8,16]
@@ -27,6 +27,7 @@ Timings never fail the run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import statistics
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from fairlora.collab import engine, flower_app
 from fairlora.collab.client import evaluate_examples, local_step
 from fairlora.collab.command import run_collab
 from fairlora.collab.config import build_collab_config
@@ -189,43 +192,63 @@ def time_strategy(args: argparse.Namespace, strategy: str, clients: int) -> dict
     return row
 
 
-def run_seconds(args: argparse.Namespace, engine: str, rounds: int, folder: Path) -> float:
-    """Wall time of one whole collab run with `rounds` aggregation rounds on `engine`."""
+@contextlib.contextmanager
+def round_clock() -> Iterator[list[float]]:
+    """Times at which a round's trust computation starts (after its local iterations), in either engine."""
+    stamps: list[float] = []
+    originals = {module: module.trust_weights for module in (engine, flower_app)}
+
+    def stamped(original: Any) -> Any:
+        def trust_weights(*args: Any, **kwargs: Any) -> Any:
+            stamps.append(time.perf_counter())
+            return original(*args, **kwargs)
+
+        return trust_weights
+
+    for module, original in originals.items():
+        module.trust_weights = stamped(original)
+    try:
+        yield stamps
+    finally:
+        for module, original in originals.items():
+            module.trust_weights = original
+
+
+def round_seconds(args: argparse.Namespace, engine_name: str, folder: Path) -> dict[str, float]:
+    """One collab run of 1 + --flower-rounds rounds on `engine_name`: the median time from one round's
+    trust computation to the next (local iterations, trust, mixing, evaluation) and the whole run."""
     cfg = collab_config(args.time_model, args.flower_clients, args, args.flower_strategy)
-    data = cfg.to_dict() | {"name": f"{engine}-{rounds}", "output_dir": str(folder), "engine": engine}
+    data = cfg.to_dict() | {"name": engine_name, "output_dir": str(folder), "engine": engine_name}
     data["collab"] |= {
         "pretraining_rounds": args.trust_freq,
         "trust_freq": args.trust_freq,
-        "iterations": args.trust_freq * rounds,
+        "iterations": args.trust_freq * (1 + args.flower_rounds),
         "client_runs": False,
     }
     data["flower"] |= {"mode": "simulation", "client_cpus": args.flower_cpus, "client_gpus": args.flower_gpus}
     start = time.perf_counter()
-    run_collab(build_collab_config(data), overwrite=True, resume=False, console=Console(quiet=True))
-    return time.perf_counter() - start
+    with round_clock() as stamps:
+        run_collab(build_collab_config(data), overwrite=True, resume=False, console=Console(quiet=True))
+    periods = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    return {
+        "round_s": statistics.median(periods),
+        "rounds_timed": len(periods),
+        "run_s": time.perf_counter() - start,
+    }
 
 
 def measure_flower(args: argparse.Namespace) -> dict[str, Any]:
-    """Seconds per aggregation round (with its --trust-freq local iterations) on Flower's simulation
-    engine and in process, from runs of 1 and 1 + --flower-rounds rounds."""
-    rows: dict[str, Any] = {}
+    """Seconds per round (its --trust-freq local iterations of every client, trust, mixing, evaluation)
+    on Flower's simulation engine and in process; Ray's start and model loading are not in a round."""
     with tempfile.TemporaryDirectory(prefix="collab-scaling-") as tmp:
-        for engine in ("simulation", "flower"):
-            short = run_seconds(args, engine, 1, Path(tmp))
-            long = run_seconds(args, engine, 1 + args.flower_rounds, Path(tmp))
-            rows[engine] = {
-                "run_1_round_s": short,
-                "run_s": long,
-                "round_s": (long - short) / args.flower_rounds,
-            }
-    ratio = rows["flower"]["round_s"] / rows["simulation"]["round_s"]
+        rows = {name: round_seconds(args, name, Path(tmp)) for name in ("simulation", "flower")}
     return {
         "clients": args.flower_clients,
         "strategy": args.flower_strategy,
         "local_iterations_per_round": args.trust_freq,
         "in_process": rows["simulation"],
         "flower_simulation": rows["flower"],
-        "flower_sim_round_ratio": ratio,
+        "flower_sim_round_ratio": rows["flower"]["round_s"] / rows["simulation"]["round_s"],
     }
 
 

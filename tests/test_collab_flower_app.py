@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import flwr
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 import fairlora
 from fairlora.cli import app
 from fairlora.collab.config import build_collab_config
+from fairlora.collab.flower_app import check_flower
 from fairlora.collab.flower_appdir import check_versions, from_run_config, to_run_config, write_app
 from fairlora.collab.runfolders import write_client_files
 from fairlora.errors import ConfigError, RunDirError
@@ -99,3 +101,13 @@ def test_cli_writes_the_flower_app(tmp_path: Path) -> None:
     project = tomli.loads((tmp_path / "fl" / "pyproject.toml").read_text())
     assert project["tool"]["flwr"]["app"]["config"]["collab"]["clients"] == 4
     assert not (tmp_path / "runs").exists()  # writing the app runs nothing
+
+
+def test_simulation_without_ray_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "ray" else find_spec(name, *a)
+    )
+    cfg = build_collab_config(_data(tmp_path) | {"flower": {"mode": "simulation"}})
+    with pytest.raises(ConfigError, match=r'pip install "fairlora\[simulation\]"'):
+        check_flower(cfg)

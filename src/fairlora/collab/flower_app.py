@@ -3,6 +3,7 @@ folder from what the clients send back; under it Flower's simulation engine or a
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import socket
@@ -225,8 +226,14 @@ server_app = make_server_app()
 
 
 def check_flower(cfg: CollabConfig) -> None:
-    """Deployment: the SuperLink must answer at flower.address within flower.timeout_s (no hang)."""
-    if cfg.flower.mode != "deployment":
+    """Simulation: Ray must import; deployment: the SuperLink must answer at flower.address within
+    flower.timeout_s (no hang)."""
+    if cfg.flower.mode == "simulation":
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError(
+                "flower.mode=simulation runs on Flower's simulation engine, which needs Ray: pip install "
+                '"fairlora[simulation]" (or set flower.mode=deployment, or engine=simulation)'
+            )
         return
     host, _, port = cfg.flower.address.rpartition(":")
     try:

@@ -85,7 +85,9 @@ class ClientRuntimes:
         if node is None:
             node = self._live[key] = self._build(text, partition, context)
         saved = int(context.state["client-meta"]["handled"]) if "client-meta" in context.state else 0
-        if node.handled != saved:
+        if saved == 0:  # a new run: its first train message resets the client
+            node.handled = 0
+        elif node.handled != saved:
             meta = json.loads(str(context.state["client-meta"]["json"]))
             restore_client(node.client, context.state["client-state"].to_torch_state_dict(), meta)
             node.handled = saved

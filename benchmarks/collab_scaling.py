@@ -8,11 +8,18 @@
   trust + mixing share of a whole round (aggregation plus --trust-freq local iterations of every
   client): goal <= 5% for naive and dynamic at N = 8 (`trust_share_of_round`). dynamic-ref is
   compared with N^2 evaluation forward passes of one validation batch (`ref_vs_n2_forwards`).
+- flower: --flower-clients (8) --time-model clients, one strategy, a run of 1 + --flower-rounds rounds
+  on Flower's simulation engine (Ray actors of --flower-cpus / --flower-gpus each) and on the
+  in-process engine; time per round = median time from one round's trust computation to the next
+  (every client's --trust-freq local iterations, trust, mixing, evaluation; Ray's start and the
+  actors' model loading are outside). Goal: `flower_sim_round_ratio` (Flower / in process) <= 1.5.
 
     .venv/bin/python benchmarks/collab_scaling.py [--memory-model smollm2-135m] [--memory-clients 1,4,8]
         [--time-model tiny-llama] [--time-clients 2,4,8,16]
         [--strategies naive,dynamic,dynamic-ref,dynamic-token]
         [--rounds 3] [--threads N] [--out benchmarks/results/collab_scaling.json]
+        [--flower-clients 8] [--flower-rounds 3] [--flower-cpus 1] [--flower-gpus 0] [--skip-flower]
+        [--only-flower]
 
 Timings never fail the run.
 """
@@ -20,13 +27,20 @@ Timings never fail the run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+<<<<<<< HEAD
 from datetime import UTC, datetime
+=======
+from collections.abc import Iterator
+from datetime import datetime, timezone
+>>>>>>> wt-flower
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +48,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from fairlora.collab import engine, flower_app
 from fairlora.collab.client import evaluate_examples, local_step
+from fairlora.collab.command import run_collab
 from fairlora.collab.config import build_collab_config
 from fairlora.collab.engine import aggregate
 from fairlora.collab.plan import build_session, encode_clients, load_shared_model, make_plan
@@ -55,6 +71,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--flower-clients", type=int, default=8)
+    parser.add_argument("--flower-rounds", type=int, default=3, help="extra rounds timed (>= 1)")
+    parser.add_argument("--flower-strategy", default="naive")
+    parser.add_argument("--flower-cpus", type=float, default=1.0, help="flower.client_cpus per actor")
+    parser.add_argument("--flower-gpus", type=float, default=0.0, help="flower.client_gpus per actor")
+    parser.add_argument("--skip-flower", action="store_true")
+    parser.add_argument("--only-flower", action="store_true", help="only the Flower measurement")
     parser.add_argument("--out", default="benchmarks/results/collab_scaling.json")
     return parser.parse_args()
 
@@ -173,12 +196,83 @@ def time_strategy(args: argparse.Namespace, strategy: str, clients: int) -> dict
     return row
 
 
+@contextlib.contextmanager
+def round_clock() -> Iterator[list[float]]:
+    """Times at which a round's trust computation starts (after its local iterations), in either engine."""
+    stamps: list[float] = []
+    originals = {module: module.trust_weights for module in (engine, flower_app)}
+
+    def stamped(original: Any) -> Any:
+        def trust_weights(*args: Any, **kwargs: Any) -> Any:
+            stamps.append(time.perf_counter())
+            return original(*args, **kwargs)
+
+        return trust_weights
+
+    for module, original in originals.items():
+        module.trust_weights = stamped(original)
+    try:
+        yield stamps
+    finally:
+        for module, original in originals.items():
+            module.trust_weights = original
+
+
+def round_seconds(args: argparse.Namespace, engine_name: str, folder: Path) -> dict[str, float]:
+    """One collab run of 1 + --flower-rounds rounds on `engine_name`: the median time from one round's
+    trust computation to the next (local iterations, trust, mixing, evaluation) and the whole run."""
+    cfg = collab_config(args.time_model, args.flower_clients, args, args.flower_strategy)
+    data = cfg.to_dict() | {"name": engine_name, "output_dir": str(folder), "engine": engine_name}
+    data["collab"] |= {
+        "pretraining_rounds": args.trust_freq,
+        "trust_freq": args.trust_freq,
+        "iterations": args.trust_freq * (1 + args.flower_rounds),
+        "client_runs": False,
+    }
+    data["flower"] |= {"mode": "simulation", "client_cpus": args.flower_cpus, "client_gpus": args.flower_gpus}
+    start = time.perf_counter()
+    with round_clock() as stamps:
+        run_collab(build_collab_config(data), overwrite=True, resume=False, console=Console(quiet=True))
+    periods = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    return {
+        "round_s": statistics.median(periods),
+        "rounds_timed": len(periods),
+        "run_s": time.perf_counter() - start,
+    }
+
+
+def measure_flower(args: argparse.Namespace) -> dict[str, Any]:
+    """Seconds per round (its --trust-freq local iterations of every client, trust, mixing, evaluation)
+    on Flower's simulation engine and in process; Ray's start and model loading are not in a round."""
+    with tempfile.TemporaryDirectory(prefix="collab-scaling-") as tmp:
+        rows = {name: round_seconds(args, name, Path(tmp)) for name in ("simulation", "flower")}
+    return {
+        "clients": args.flower_clients,
+        "strategy": args.flower_strategy,
+        "local_iterations_per_round": args.trust_freq,
+        "in_process": rows["simulation"],
+        "flower_simulation": rows["flower"],
+        "flower_sim_round_ratio": rows["flower"]["round_s"] / rows["simulation"]["round_s"],
+    }
+
+
 def print_tables(console: Console, result: dict[str, Any]) -> None:
     """Memory and timing tables."""
     memory = result.get("memory")
     if memory:
         ratio = memory["memory_ratio_8_vs_1"]
         console.print(f"peak memory ({memory['model']}): {memory['peak_mb']} MiB; 8 vs 1: {ratio}")
+    flower = result.get("flower_sim")
+    if flower:
+        ours, theirs = flower["in_process"]["round_s"], flower["flower_simulation"]["round_s"]
+        console.print(
+            f"round of {flower['clients']} clients ({flower['strategy']}, "
+            f"{flower['local_iterations_per_round']} local iterations): in process {ours:.3f} s, "
+            f"Flower simulation engine {theirs:.3f} s; "
+            f"flower_sim_round_ratio {flower['flower_sim_round_ratio']:.3f}"
+        )
+    if not result["time"]:
+        return
     table = Table(
         title=f"aggregation round vs clients ({result['settings']['time_model']}), medians in seconds"
     )
@@ -214,7 +308,7 @@ def main() -> None:
     if args.memory_child is not None:
         memory_child(args)
         return
-    strategies = args.strategies.split(",")
+    strategies = [] if args.only_flower else args.strategies.split(",")
     timing = {
         s: {int(n): time_strategy(args, s, int(n)) for n in args.time_clients.split(",")} for s in strategies
     }
@@ -227,7 +321,10 @@ def main() -> None:
             s: rows[8]["trust_share_of_round"] for s, rows in timing.items() if 8 in rows
         },
     }
-    if not args.skip_memory:
+    if not args.skip_flower:
+        result["flower_sim"] = measure_flower(args)
+        result["flower_sim_round_ratio"] = result["flower_sim"]["flower_sim_round_ratio"]
+    if not args.skip_memory and not args.only_flower:
         result["memory"] = measure_memory(args)
         result["memory_ratio_8_vs_1"] = result["memory"]["memory_ratio_8_vs_1"]
     out = Path(args.out)

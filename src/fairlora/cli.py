@@ -284,11 +284,18 @@ def collab(
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing collaboration folder")] = False,
     resume: Annotated[bool, typer.Option(help="continue a killed run from its last completed round")] = False,
+    flower_app: Annotated[
+        Path | None,
+        typer.Option(help="write a Flower App for `flwr run DIR <federation>` here instead of running"),
+    ] = None,
 ) -> None:
     """Personalised collaborative fine-tuning: N clients on one base, trust-weighted mixing of adapters."""
-    from fairlora.collab.command import run_command
+    from fairlora.collab.command import run_command, write_flower_app
 
     try:
+        if flower_app is not None:
+            write_flower_app(config, overrides or [], flower_app, console=console)
+            return
         run_command(config, overrides or [], overwrite=overwrite, resume=resume, console=console)
     except FairloraError as error:
         raise _fail(error) from None

@@ -178,3 +178,18 @@ def run_command(
         raise ConfigError("pass either --overwrite or --resume, not both")
     cfg = load_collab_config(config, overrides)
     run_collab(cfg, overwrite=overwrite, resume=resume, console=console)
+
+
+def write_flower_app(config: Path, overrides: list[str], folder: Path, *, console: Console) -> Path:
+    """`fairlora collab CONFIG --flower-app DIR`: the run as a Flower App that `flwr run DIR` starts."""
+    from fairlora.collab.flower_appdir import write_app
+
+    cfg = load_collab_config(config, overrides)
+    make_plan(cfg)  # a bad model, method or split fails here, before anything is written
+    write_app(cfg, folder)
+    console.print(
+        f"Flower App: {folder}/pyproject.toml; run it with\n"
+        f'  flwr run {folder} <federation> --stream [--run-config "collab.iterations=80 resume=true"]\n'
+        f"the ServerApp writes the run folder {cfg.run_dir.resolve()}"
+    )
+    return folder

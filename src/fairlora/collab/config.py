@@ -68,15 +68,22 @@ class CollabSection(_Section):
 
 
 class FlowerSection(_Section):
-    """`flower:` how the Flower engine reaches its SuperLink."""
+    """`flower:` how the Flower engine runs: its simulation engine (Ray) or a running SuperLink."""
 
     mode: Literal["simulation", "deployment"] = Field(
-        "simulation", description="simulation: in this process; deployment: a running SuperLink"
+        "simulation",
+        description="simulation: Flower's simulation engine (Ray, one actor per client_cpus); "
+        "deployment: submit with `flwr run` to the SuperLink at address",
     )
     address: str = Field("127.0.0.1:8000", description="deployment: the SuperLink's HTTP API (host:port)")
     timeout_s: float = Field(120.0, gt=0.0, description="give up on an unreachable server or a silent round")
     insecure: bool = Field(True, description="loopback only; set false with root_certificates for TLS")
     root_certificates: str | None = Field(None, description="PEM file of the CA that signed the SuperLink")
+    client_cpus: float = Field(1.0, gt=0.0, description="simulation: CPUs each ClientApp actor reserves")
+    client_gpus: float = Field(0.0, ge=0.0, description="simulation: GPUs (or a share) each actor reserves")
+    return_adapters: bool = Field(
+        False, description="send each client's final adapter back into its run folder (else results only)"
+    )
 
 
 class CollabConfig(BaseModel):

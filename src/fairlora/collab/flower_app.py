@@ -1,8 +1,9 @@
-"""The Flower ServerApp: holds the trust matrix, sends each client its OWN mixture, and the in-process
-Grid (`flower.mode: simulation`, no Ray) or a real SuperLink (`flower.mode: deployment`) underneath."""
+"""The Flower ServerApp: holds the trust matrix, sends each client its OWN mixture and writes the run
+folder from what the clients send back; under it Flower's simulation engine or a real SuperLink."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import socket
@@ -14,13 +15,14 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from fairlora.collab.config import CollabConfig, load_collab_config
+from fairlora.collab.config import CollabConfig
 from fairlora.collab.engine import RoundRecord, aggregation_iterations, trust_weights
-from fairlora.collab.flower_client import CONFIG_KEY
+from fairlora.collab.flower_appdir import check_versions, from_run_config, versions
 from fairlora.collab.mixing import State, mix, round_bytes
-from fairlora.collab.plan import Plan, make_plan
-from fairlora.collab.results import save_summary, strategy_summary
+from fairlora.collab.plan import Plan, collab_file, make_plan
+from fairlora.collab.results import load_summary, save_summary, strategy_summary
 from fairlora.collab.robust import screen, without
+from fairlora.collab.runfolders import write_client_files
 from fairlora.errors import ConfigError, TrainingError
 
 logger = logging.getLogger(__name__)
@@ -50,18 +52,29 @@ def _config(**values: Any) -> RecordDict:
     return RecordDict({"cfg": ConfigRecord(values)})
 
 
-def connect(grid: Grid, clients: int, timeout: float) -> dict[int, int]:
-    """Wait (up to `timeout`) for the SuperNodes, then ask each which partition it serves."""
+def connect(grid: Grid, cfg: CollabConfig) -> dict[int, int]:
+    """Wait (up to flower.timeout_s) for the SuperNodes, send each the resolved config, check its fairlora
+    and flwr versions against this ServerApp's, and learn which partition it serves."""
+    clients, timeout = cfg.collab.clients, cfg.flower.timeout_s
     deadline = time.monotonic() + timeout
     nodes = list(grid.get_node_ids())
     while len(nodes) < clients and time.monotonic() < deadline:
         time.sleep(0.5)
         nodes = list(grid.get_node_ids())
-    messages = [Message(_config(kind="hello"), node, "query", group_id="hello") for node in nodes]
+    hello = _config(kind="hello", config=cfg.to_yaml())
+    messages = [Message(hello, node, "query", group_id="hello") for node in nodes]
     partitions = {}
     for reply in grid.send_and_receive(messages, timeout=timeout):
-        if not reply.has_error():
-            partitions[int(reply.content["hello"]["partition"])] = reply.metadata.src_node_id
+        if reply.has_error():
+            logger.warning(
+                "node %s answered hello with an error: %s", reply.metadata.src_node_id, reply.error
+            )
+            continue
+        answer = reply.content["hello"]
+        partition = int(answer["partition"])
+        node_versions = {k: str(answer[k]) for k in ("fairlora", "flwr") if k in answer}
+        check_versions(f"the SuperNode of partition-id={partition}", node_versions, versions())
+        partitions[partition] = reply.metadata.src_node_id
     if len(partitions) < clients:
         raise ConfigError(
             f"flower: {len(partitions)} of collab.clients={clients} clients connected within "
@@ -155,7 +168,13 @@ def serve_strategy(link: Link, plan: Plan, strategy: str) -> dict[str, Any]:
         p: _config(final=True, strategy=strategy, final_metrics=json.dumps(summary["final"][names[p]]))
         for p in link.nodes
     }
-    link.ask("evaluate", finals, f"{strategy}-final")
+    replies = link.ask("evaluate", finals, f"{strategy}-final")
+    if collab.client_runs:
+        for p, run in enumerate(plan.client_runs[strategy]):
+            if p in replies and "files" in replies[p].content:
+                write_client_files(run, dict(replies[p].content["files"]))  # type: ignore[arg-type]
+            else:
+                logger.warning("%s: client %d sent no run folder; %s stays empty", strategy, p, run.run_dir)
     save_summary(plan.cfg.run_dir / strategy, summary)
     return summary
 
@@ -167,19 +186,38 @@ def _missing() -> dict[str, float]:
 def serve(grid: Grid, plan: Plan, finished: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Connect the clients and run every configured strategy not `finished` (summary.json per strategy)."""
     finished = finished or {}
-    link = Link(
-        grid, plan.cfg.flower.timeout_s, connect(grid, plan.cfg.collab.clients, plan.cfg.flower.timeout_s)
-    )
+    link = Link(grid, plan.cfg.flower.timeout_s, connect(grid, plan.cfg))
     return [finished.get(s) or serve_strategy(link, plan, s) for s in plan.cfg.collab.strategies]
 
 
-def make_server_app() -> ServerApp:
-    """The ServerApp `flwr run` starts: it reads the collab config named in the run config."""
+def serve_run(grid: Grid, cfg: CollabConfig, resume: bool) -> list[dict[str, Any]]:
+    """The whole run behind a ServerApp: the run folder (made here when nobody prepared it), every
+    strategy (with `resume`, finished ones are kept), collab.json and the report."""
+    from fairlora.collab.command import prepare_folder, run_facts
+    from fairlora.collab.report import write_collab_report
+    from fairlora.collab.results import save_collab_results
+
+    plan = make_plan(cfg)
+    if not collab_file(cfg).is_file():
+        prepare_folder(plan, overwrite=False)
+    finished = {s: done for s in cfg.collab.strategies if resume and (done := load_summary(cfg.run_dir / s))}
+    summaries = serve(grid, plan, finished)
+    save_collab_results(cfg.run_dir, summaries, run_facts(plan))
+    write_collab_report(cfg.run_dir)
+    return summaries
+
+
+def make_server_app(cfg: CollabConfig | None = None, resume: bool = False) -> ServerApp:
+    """The ServerApp: runs `cfg` when given (simulation in this process), else the collab config that
+    `flwr run` put in the run config."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        serve(grid, make_plan(load_collab_config(str(context.run_config[CONFIG_KEY]))))
+        if cfg is None:
+            serve_run(grid, *from_run_config(dict(context.run_config)))
+        else:
+            serve_run(grid, cfg, resume)
 
     return app
 
@@ -188,8 +226,14 @@ server_app = make_server_app()
 
 
 def check_flower(cfg: CollabConfig) -> None:
-    """Deployment: the SuperLink must answer at flower.address within flower.timeout_s (no hang)."""
-    if cfg.flower.mode != "deployment":
+    """Simulation: Ray must import; deployment: the SuperLink must answer at flower.address within
+    flower.timeout_s (no hang)."""
+    if cfg.flower.mode == "simulation":
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError(
+                "flower.mode=simulation runs on Flower's simulation engine, which needs Ray: pip install "
+                '"fairlora[simulation]" (or set flower.mode=deployment, or engine=simulation)'
+            )
         return
     host, _, port = cfg.flower.address.rpartition(":")
     try:

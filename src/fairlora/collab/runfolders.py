@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pandas as pd
 from fairlora.collab.client import Client
 from fairlora.collab.clientdata import client_data_config
 from fairlora.config import RunConfig, build_config
+from fairlora.errors import RunDirError
 from fairlora.metrics.utility import utility_table
 from fairlora.runs import CONFIG_FILE, PREDICTIONS_FILE, RunResult, weights_dir
 from fairlora.storage import write_dir_atomic, write_parquet_atomic, write_text_atomic
@@ -36,6 +38,21 @@ def write_client_data(collab_dir: Path, name: str, frame: pd.DataFrame) -> Path:
     path = collab_dir / CLIENT_DATA_DIR / f"{name}.jsonl"
     write_text_atomic(path, frame.to_json(orient="records", lines=True))
     return path
+
+
+def write_client_files(cfg: RunConfig, files: dict[str, bytes]) -> Path:
+    """A client's run folder from the files its ClientApp sent back, with this side's config.yaml."""
+    run_dir = cfg.run_dir
+    for relative, content in files.items():
+        path = (run_dir / relative).resolve()
+        if run_dir.resolve() not in path.parents:
+            raise RunDirError(f"{cfg.name}: a client sent a file outside its run folder ({relative!r})")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial")
+        partial.write_bytes(content)
+        os.replace(partial, path)
+    write_text_atomic(run_dir / CONFIG_FILE, cfg.to_yaml())
+    return run_dir
 
 
 def _predictions(

@@ -35,12 +35,8 @@ import subprocess
 import sys
 import tempfile
 import time
-<<<<<<< HEAD
-from datetime import UTC, datetime
-=======
 from collections.abc import Iterator
-from datetime import datetime, timezone
->>>>>>> wt-flower
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 

@@ -8,6 +8,7 @@ import json
 import logging
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,11 +19,13 @@ from flwr.serverapp import Grid, ServerApp
 from fairlora.collab.config import CollabConfig
 from fairlora.collab.engine import RoundRecord, aggregation_iterations, trust_weights
 from fairlora.collab.flower_appdir import check_versions, from_run_config, versions
+from fairlora.collab.flower_client import state_from, state_records
 from fairlora.collab.mixing import State, mix, round_bytes
 from fairlora.collab.plan import Plan, collab_file, make_plan
 from fairlora.collab.results import load_summary, save_summary, strategy_summary
 from fairlora.collab.robust import screen, without
 from fairlora.collab.runfolders import write_client_files
+from fairlora.collab.state import ClientState, read_states, save_states
 from fairlora.errors import ConfigError, TrainingError
 
 logger = logging.getLogger(__name__)
@@ -131,41 +134,92 @@ def _mixed_round(link: Link, plan: Plan, strategy: str, states: list[State | Non
     return weights, fallback, excluded, mixed, round_bytes(clean, weights), {"trust": trusted - started}
 
 
-def serve_strategy(link: Link, plan: Plan, strategy: str) -> dict[str, Any]:
-    """One strategy over Flower: local segments, then at each aggregation trust, mixing, evaluation."""
+def _evaluate_round(
+    link: Link, plan: Plan, strategy: str, replies: dict[int, Message], end: int, index: int
+) -> tuple[RoundRecord, dict[int, ClientState]]:
+    """Trust, mixing and evaluation at aggregation iteration `end`: the round and each client's state."""
+    group, count = f"{strategy}-{end}", len(link.nodes)
+    weights, fallback, excluded, mixed, sent, seconds = _mixed_round(
+        link, plan, strategy, _states(replies, count), group
+    )
+    started = time.perf_counter()
+    contents = {
+        p: RecordDict(
+            {"mixture": ArrayRecord(torch_state_dict=mixed[p])}
+            | dict(_config(final=False, checkpoint=True, strategy=strategy, final_metrics="{}"))
+        )
+        for p in link.nodes
+    }
+    evaluated = link.ask("evaluate", contents, group)
+    metrics = [dict(evaluated[p].content["metrics"]) if p in evaluated else _missing() for p in range(count)]
+    seconds["eval"] = time.perf_counter() - started
+    record = RoundRecord(index, end, weights.tolist(), metrics, sent, excluded, fallback, seconds)
+    return record, {p: state_from(reply.content) for p, reply in evaluated.items()}
+
+
+def save_checkpoint(
+    folder: Path, states: dict[int, ClientState], count: int, end: int, rounds: list[RoundRecord]
+) -> None:
+    """Every client's state after aggregation iteration `end` and the rounds so far, in the layout of the
+    in-process engine (`<strategy>/state/`); a round some client did not answer keeps the previous one."""
+    if len(states) < count:
+        missing = sorted(set(range(count)) - set(states))
+        logger.warning(
+            "round at iteration %d: no state from clients %s; resume keeps an earlier one", end, missing
+        )
+        return
+    save_states(folder, {f"client-{p}": states[p] for p in range(count)}, end, rounds)
+
+
+def restore(link: Link, folder: Path, strategy: str) -> tuple[int, list[RoundRecord]]:
+    """--resume: send each client the state saved after the last completed round; (iteration, rounds)
+    of that round, or (-1, []) when nothing was saved."""
+    saved = read_states(folder, [f"client-{p}" for p in sorted(link.nodes)])
+    if saved is None:
+        return -1, []
+    iteration, rounds, states = saved
+    contents = {
+        p: RecordDict(state_records(states[f"client-{p}"]) | dict(_config(kind="restore")))
+        for p in link.nodes
+    }
+    replies = link.ask("query", contents, f"{strategy}-restore")
+    if missing := sorted(set(link.nodes) - set(replies)):
+        raise TrainingError(
+            f"flower: clients {missing} did not take their saved state of {strategy} (iteration "
+            f"{iteration}); check their SuperNodes and rerun with --resume"
+        )
+    logger.info("%s: resumed after iteration %d (%d rounds kept)", strategy, iteration, len(rounds))
+    return iteration, rounds
+
+
+def serve_strategy(link: Link, plan: Plan, strategy: str, resume: bool = False) -> dict[str, Any]:
+    """One strategy over Flower: local segments, then at each aggregation trust, mixing, evaluation and a
+    saved state; with `resume`, it continues after the last saved round."""
     collab, count = plan.cfg.collab, len(link.nodes)
+    folder = plan.cfg.run_dir / strategy
     schedule = aggregation_iterations(collab.iterations, collab.pretraining_rounds, collab.trust_freq)
     ends = sorted(set(schedule) | {collab.iterations - 1})
-    done, rounds = -1, []
-    for end in ends:
-        group = f"{strategy}-{end}"
+    done, rounds = restore(link, folder, strategy) if resume else (-1, [])
+    for end in [e for e in ends if e > done]:
         steps, reset = end - done, done == -1
-        replies = link.ask("train", {p: _config(steps=steps, reset=reset) for p in link.nodes}, group)
+        replies = link.ask(
+            "train", {p: _config(steps=steps, reset=reset) for p in link.nodes}, f"{strategy}-{end}"
+        )
         done = end
         if end not in schedule:
             continue
-        states = _states(replies, count)
-        weights, fallback, excluded, mixed, sent, seconds = _mixed_round(link, plan, strategy, states, group)
-        started = time.perf_counter()
-        contents = {
-            p: RecordDict(
-                {"mixture": ArrayRecord(torch_state_dict=mixed[p])}
-                | dict(_config(final=False, strategy=strategy, final_metrics="{}"))
-            )
-            for p in link.nodes
-        }
-        evaluated = link.ask("evaluate", contents, group)
-        metrics = [
-            dict(evaluated[p].content["metrics"]) if p in evaluated else _missing() for p in range(count)
-        ]
-        seconds["eval"] = time.perf_counter() - started
-        rounds.append(
-            RoundRecord(len(rounds), end, weights.tolist(), metrics, sent, excluded, fallback, seconds)
-        )
+        record, states = _evaluate_round(link, plan, strategy, replies, end, len(rounds))
+        rounds.append(record)
+        save_checkpoint(folder, states, count, end, rounds)
     names = [f"client-{p}" for p in range(count)]
     summary = strategy_summary(strategy, names, rounds, [len(c.rows) for c in plan.allocation.clients])
     finals = {
-        p: _config(final=True, strategy=strategy, final_metrics=json.dumps(summary["final"][names[p]]))
+        p: _config(
+            final=True,
+            checkpoint=False,
+            strategy=strategy,
+            final_metrics=json.dumps(summary["final"][names[p]]),
+        )
         for p in link.nodes
     }
     replies = link.ask("evaluate", finals, f"{strategy}-final")
@@ -175,7 +229,7 @@ def serve_strategy(link: Link, plan: Plan, strategy: str) -> dict[str, Any]:
                 write_client_files(run, dict(replies[p].content["files"]))  # type: ignore[arg-type]
             else:
                 logger.warning("%s: client %d sent no run folder; %s stays empty", strategy, p, run.run_dir)
-    save_summary(plan.cfg.run_dir / strategy, summary)
+    save_summary(folder, summary)
     return summary
 
 
@@ -183,16 +237,20 @@ def _missing() -> dict[str, float]:
     return {"loss": float("nan"), "perplexity": float("nan"), "accuracy": float("nan")}
 
 
-def serve(grid: Grid, plan: Plan, finished: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """Connect the clients and run every configured strategy not `finished` (summary.json per strategy)."""
+def serve(
+    grid: Grid, plan: Plan, finished: dict[str, dict[str, Any]] | None = None, resume: bool = False
+) -> list[dict[str, Any]]:
+    """Connect the clients and run every configured strategy not `finished` (summary.json per strategy);
+    with `resume`, an unfinished strategy continues after its last saved round."""
     finished = finished or {}
     link = Link(grid, plan.cfg.flower.timeout_s, connect(grid, plan.cfg))
-    return [finished.get(s) or serve_strategy(link, plan, s) for s in plan.cfg.collab.strategies]
+    return [finished.get(s) or serve_strategy(link, plan, s, resume) for s in plan.cfg.collab.strategies]
 
 
 def serve_run(grid: Grid, cfg: CollabConfig, resume: bool) -> list[dict[str, Any]]:
     """The whole run behind a ServerApp: the run folder (made here when nobody prepared it), every
-    strategy (with `resume`, finished ones are kept), collab.json and the report."""
+    strategy (with `resume`, finished ones are kept and unfinished ones continue after their last saved
+    round), collab.json and the report."""
     from fairlora.collab.command import prepare_folder, run_facts
     from fairlora.collab.report import write_collab_report
     from fairlora.collab.results import save_collab_results
@@ -201,7 +259,7 @@ def serve_run(grid: Grid, cfg: CollabConfig, resume: bool) -> list[dict[str, Any
     if not collab_file(cfg).is_file():
         prepare_folder(plan, overwrite=False)
     finished = {s: done for s in cfg.collab.strategies if resume and (done := load_summary(cfg.run_dir / s))}
-    summaries = serve(grid, plan, finished)
+    summaries = serve(grid, plan, finished, resume)
     save_collab_results(cfg.run_dir, summaries, run_facts(plan))
     write_collab_report(cfg.run_dir)
     return summaries

@@ -30,7 +30,7 @@ from fairlora.collab.clientdata import encode_frames
 from fairlora.collab.config import CollabConfig, build_collab_config
 from fairlora.collab.plan import Plan, load_shared_model, make_plan, reference_batches
 from fairlora.collab.runfolders import client_run_config, write_client_run
-from fairlora.collab.state import client_tensors, restore_client
+from fairlora.collab.state import ClientState, client_tensors, restore_client
 from fairlora.errors import ConfigError
 from fairlora.models import LoadedModel
 from fairlora.runs import CONFIG_FILE, weights_dir
@@ -112,11 +112,26 @@ def process_runtimes() -> ClientRuntimes:
     return ClientRuntimes()
 
 
-def _persist(node: NodeClient, context: Context) -> None:
+def _persist(node: NodeClient, context: Context) -> ClientState:
     tensors, meta = client_tensors(node.client)
     node.handled += 1
     context.state["client-state"] = ArrayRecord(torch_state_dict=tensors)
     context.state["client-meta"] = ConfigRecord({"json": json.dumps(meta), "handled": node.handled})
+    return tensors, meta
+
+
+def state_records(state: ClientState) -> dict[str, ArrayRecord | ConfigRecord]:
+    """A client's whole training state (`client_tensors`) as message records: tensors + JSON facts."""
+    tensors, meta = state
+    return {
+        "client-state": ArrayRecord(torch_state_dict=tensors),
+        "client-meta": ConfigRecord({"json": json.dumps(meta)}),
+    }
+
+
+def state_from(content: RecordDict) -> ClientState:
+    """Inverse of `state_records`."""
+    return content["client-state"].to_torch_state_dict(), json.loads(str(content["client-meta"]["json"]))
 
 
 def _load_mixture(node: NodeClient, message: Message) -> None:
@@ -178,7 +193,10 @@ def handle_evaluate(runtimes: ClientRuntimes, message: Message, context: Context
         facts |= {"engine": "flower", "train_rows": node.client.size}
         files = run_files(node, str(settings["strategy"]), facts, cfg.flower.return_adapters)
         content["files"] = ConfigRecord(files)  # type: ignore[arg-type]
-    _persist(node, context)
+    state = _persist(node, context)
+    if bool(settings["checkpoint"]):  # after an aggregation round: the ServerApp saves it for --resume
+        for key, record in state_records(state).items():
+            content[key] = record
     return Message(content, reply_to=message)
 
 
@@ -194,14 +212,27 @@ def handle_hello(message: Message, context: Context) -> Message:
     )
 
 
+def handle_restore(node: NodeClient, message: Message, context: Context) -> Message:
+    """--resume: reset this client, then take the whole training state the ServerApp saved for it."""
+    cfg = node.plan.cfg
+    reset_client(node.client, cfg.run, cfg.collab.iterations, cfg.collab.shared_init)
+    restore_client(node.client, *state_from(message.content))
+    _persist(node, context)
+    return Message(
+        RecordDict({"restored": MetricRecord({"step": node.client.step_state.step})}), reply_to=message
+    )
+
+
 def handle_query(runtimes: ClientRuntimes, message: Message, context: Context) -> Message:
-    """hello: keep the config, tell partition and versions; token: top-k reference logits; ref:
-    perplexity of each sent model on this client's validation rows."""
+    """hello: keep the config, tell partition and versions; restore: take a saved state; token: top-k
+    reference logits; ref: perplexity of each sent model on this client's validation rows."""
     kind = str(message.content["cfg"]["kind"])
     if kind == "hello":
         return handle_hello(message, context)
     node = runtimes.get(context)
     client, cfg = node.client, node.plan.cfg
+    if kind == "restore":
+        return handle_restore(node, message, context)
     if kind == "token":
         values, indices = reference_logits(client, node.reference, cfg.collab.token_topk)
         content = RecordDict({"top": ArrayRecord(torch_state_dict={"values": values, "indices": indices})})

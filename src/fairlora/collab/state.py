@@ -19,6 +19,7 @@ from fairlora.storage import write_dir_atomic
 
 STATE_DIR = "state"
 PROGRESS_FILE = "progress.json"
+ClientState = tuple[dict[str, torch.Tensor], dict[str, Any]]  # client_tensors: tensors and JSON facts
 
 
 def _flatten_optimizer(optimizer: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -59,22 +60,25 @@ def restore_client(client: Client, tensors: dict[str, torch.Tensor], meta: dict[
     client.rng = tensors["rng"].to(torch.uint8)
 
 
-def _client_files(client: Client, folder: Path) -> None:
-    tensors, meta = client_tensors(client)
-    save_file(tensors, str(folder / f"{client.name}.safetensors"))
-    (folder / f"{client.name}.json").write_text(json.dumps(meta))
-
-
-def save_state(strategy_dir: Path, clients: list[Client], iteration: int, rounds: list[RoundRecord]) -> None:
-    """Write every client's state and the round history atomically (the whole folder or nothing)."""
+def save_states(
+    strategy_dir: Path, states: dict[str, ClientState], iteration: int, rounds: list[RoundRecord]
+) -> None:
+    """Write each named client's state and the round history atomically (the whole folder or nothing):
+    `<name>.safetensors` + `<name>.json` per client and progress.json, under `<strategy>/state/`."""
 
     def writer(folder: Path) -> None:
-        for client in clients:
-            _client_files(client, folder)
+        for name, (tensors, meta) in states.items():
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / f"{name}.safetensors"))
+            (folder / f"{name}.json").write_text(json.dumps(meta))
         progress = {"iteration": iteration, "rounds": [r.to_dict() for r in rounds]}
         (folder / PROGRESS_FILE).write_text(json.dumps(progress))
 
     write_dir_atomic(strategy_dir / STATE_DIR, writer)
+
+
+def save_state(strategy_dir: Path, clients: list[Client], iteration: int, rounds: list[RoundRecord]) -> None:
+    """Write every client's state and the round history atomically (the whole folder or nothing)."""
+    save_states(strategy_dir, {c.name: client_tensors(c) for c in clients}, iteration, rounds)
 
 
 def _restore_optimizer(client: Client, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
@@ -89,22 +93,44 @@ def _restore_optimizer(client: Client, tensors: dict[str, torch.Tensor], meta: d
     client.step_state.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def load_state(strategy_dir: Path, clients: list[Client]) -> tuple[int, list[RoundRecord]] | None:
-    """Restore clients from the last completed round: (iteration, rounds), or None when none was saved."""
+def _damaged(folder: Path, exc: Exception) -> RunDirError:
+    return RunDirError(f"{folder}: the saved collab state is damaged ({exc}); rerun with --overwrite")
+
+
+def read_states(
+    strategy_dir: Path, names: list[str]
+) -> tuple[int, list[RoundRecord], dict[str, ClientState]] | None:
+    """The last completed round as saved: (iteration, rounds, state per client name), or None if none."""
     folder = strategy_dir / STATE_DIR
     if not (folder / PROGRESS_FILE).is_file():
         return None
     try:
         progress = json.loads((folder / PROGRESS_FILE).read_text())
+        states = {
+            name: (
+                load_file(str(folder / f"{name}.safetensors")),
+                json.loads((folder / f"{name}.json").read_text()),
+            )
+            for name in names
+        }
+        rounds = [RoundRecord.from_dict(r) for r in progress["rounds"]]
+        return int(progress["iteration"]), rounds, states
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise _damaged(folder, exc) from None
+
+
+def load_state(strategy_dir: Path, clients: list[Client]) -> tuple[int, list[RoundRecord]] | None:
+    """Restore clients from the last completed round: (iteration, rounds), or None when none was saved."""
+    saved = read_states(strategy_dir, [c.name for c in clients])
+    if saved is None:
+        return None
+    iteration, rounds, states = saved
+    try:
         for client in clients:
-            tensors = load_file(str(folder / f"{client.name}.safetensors"))
-            meta = json.loads((folder / f"{client.name}.json").read_text())
-            restore_client(client, tensors, meta)
-    except (OSError, ValueError, KeyError) as exc:
-        raise RunDirError(
-            f"{folder}: the saved collab state is damaged ({exc}); rerun with --overwrite"
-        ) from None
-    return int(progress["iteration"]), [RoundRecord.from_dict(r) for r in progress["rounds"]]
+            restore_client(client, *states[client.name])
+    except (ValueError, KeyError) as exc:
+        raise _damaged(strategy_dir / STATE_DIR, exc) from None
+    return iteration, rounds
 
 
 @dataclass

@@ -14,7 +14,7 @@ import fairlora
 from fairlora.collab.config import CollabConfig, build_collab_config
 from fairlora.errors import ConfigError
 
-RESUME_KEY = "resume"  # run config: keep finished strategies (fairlora collab --resume)
+RESUME_KEY = "resume"  # run config: keep finished strategies, continue the others (collab --resume)
 SUBMITTER_KEY = "submitter"  # run config: versions of the fairlora that wrote the app
 
 

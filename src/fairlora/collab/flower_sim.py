@@ -44,7 +44,8 @@ def _summaries(plan: Plan) -> list[dict[str, Any]]:
 
 def simulate(plan: Plan, resume: bool = False, client_app: ClientApp | None = None) -> list[dict[str, Any]]:
     """Serve every strategy on Flower's simulation engine (one virtual SuperNode per client, Ray actors
-    running the ClientApp); with `resume`, finished strategies are kept and unfinished ones start again."""
+    running the ClientApp); with `resume`, finished strategies are kept and unfinished ones continue
+    after their last saved round."""
     import ray
     from flwr.simulation import run_simulation
 
@@ -96,7 +97,7 @@ def deploy(plan: Plan, console: Console, resume: bool = False) -> list[dict[str,
 def run_flower(
     plan: Plan, loaded: LoadedModel, data: list[ClientData], *, resume: bool, console: Console
 ) -> list[dict[str, Any]]:
-    """The flower engine of `fairlora collab` (--resume keeps finished strategies, reruns the others)."""
+    """The flower engine of `fairlora collab` (--resume keeps finished strategies, continues the others)."""
     del loaded, data  # the ClientApps load their own model and encode their own data
     if plan.cfg.flower.mode == "deployment":
         return deploy(plan, console, resume)

@@ -61,6 +61,7 @@ def restore_client(client: Client, tensors: dict[str, torch.Tensor], meta: dict[
 
 def _client_files(client: Client, folder: Path) -> None:
     tensors, meta = client_tensors(client)
+    tensors |= {f"g.{k}": v.contiguous() for k, v in client.last_good.items()}
     save_file(tensors, str(folder / f"{client.name}.safetensors"))
     (folder / f"{client.name}.json").write_text(json.dumps(meta))
 
@@ -100,6 +101,7 @@ def load_state(strategy_dir: Path, clients: list[Client]) -> tuple[int, list[Rou
             tensors = load_file(str(folder / f"{client.name}.safetensors"))
             meta = json.loads((folder / f"{client.name}.json").read_text())
             restore_client(client, tensors, meta)
+            client.last_good = {k[2:]: v for k, v in tensors.items() if k.startswith("g.")} or client.initial
     except (OSError, ValueError, KeyError) as exc:
         raise RunDirError(
             f"{folder}: the saved collab state is damaged ({exc}); rerun with --overwrite"
@@ -117,6 +119,7 @@ class Snapshot:
     steps: list[int]
     rngs: list[torch.Tensor]
     extras: list[tuple[dict[str, torch.Tensor], dict[str, Any]]]
+    last_goods: list[dict[str, torch.Tensor]]
 
 
 def take_snapshot(clients: list[Client]) -> Snapshot:
@@ -128,6 +131,7 @@ def take_snapshot(clients: list[Client]) -> Snapshot:
         [c.step_state.step for c in clients],
         [c.rng.clone() for c in clients],
         [c.setup.method_state() for c in clients],
+        [dict(c.last_good) for c in clients],
     )
 
 
@@ -140,3 +144,4 @@ def restore_snapshot(clients: list[Client], snapshot: Snapshot) -> None:
         client.step_state.scheduler.load_state_dict(copy.deepcopy(snapshot.schedulers[k]))
         client.step_state.step = snapshot.steps[k]
         client.rng = snapshot.rngs[k].clone()
+        client.last_good = dict(snapshot.last_goods[k])

@@ -8,7 +8,8 @@ beat naive (FedAvg) and none (local training), with a larger gain when clients d
 
     .venv/bin/python benchmarks/collab_strategies.py [--model smollm2-135m] [--clients 4]
         [--splits specific,mixed] [--seeds 0,1,2] [--iterations 6] [--shared-init] [--max-minutes 60]
-        [--threads N] [--runs-dir DIR] [--resume] [--summarize] [--out benchmarks/results/collab_strategies.json]
+        [--threads N] [--runs-dir DIR] [--resume] [--summarize]
+        [--out benchmarks/results/collab_strategies.json]
 
 `--resume` keeps the (split, seed) runs already in --out (same settings) and runs only the missing ones,
 so a killed benchmark continues; with a kept `--runs-dir`, a half-finished (split, seed) run also

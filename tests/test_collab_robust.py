@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from fairlora.collab import trust as T
 from fairlora.collab.client import evaluate_examples, local_step
 from fairlora.collab.config import BASE_STRATEGIES, build_collab_config
 from fairlora.collab.engine import Session, aggregate, ref_perplexities, trust_weights
 from fairlora.collab.plan import Plan, build_session, encode_clients, load_shared_model, make_plan
 from fairlora.collab.robust import embed_trust, round_states
+from fairlora.errors import ConfigError
 
 HEALTHY = [0, 2, 3]
 
@@ -183,3 +185,19 @@ def test_ref_perplexity_orientation_is_client_j_model_on_client_i_data(plan: Pla
     assert table[0, 1] == pytest.approx(model_1_on_data_0, rel=1e-6)
     assert table[1, 0] != pytest.approx(model_1_on_data_0, rel=1e-3)  # the matrix is not symmetric
     assert (table[[0, 2, 3], 1] > table[[0, 2, 3], 0]).all()  # column 1: the broken model everywhere
+
+
+@pytest.mark.parametrize(
+    ("clients", "tau", "self_weight"), [(4, 1.0, 0.9033), (4, 3.0, 0.5031), (8, 1.0, 0.3735)]
+)
+def test_token_self_weight_of_equidistant_clients(clients: int, tau: float, self_weight: float) -> None:
+    distance = 1.0 - np.eye(clients)  # every other client equally far: the diagonal is set by construction
+    weights, _ = T.trust_from_scores(T.token_scores(distance), tau, "", 3, 0.2)
+    assert np.allclose(np.diag(weights), self_weight, atol=1e-4)
+    assert np.allclose(np.diag(weights), 1 / (1 + (clients - 1) * np.exp(-10 / ((clients - 1) * tau))))
+
+
+def test_tau_is_validated(plan: Plan) -> None:
+    data = plan.cfg.to_dict() | {"collab": plan.cfg.collab.model_dump(mode="json") | {"tau": 0}}
+    with pytest.raises(ConfigError, match="collab.tau"):
+        build_collab_config(data)

@@ -7,12 +7,14 @@ beat naive (FedAvg) and none (local training), with a larger gain when clients d
 (specific > mixed).
 
     .venv/bin/python benchmarks/collab_strategies.py [--model smollm2-135m] [--clients 4]
-        [--splits specific,mixed] [--seeds 0,1,2] [--iterations 6] [--max-minutes 60] [--threads N]
-        [--resume] [--summarize] [--out benchmarks/results/collab_strategies.json]
+        [--splits specific,mixed] [--seeds 0,1,2] [--iterations 6] [--shared-init] [--max-minutes 60]
+        [--threads N] [--runs-dir DIR] [--resume] [--summarize]
+        [--out benchmarks/results/collab_strategies.json]
 
-`--resume` keeps the runs already in --out (same settings) and replaces or adds only the
-(split, seed) runs of this call, so the grid can be run one (split, seed) at a time; `--summarize`
-runs nothing and rewrites the table and verdicts from the runs in --out.
+`--resume` keeps the (split, seed) runs already in --out (same settings) and runs only the missing ones,
+so a killed benchmark continues; with a kept `--runs-dir`, a half-finished (split, seed) run also
+continues from its last saved round. `--summarize` runs nothing and rewrites the table and verdicts
+from the runs in --out.
 Quality, not time: the numbers do not depend on the machine's load (CPU, fp32, seeded).
 """
 
@@ -63,6 +65,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--seq", type=int, default=32, help="model.max_length (tokens per row)")
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--shared-init", action="store_true", help="every client starts from one adapter")
     parser.add_argument("--eval-batch", type=int, default=8)
     parser.add_argument(
         "--categories", default="World,Sports", help="specific split: topics used (2 clients per topic)"
@@ -116,6 +119,7 @@ def collab_overrides(args: argparse.Namespace, split: str, seed: int, runs_dir: 
             "strategies": args.strategies.split(","),
             "categories": args.categories.split(",") if args.categories and split == "specific" else None,
             "client_runs": False,
+            "shared_init": args.shared_init,
         },
     }
 
@@ -227,23 +231,20 @@ def print_table(
 
 QUALITY_SETTINGS = (
     "model", "method", "corpus", "clients", "strategies", "examples", "iterations", "warmup",
-    "trust_freq", "batch", "seq", "lr", "eval_batch", "categories",
+    "trust_freq", "batch", "seq", "lr", "eval_batch", "categories", "shared_init",
 )  # fmt: skip
 
 
-def previous_runs(args: argparse.Namespace, pairs: set[tuple[str, int]]) -> tuple[list[dict[str, Any]], dict]:
-    """--resume: the rows and per-run seconds of --out for the (split, seed) pairs NOT run now."""
+def previous_runs(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict]:
+    """--resume: the rows and per-run seconds of the (split, seed) runs --out already holds."""
     out = Path(args.out)
     if not args.resume or not out.is_file():
         return [], {}
     saved = json.loads(out.read_text())
-    differs = [k for k in QUALITY_SETTINGS if saved["settings"].get(k) != getattr(args, k)]
+    differs = [k for k in QUALITY_SETTINGS if saved["settings"].get(k) != getattr(args, k, None)]
     if differs:
         raise SystemExit(f"--resume: {out} was run with other settings ({', '.join(differs)}); drop --resume")
-    rows = [r for r in saved["runs"] if (r["split"], r["seed"]) not in pairs]
-    now = {f"{split}-{seed}" for split, seed in pairs}
-    seconds = {k: v for k, v in saved.get("run_seconds", {}).items() if k not in now}
-    return rows, seconds
+    return saved["runs"], saved.get("run_seconds", {})
 
 
 def write_result(
@@ -290,16 +291,21 @@ def main() -> None:
         summarize(Path(args.out), console)
         return
     seeds, splits = [int(s) for s in args.seeds.split(",")], args.splits.split(",")
-    rows, run_seconds = previous_runs(args, {(split, seed) for seed in seeds for split in splits})
+    rows, run_seconds = previous_runs(args)
+    done = {(r["split"], r["seed"]) for r in rows}
     started = time.perf_counter()
     for seed in seeds:
         for split in splits:
+            if (split, seed) in done:
+                console.print(f"--resume: seed {seed} {split} already in {args.out}")
+                continue
             if (time.perf_counter() - started) / 60 > args.max_minutes:
                 console.print(f"--max-minutes {args.max_minutes} reached: seed {seed} {split} not run")
                 continue
             begun = time.perf_counter()
             cfg = build_collab_config(collab_overrides(args, split, seed, runs_dir))
-            for summary in run_collab(cfg, overwrite=True, resume=False, console=console):
+            again = args.resume and args.runs_dir is not None and cfg.run_dir.is_dir()
+            for summary in run_collab(cfg, overwrite=not again, resume=again, console=console):
                 keep = ("strategy", "mean_perplexity", "worst_perplexity", "mean_accuracy", "bytes_total")
                 rows.append({"split": split, "seed": seed} | {k: summary[k] for k in keep})
             run_seconds[f"{split}-{seed}"] = time.perf_counter() - begun

@@ -106,14 +106,18 @@ def test_topk_and_threshold_variants() -> None:
     assert T.split_strategy("naive") == ("naive", "")
 
 
-def test_nan_scores_fall_back_to_local_training(caplog: pytest.LogCaptureFixture) -> None:
+def test_nan_and_minus_inf_scores_get_weight_zero(caplog: pytest.LogCaptureFixture) -> None:
     scores = np.array([[0.0, 1.0, 2.0], [np.nan, 0.0, 1.0], [1.0, np.inf, 0.0]])
     with caplog.at_level(logging.WARNING, logger="fairlora.collab.trust"):
         weights, fallback = T.trust_from_scores(scores, 1.0, "", 3, 0.2)
-    assert fallback == [1, 2]
-    assert np.allclose(weights[1], [0, 1, 0]) and np.allclose(weights[2], [0, 0, 1])
+    assert fallback == [2]  # +inf: no softmax to take; the row falls back to local training
+    assert np.allclose(weights[1], [0.0, 1 / (1 + np.e), np.e / (1 + np.e)])  # NaN -> weight 0, not 1/3
+    assert np.allclose(weights[2], [0, 0, 1])
     assert np.isfinite(weights).all() and np.allclose(weights[0].sum(), 1.0)
-    assert "client 1 keeps its own weights" in caplog.text
+    assert "client 2 keeps its own weights" in caplog.text
+    minus_inf = np.array([[0.0, -np.inf], [-np.inf, -np.inf]])
+    weights, fallback = T.trust_from_scores(minus_inf, 1.0, "", 3, 0.2)
+    assert np.allclose(weights, np.eye(2)) and fallback == [1]  # no finite score left in row 1
 
 
 def test_mix_is_personal_and_per_tensor() -> None:

@@ -45,6 +45,7 @@ class Client:
     initial: State = field(default_factory=dict)
     initial_extra: tuple[State, dict[str, Any]] = field(default_factory=lambda: ({}, {}))
     own_keys: dict[str, str] = field(default_factory=dict, repr=False)
+    last_good: State = field(default_factory=dict, repr=False)  # kept when a round excludes this client
 
     def get_state(self) -> State:
         """The trainable tensors, keyed without the adapter name (so clients' keys match)."""
@@ -104,6 +105,7 @@ def make_client(
     state = new_step_state(setup, run, total_steps)
     client = Client(index, name, setup, state, data, rng_state(seed))
     client.initial = client.get_state()
+    client.last_good = client.initial
     client.initial_extra = setup.method_state()
     return client
 
@@ -112,6 +114,7 @@ def reset_client(client: Client, run: RunConfig, total_steps: int, shared_init: 
     """Back to the initial adapter with a fresh optimizer, schedule and RNG (the next strategy starts)."""
     client.setup.load_method_state(*client.initial_extra)  # before the optimizer: it sets what trains
     client.set_state(client.initial)
+    client.last_good = client.initial
     client.step_state = new_step_state(client.setup, run, total_steps)
     client.rng = rng_state(client_seed(run.seed, client.index, shared_init))
 

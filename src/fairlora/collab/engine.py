@@ -23,8 +23,8 @@ from fairlora.collab.client import (
     reference_logits,
 )
 from fairlora.collab.config import CollabConfig, CollabSection
-from fairlora.collab.mixing import State, mix, round_bytes
-from fairlora.collab.robust import screen, without
+from fairlora.collab.mixing import State, round_bytes
+from fairlora.collab.robust import embed_trust, kept_clients, round_states, screen
 from fairlora.collab.splits import Allocation
 
 logger = logging.getLogger(__name__)
@@ -71,10 +71,11 @@ def aggregation_iterations(iterations: int, warmup: int, every: int) -> list[int
     return list(range(max(warmup - 1, 0), iterations, every))
 
 
-def ref_perplexities(session: Session) -> np.ndarray:
-    """P_ij: perplexity of client j's model on client i's validation data (each model loaded once)."""
-    clients, run = session.clients, session.cfg.run
-    limit = session.cfg.collab.eval_batches
+def ref_perplexities(session: Session, kept: list[int] | None = None) -> np.ndarray:
+    """P_ij: perplexity of client j's model on client i's validation data, over the `kept` clients (all by
+    default; each model loaded once)."""
+    run, limit = session.cfg.run, session.cfg.collab.eval_batches
+    clients = session.clients if kept is None else [session.clients[i] for i in kept]
     table = np.zeros((len(clients), len(clients)))
     with models_in_eval(clients):
         for j, owner in enumerate(clients):
@@ -104,63 +105,79 @@ def trust_weights(
     collab: CollabSection,
     sizes: list[int],
     proportions: np.ndarray,
-    states: list[State],
-    ref_table: Callable[[], np.ndarray],
-    signatures: Callable[[], list[tuple[torch.Tensor, torch.Tensor]]],
+    states: list[State | None],
+    ref_table: Callable[[list[int]], np.ndarray],
+    signatures: Callable[[list[int]], list[tuple[torch.Tensor, torch.Tensor] | None]],
+    excluded: set[int] | dict[int, str] | None = None,
 ) -> tuple[np.ndarray, list[int]]:
-    """W for `strategy` (and the rows that fell back to local training); model queries run lazily."""
+    """W for `strategy` (and the rows that fell back to local training), computed among the clients not
+    `excluded` only: an excluded client's column is 0 and its row the identity. `ref_table(kept)` and
+    `signatures(kept)` query the kept clients' models, lazily."""
+    kept = kept_clients(len(states), excluded or set())
     base, variant = T.split_strategy(strategy)
-    if base == "none":
+    if base == "none" or not kept:
         return np.eye(len(states)), []
     if base in ("naive", "static"):
-        weights = T.naive_trust(sizes) if base == "naive" else T.static_trust(proportions)
-        return T.finite_rows(T.restrict(weights, variant, collab.topk, collab.threshold))
-    if base == "dynamic":
-        scores = T.dynamic_scores(T.weight_similarity(states))
-    elif base == "dynamic-ref":
-        scores = T.ref_scores(ref_table())
+        chosen = (
+            T.naive_trust([sizes[i] for i in kept]) if base == "naive" else T.static_trust(proportions[kept])
+        )
+        weights, fallback = T.finite_rows(T.restrict(chosen, variant, collab.topk, collab.threshold))
     else:
-        scores = T.token_scores(T.token_distances(signatures()))
-    return T.trust_from_scores(scores, collab.tau, variant, collab.topk, collab.threshold)
+        if base == "dynamic":
+            scores = T.dynamic_scores(T.weight_similarity([states[i] for i in kept]))  # type: ignore[misc]
+        elif base == "dynamic-ref":
+            scores = T.ref_scores(ref_table(kept))
+        else:
+            scores = T.token_scores(T.token_distances(signatures(kept)))
+        weights, fallback = T.trust_from_scores(scores, collab.tau, variant, collab.topk, collab.threshold)
+    return embed_trust(weights, kept, len(states)), [kept[row] for row in fallback]
 
 
-def trust_matrix(strategy: str, session: Session, states: list[State]) -> tuple[np.ndarray, list[int]]:
-    """W for `strategy` at this round, from the in-process clients."""
+def trust_matrix(
+    strategy: str, session: Session, states: list[State | None], excluded: dict[int, str]
+) -> tuple[np.ndarray, list[int]]:
+    """W for `strategy` at this round, from the in-process clients not `excluded`."""
     collab = session.cfg.collab
     return trust_weights(
         strategy,
         collab,
         [c.size for c in session.clients],
-        session.allocation.proportion_matrix(),
+        session.allocation.proportion_matrix()[[c.index for c in session.clients]],
         states,
-        lambda: ref_perplexities(session),
-        lambda: token_signatures(session),
+        lambda kept: ref_perplexities(session, kept),
+        lambda kept: token_signatures(session, kept),
+        excluded,
     )
 
 
-def token_signatures(session: Session) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Every client's top-k logits on the shared reference rows (the models put in eval mode once)."""
-    with models_in_eval(session.clients):
+def token_signatures(
+    session: Session, kept: list[int] | None = None
+) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+    """The `kept` clients' (default: every client's) top-k logits on the shared reference rows."""
+    clients = session.clients if kept is None else [session.clients[i] for i in kept]
+    with models_in_eval(clients):
         k = session.cfg.collab.token_topk
-        return [reference_logits(c, session.reference_batches, k) for c in session.clients]
+        return [reference_logits(c, session.reference_batches, k) for c in clients]
 
 
 def aggregate(session: Session, strategy: str, round_index: int, iteration: int) -> RoundRecord:
-    """Screen, compute W, mix every client's personal mixture in, then evaluate each client."""
+    """Screen, compute W among the clients kept, give each kept client its personal mixture and each
+    excluded one its last good state, then evaluate each client."""
     clients = session.clients
     started = time.perf_counter()
-    states = [c.get_state() for c in clients]
+    states: list[State | None] = [c.get_state() for c in clients]
     excluded = screen(states, session.cfg.collab.max_norm_ratio)
-    clean = [
-        {k: torch.zeros_like(v) for k, v in s.items()} if i in excluded else s for i, s in enumerate(states)
-    ]
     collected = time.perf_counter()
-    weights, fallback = trust_matrix(strategy, session, clean)
-    weights = without(weights, set(excluded))
+    weights, fallback = trust_matrix(strategy, session, states, excluded)
     trusted = time.perf_counter()
-    mixed = mix(clean, weights)
-    for client, state in zip(clients, mixed, strict=True):
-        client.receive(state)
+    after = round_states(states, weights, excluded, [c.last_good for c in clients])
+    for i, (client, state) in enumerate(zip(clients, after, strict=True)):
+        if i in excluded:
+            client.set_state(state)  # type: ignore[arg-type]
+            logger.warning("client %d keeps its last good state this round", i)
+        else:
+            client.receive(state)  # type: ignore[arg-type]
+        client.last_good = client.get_state()
     mixed_at = time.perf_counter()
     limit = session.cfg.collab.eval_batches
     with models_in_eval(clients):
@@ -176,7 +193,7 @@ def aggregate(session: Session, strategy: str, round_index: int, iteration: int)
         iteration,
         weights.tolist(),
         metrics,
-        round_bytes(clean, weights),
+        round_bytes(states, weights),  # type: ignore[arg-type]
         excluded,
         fallback,
         seconds,

@@ -20,10 +20,10 @@ from fairlora.collab.config import CollabConfig
 from fairlora.collab.engine import RoundRecord, aggregation_iterations, trust_weights
 from fairlora.collab.flower_appdir import check_versions, from_run_config, versions
 from fairlora.collab.flower_client import state_from, state_records
-from fairlora.collab.mixing import State, mix, round_bytes
+from fairlora.collab.mixing import State, round_bytes
 from fairlora.collab.plan import Plan, collab_file, make_plan
 from fairlora.collab.results import load_summary, save_summary, strategy_summary
-from fairlora.collab.robust import screen, without
+from fairlora.collab.robust import round_states, screen
 from fairlora.collab.runfolders import write_client_files
 from fairlora.collab.state import ClientState, read_states, save_states
 from fairlora.errors import ConfigError, TrainingError
@@ -91,47 +91,36 @@ def _states(replies: dict[int, Message], count: int) -> list[State | None]:
 
 
 def _mixed_round(link: Link, plan: Plan, strategy: str, states: list[State | None], group: str) -> tuple:
-    collab, count = plan.cfg.collab, len(states)
+    collab = plan.cfg.collab
     excluded = screen(states, collab.max_norm_ratio)
-    template = next((s for s in states if s is not None), None)
-    if template is None:
+    if all(s is None for s in states):
         raise TrainingError(
             f"flower: no client answered round {group} within flower.timeout_s; check the SuperNodes"
         )
-    clean = [
-        {k: torch.zeros_like(v) for k, v in template.items()} if i in excluded else s
-        for i, s in enumerate(states)
-    ]
     started = time.perf_counter()
 
-    def ref_table() -> np.ndarray:
-        sent = {f"state-{j}": ArrayRecord(torch_state_dict=s) for j, s in enumerate(clean)}
-        replies = link.ask(
-            "query", {p: RecordDict(sent | dict(_config(kind="ref"))) for p in link.nodes}, group
-        )
+    def ref_table(kept: list[int]) -> np.ndarray:
+        sent = {f"state-{j}": ArrayRecord(torch_state_dict=states[j]) for j in kept}
+        replies = link.ask("query", {p: RecordDict(sent | dict(_config(kind="ref"))) for p in kept}, group)
         return np.array(
             [
-                [
-                    float(replies[i].content["row"][f"state-{j}"]) if i in replies else np.nan
-                    for j in range(count)
-                ]
-                for i in range(count)
+                [float(replies[i].content["row"][f"state-{j}"]) if i in replies else np.nan for j in kept]
+                for i in kept
             ]
         )
 
-    def signatures() -> list[tuple[torch.Tensor, torch.Tensor]]:
-        replies = link.ask("query", {p: _config(kind="token") for p in link.nodes}, group)
-        tops = [replies[p].content["top"].to_torch_state_dict() for p in range(count)]
-        return [(t["values"], t["indices"]) for t in tops]
+    def signatures(kept: list[int]) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+        replies = link.ask("query", {p: _config(kind="token") for p in kept}, group)
+        tops = [replies[p].content["top"].to_torch_state_dict() if p in replies else None for p in kept]
+        return [(t["values"], t["indices"]) if t is not None else None for t in tops]
 
     sizes = [len(c.rows) for c in plan.allocation.clients]
     weights, fallback = trust_weights(
-        strategy, collab, sizes, plan.allocation.proportion_matrix(), clean, ref_table, signatures
+        strategy, collab, sizes, plan.allocation.proportion_matrix(), states, ref_table, signatures, excluded
     )
-    weights = without(weights, set(excluded))
     trusted = time.perf_counter()
-    mixed = mix(clean, weights)
-    return weights, fallback, excluded, mixed, round_bytes(clean, weights), {"trust": trusted - started}
+    mixed = round_states(states, weights, excluded, [None] * len(states))  # None: excluded, see below
+    return weights, fallback, excluded, mixed, round_bytes(states, weights), {"trust": trusted - started}
 
 
 def _evaluate_round(
@@ -143,9 +132,9 @@ def _evaluate_round(
         link, plan, strategy, _states(replies, count), group
     )
     started = time.perf_counter()
-    contents = {
+    contents = {  # an excluded client gets no mixture: it goes back to its own last good state
         p: RecordDict(
-            {"mixture": ArrayRecord(torch_state_dict=mixed[p])}
+            ({"mixture": ArrayRecord(torch_state_dict=mixed[p])} if mixed[p] is not None else {})
             | dict(_config(final=False, checkpoint=True, strategy=strategy, final_metrics="{}"))
         )
         for p in link.nodes

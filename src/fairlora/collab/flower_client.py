@@ -134,9 +134,15 @@ def state_from(content: RecordDict) -> ClientState:
     return content["client-state"].to_torch_state_dict(), json.loads(str(content["client-meta"]["json"]))
 
 
-def _load_mixture(node: NodeClient, message: Message) -> None:
+def _load_mixture(node: NodeClient, message: Message, aggregation: bool = False) -> None:
+    """Take the personal mixture; at an aggregation round without one (this client was excluded) go
+    back to the last good state. After a round the client's state is its last good one (as in process)."""
     if "mixture" in message.content:
         node.client.receive(message.content["mixture"].to_torch_state_dict())
+    elif aggregation:
+        node.client.set_state(node.client.last_good)
+    if aggregation:
+        node.client.last_good = node.client.get_state()
 
 
 def handle_train(runtimes: ClientRuntimes, message: Message, context: Context) -> Message:
@@ -185,7 +191,7 @@ def handle_evaluate(runtimes: ClientRuntimes, message: Message, context: Context
     node = runtimes.get(context)
     settings = message.content["cfg"]
     cfg = node.plan.cfg
-    _load_mixture(node, message)
+    _load_mixture(node, message, aggregation=bool(settings["checkpoint"]))
     metrics = evaluate_client(node.client, cfg.run, node.collate, cfg.collab.eval_batches)
     content = RecordDict({"metrics": MetricRecord(metrics)})
     if bool(settings["final"]) and cfg.collab.client_runs:

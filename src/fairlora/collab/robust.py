@@ -1,4 +1,9 @@
-"""Screening client updates before mixing: NaN/Inf or out-of-scale tensors exclude a client for a round."""
+"""Screening client updates before mixing: NaN/Inf or out-of-scale tensors exclude a client for a round.
+
+An excluded client takes no part in that round: its column is dropped before any trust score is computed
+for the others (`kept_clients`, `embed_trust`), and it keeps its own last good state instead of a mixture
+(`round_states`). Both engines call these functions.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import math
 import numpy as np
 import torch
 
-from fairlora.collab.mixing import State
+from fairlora.collab.mixing import State, mix
 
 logger = logging.getLogger(__name__)
 
@@ -59,3 +64,32 @@ def without(weights: np.ndarray, excluded: set[int]) -> np.ndarray:
         else:
             kept[i] /= total
     return kept
+
+
+def kept_clients(count: int, excluded: set[int] | dict[int, str]) -> list[int]:
+    """The clients taking part in this round, in order (the trust scores are computed among them only)."""
+    return [i for i in range(count) if i not in excluded]
+
+
+def embed_trust(kept_weights: np.ndarray, kept: list[int], count: int) -> np.ndarray:
+    """The full W from the kept clients' W: an excluded client's column is 0 and its row the identity."""
+    weights = np.eye(count)
+    if kept:
+        index = np.asarray(kept)
+        weights[index] = 0.0
+        weights[np.ix_(index, index)] = kept_weights
+    return weights
+
+
+def round_states(
+    states: list[State | None], weights: np.ndarray, excluded: set[int] | dict[int, str], last_good: list
+) -> list[State | None]:
+    """What each client holds after the round: the kept clients' personal mixtures (among kept clients
+    only), and for an excluded client its own last good state (`last_good[i]`; None when none is known)."""
+    kept = kept_clients(len(states), excluded)
+    result: list[State | None] = [last_good[i] for i in range(len(states))]
+    if kept:
+        mixed = mix([states[i] for i in kept], weights[np.ix_(kept, kept)])  # type: ignore[misc]
+        for i, state in zip(kept, mixed, strict=True):
+            result[i] = state
+    return result

@@ -40,6 +40,7 @@ def client_tensors(client: Client) -> tuple[dict[str, torch.Tensor], dict[str, A
     opt_tensors, opt_meta = _flatten_optimizer(client.step_state.optimizer)
     extra_tensors, extra_meta = client.setup.method_state()
     tensors |= opt_tensors | {f"x.{k}": v for k, v in extra_tensors.items()} | {"rng": client.rng}
+    tensors |= {f"g.{k}": v.contiguous() for k, v in client.last_good.items()}  # after an exclusion
     meta = {
         "step": client.step_state.step,
         "optimizer": opt_meta,
@@ -58,6 +59,7 @@ def restore_client(client: Client, tensors: dict[str, torch.Tensor], meta: dict[
     client.step_state.scheduler.load_state_dict(meta["scheduler"])
     client.step_state.step = int(meta["step"])
     client.rng = tensors["rng"].to(torch.uint8)
+    client.last_good = {k[2:]: v for k, v in tensors.items() if k.startswith("g.")} or client.initial
 
 
 def save_states(
@@ -143,6 +145,7 @@ class Snapshot:
     steps: list[int]
     rngs: list[torch.Tensor]
     extras: list[tuple[dict[str, torch.Tensor], dict[str, Any]]]
+    last_goods: list[dict[str, torch.Tensor]]
 
 
 def take_snapshot(clients: list[Client]) -> Snapshot:
@@ -154,6 +157,7 @@ def take_snapshot(clients: list[Client]) -> Snapshot:
         [c.step_state.step for c in clients],
         [c.rng.clone() for c in clients],
         [c.setup.method_state() for c in clients],
+        [dict(c.last_good) for c in clients],
     )
 
 
@@ -166,3 +170,4 @@ def restore_snapshot(clients: list[Client], snapshot: Snapshot) -> None:
         client.step_state.scheduler.load_state_dict(copy.deepcopy(snapshot.schedulers[k]))
         client.step_state.step = snapshot.steps[k]
         client.rng = snapshot.rngs[k].clone()
+        client.last_good = dict(snapshot.last_goods[k])

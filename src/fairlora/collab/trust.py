@@ -1,7 +1,8 @@
 """Trust matrices: pure functions from client facts (sizes, proportions, weights, losses, logits) to W.
 
-Every W is row-stochastic (each row sums to 1) and row i is client i's personal mixture. A row whose
-scores hold NaN/Inf falls back to `none` (the client keeps its own weights) and is reported.
+Every W is row-stochastic (each row sums to 1) and row i is client i's personal mixture. A NaN or -inf
+score gets weight 0; a row with +inf or no finite score falls back to `none` (the client keeps its own
+weights) and is reported.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ TOKEN_SCALE = 10.0  # W_i = softmax_j(-10 d_ij): the reference's scale on row-no
 
 
 def softmax_rows(scores: np.ndarray, tau: float = 1.0) -> np.ndarray:
-    """Row-wise softmax of scores / tau (entries of -inf get weight 0)."""
-    scaled = scores / tau
-    scaled = scaled - np.max(scaled, axis=1, keepdims=True)
-    weights = np.exp(scaled)
-    return weights / weights.sum(axis=1, keepdims=True)
+    """Row-wise softmax of scores / tau; NaN and -inf entries get weight 0 (a row with none left is NaN)."""
+    scaled = np.where(np.isnan(scores), -np.inf, scores / tau)
+    top = np.max(scaled, axis=1, keepdims=True)
+    with np.errstate(invalid="ignore"):
+        weights = np.exp(scaled - np.where(np.isfinite(top), top, 0.0))
+        return weights / weights.sum(axis=1, keepdims=True)
 
 
 def naive_trust(sizes: list[int] | np.ndarray) -> np.ndarray:
@@ -46,28 +48,38 @@ def weight_similarity(states: list[dict[str, torch.Tensor]]) -> np.ndarray:
     return (total / max(len(states[0]), 1)).numpy()
 
 
-def token_distances(signatures: list[tuple[torch.Tensor, torch.Tensor]], chunk: int = 256) -> np.ndarray:
+def token_distances(
+    signatures: list[tuple[torch.Tensor, torch.Tensor] | None], chunk: int = 256
+) -> np.ndarray:
     """d_ij: mean over positions of the L1 distance of clients' top-k logit vectors (others 0).
 
     `signatures[i]` = (values, indices), each (positions, k), from `top_logits` on the same reference
-    batches. Dense vectors are built only `chunk` positions at a time.
+    batches; None (a client that sent none) gives NaN distances. Dense vectors are built only `chunk`
+    positions at a time.
     """
     count = len(signatures)
-    positions = signatures[0][0].shape[0]
-    vocab = int(max(int(ind.max()) for _, ind in signatures)) + 1
-    distance = torch.zeros(count, count, dtype=torch.float64)
+    present = [i for i, s in enumerate(signatures) if s is not None]
+    distance = torch.full((count, count), float("nan"), dtype=torch.float64)
+    if not present:
+        return distance.numpy()
+    sent = [signatures[i] for i in present]
+    positions = sent[0][0].shape[0]
+    vocab = int(max(int(ind.max()) for _, ind in sent)) + 1
+    known = torch.zeros(len(present), len(present), dtype=torch.float64)
     for start in range(0, positions, chunk):
         dense = []
-        for values, indices in signatures:
+        for values, indices in sent:
             block = torch.zeros(min(chunk, positions - start), vocab)
             block.scatter_(1, indices[start : start + chunk], values[start : start + chunk].float())
             dense.append(block)
-        for i in range(count):
-            for j in range(i + 1, count):
+        for i in range(len(present)):
+            for j in range(i + 1, len(present)):
                 gap = (dense[i] - dense[j]).abs().sum(-1).double().sum()
-                distance[i, j] += gap
-                distance[j, i] += gap
-    return (distance / max(positions, 1)).numpy()
+                known[i, j] += gap
+                known[j, i] += gap
+    rows = torch.tensor(present)
+    distance[rows[:, None], rows[None, :]] = known / max(positions, 1)
+    return distance.numpy()
 
 
 def top_logits(logits: torch.Tensor, mask: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,9 +100,10 @@ def ref_scores(perplexity: np.ndarray) -> np.ndarray:
 
 
 def token_scores(distance: np.ndarray) -> np.ndarray:
-    """Scores of `dynamic-token`: -10 x the distances normalised to sum 1 per row."""
-    sums = distance.sum(axis=1, keepdims=True)
-    normalised = np.divide(distance, sums, out=np.zeros_like(distance), where=sums > 0)
+    """Scores of `dynamic-token`: -10 x the distances normalised to sum 1 per row (over its finite entries;
+    a NaN distance stays NaN, so it gets weight 0)."""
+    sums = np.where(np.isfinite(distance), distance, 0.0).sum(axis=1, keepdims=True)
+    normalised = np.divide(distance, sums, out=np.where(np.isfinite(distance), 0.0, np.nan), where=sums > 0)
     return -TOKEN_SCALE * normalised
 
 
@@ -122,10 +135,11 @@ def split_strategy(strategy: str) -> tuple[str, str]:
 
 
 def finite_rows(weights: np.ndarray, scores: np.ndarray | None = None) -> tuple[np.ndarray, list[int]]:
-    """Rows with NaN/Inf scores or weights become identity rows (local training); returns W and those rows."""
+    """Rows with NaN/Inf weights or a +inf score become identity rows (local training); returns W and
+    those rows."""
     bad = ~np.isfinite(weights).all(axis=1)
     if scores is not None:
-        bad |= np.isnan(scores).any(axis=1) | np.isposinf(scores).any(axis=1)
+        bad |= np.isposinf(scores).any(axis=1)
     fixed = weights.copy()
     rows = [int(i) for i in np.flatnonzero(bad)]
     for i in rows:
@@ -138,7 +152,9 @@ def finite_rows(weights: np.ndarray, scores: np.ndarray | None = None) -> tuple[
 def trust_from_scores(
     scores: np.ndarray, tau: float, variant: str, topk: int, threshold: float
 ) -> tuple[np.ndarray, list[int]]:
-    """W = restrict(softmax_rows(scores / tau)) with non-finite rows replaced by identity rows."""
-    safe = np.where(np.isfinite(scores), scores, 0.0)
-    weights = restrict(softmax_rows(safe, tau), variant, topk, threshold)
+    """W = restrict(softmax_rows(scores / tau)): NaN and -inf scores get weight 0; a row with +inf or no
+    finite score is replaced by an identity row."""
+    weights = softmax_rows(np.where(np.isposinf(scores), 0.0, scores), tau)
+    with np.errstate(invalid="ignore"):
+        weights = restrict(weights, variant, topk, threshold)
     return finite_rows(weights, scores)

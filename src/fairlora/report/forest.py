@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 
 from fairlora.auditing.results import AuditResult
 from fairlora.metrics.table import MetricTable
-from fairlora.report.plots import DPI, TITLE_Y, Plot, ci_error, colour, finite, to_png
+from fairlora.report.canvas import Canvases, new_figure, to_png
+from fairlora.report.plots import TITLE_Y, Plot, ci_error, colour, finite
 
 PANEL_METRICS = (
     ("utility", "accuracy", "accuracy"),
@@ -104,7 +104,7 @@ def _draw(ax: Axes, panel: Panel, rows: list[str], runs: list[str]) -> None:
     ax.axhline(0.5, color="#bbbbbb", linewidth=0.6)  # overall above, groups below
 
 
-def findings_figure(audit: AuditResult, level: str = "95%") -> Plot | None:
+def findings_figure(audit: AuditResult, level: str = "95%", canvases: Canvases | None = None) -> Plot | None:
     """The figure of the findings section, or None when no run has per-group utility or AUC figures."""
     name = evaluation_set(audit)
     chosen = panels(audit, name) if name is not None else []
@@ -116,7 +116,7 @@ def findings_figure(audit: AuditResult, level: str = "95%") -> Plot | None:
     labels = [g + (SMALL_MARK if g in small else "") for g in rows]
     runs = [r.name for r in audit.runs if any(r.name in p.tables for p in chosen)]
     height = ROW_HEIGHT * len(rows) + 1.1
-    figure = Figure(figsize=(LABEL_WIDTH + PANEL_WIDTH * len(chosen), height), dpi=DPI)
+    figure = new_figure(LABEL_WIDTH + PANEL_WIDTH * len(chosen), height, canvases)
     axes = figure.subplots(1, len(chosen), sharey=True, squeeze=False)[0]
     for ax, panel in zip(axes, chosen, strict=True):
         _draw(ax, panel, rows, runs)

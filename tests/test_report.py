@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -319,3 +320,25 @@ def test_reports_name_a_constant_predictor_and_the_brier_definition() -> None:
     audit.runs[0].sections["calibration/test"] = calibration
     assert "sum over classes of (p\\_k" in render_markdown(audit)
     assert "sum over classes of (p_k - 1[y = k])^2" in render_html(audit)
+
+
+def pixels(png: bytes) -> np.ndarray:
+    """The RGB pixels of a PNG."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as image:
+        assert image.mode == "RGB"  # opaque figures: no alpha channel
+        return np.asarray(image)
+
+
+def test_reused_canvases_draw_the_same_pixels_as_fresh_figures() -> None:
+    """A report's shared canvases leave nothing of one figure in the next: each equals a fresh drawing."""
+    first = {"a": sections(0.0)["calibration/test"], "b": sections(0.1)["calibration/test"]}
+    second = {"c": sections(0.3)["utility/test"]}
+    canvases = plots.Canvases()
+    reused = [p.png for t in (first, second, first) for p in plots.section_plots(t, canvases=canvases)]
+    fresh = [p.png for t in (first, second, first) for p in plots.section_plots(t)]
+    assert len(reused) == len(fresh) == 5  # group bars and reliability, group bars, then both again
+    for drawn, alone in zip(reused, fresh, strict=True):
+        assert np.array_equal(pixels(drawn), pixels(alone))
+    assert not np.array_equal(pixels(reused[0]), pixels(reused[2]))  # different bars, same canvas

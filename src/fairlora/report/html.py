@@ -12,6 +12,7 @@ from typing import Any
 from fairlora.auditing.compare import UNPAIRED, Difference
 from fairlora.auditing.results import AuditResult, RunAudit
 from fairlora.metrics.table import Estimate, MetricTable
+from fairlora.report.canvas import Canvases
 from fairlora.report.findings import Markup, RunFindings, audit_findings, min_group_size
 from fairlora.report.forest import findings_figure
 from fairlora.report.formatting import MISSING, fmt_ci, fmt_value
@@ -211,9 +212,9 @@ def _figure(plot: Plot) -> str:
     )
 
 
-def _plots(tables: dict[str, MetricTable], log_fpr: bool, level: str) -> str:
+def _plots(tables: dict[str, MetricTable], log_fpr: bool, level: str, canvases: Canvases) -> str:
     try:
-        plots = section_plots(tables, log_fpr=log_fpr, level=level)
+        plots = section_plots(tables, log_fpr=log_fpr, level=level, canvases=canvases)
     except (ValueError, TypeError) as exc:
         return f'<p class="note plot-error">Figures could not be drawn: {_e(exc)}</p>'
     return f'<div class="plots">{"".join(_figure(p) for p in plots)}</div>' if plots else ""
@@ -248,7 +249,7 @@ def _sentences_html(found: RunFindings) -> str:
     return "".join(parts) or '<p class="note">No per-group figures to summarise.</p>'
 
 
-def _findings(audit: AuditResult) -> str:
+def _findings(audit: AuditResult, canvases: Canvases) -> str:
     """The opening section: per run its flagged problems, worst groups and largest gaps; then one figure."""
     level = ci_percent(audit.options)
     cards = "".join(
@@ -257,7 +258,7 @@ def _findings(audit: AuditResult) -> str:
         for found in audit_findings(audit, FINDINGS_MARKUP)
     )
     try:
-        plot = findings_figure(audit, level)
+        plot = findings_figure(audit, level, canvases)
     except (ValueError, TypeError) as exc:
         plot, figure = (
             None,
@@ -275,7 +276,7 @@ def _findings(audit: AuditResult) -> str:
     )
 
 
-def _section(audit: AuditResult, key: str) -> str:
+def _section(audit: AuditResult, key: str, canvases: Canvases) -> str:
     tables = {run.name: run.sections[key] for run in audit.runs if key in run.sections}
     kind = next(iter(tables.values())).kind
     absent = [run.name for run in audit.runs if key not in run.sections]
@@ -286,7 +287,7 @@ def _section(audit: AuditResult, key: str) -> str:
         f'<section class="audit-section" id="section-{_slug(key)}" data-section="{_e(key)}" '
         f'data-kind="{_e(kind)}"><h2>{_e(key)} <span class="kind">{_e(kind)}</span></h2>{missing}'
         f'<div class="group-tables">{group_tables}</div>{_flag_note(audit, tables)}'
-        f"{_plots(tables, log_fpr, ci_percent(audit.options))}</section>"
+        f"{_plots(tables, log_fpr, ci_percent(audit.options), canvases)}</section>"
     )
 
 
@@ -320,13 +321,14 @@ def render_html(audit: AuditResult) -> str:
     ]
     if not audit.runs:
         return "".join(parts + ['<p id="empty">No runs were audited.</p></body></html>\n'])
+    canvases = Canvases()  # the figures of one size share a canvas: text extents are measured once
     parts += [
-        _findings(audit),
+        _findings(audit, canvases),
         f'<section id="runs"><h2>Runs</h2>{_run_table(audit)}</section>',
         f'<section id="comparison"><h2>Comparison</h2><p class="note">Key overall and summary metrics'
         f"{_delta_note(audit)}</p>{_main_table(audit)}</section>",
         training_html(audit),
-        *(_section(audit, key) for key in audit.section_keys()),
+        *(_section(audit, key, canvases) for key in audit.section_keys()),
         _notes(audit),
         "</body></html>\n",
     ]

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator
 
 from fairlora.metrics.table import Estimate, MetricTable
+from fairlora.report.canvas import DPI, Canvases, new_figure, to_png
 
-WIDTH, HEIGHT, DPI = 6.0, 3.5, 100
+__all__ = ["DPI", "Canvases", "to_png"]  # to_png and DPI are imported from here by other figures
+
+WIDTH, HEIGHT = 6.0, 3.5
 PANEL_WIDTH, PANEL_HEIGHT = 2.6, 2.4
 MAX_COLUMNS = 3
 MIN_LOG_FPR = 1e-4
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 RATIO_LABELS = ("pro", "anti", "neutral", "unknown")
+TITLE_Y = 1.0  # a fixed title height skips matplotlib's title placement search (a tight bbox per draw)
 
 Curve = Mapping[str, Sequence[float | None]]
 
@@ -27,15 +29,6 @@ Curve = Mapping[str, Sequence[float | None]]
 def colour(index: int) -> str:
     """The colour of the run at `index` (cycling)."""
     return COLOURS[index % len(COLOURS)]
-
-
-def to_png(figure: Figure) -> bytes:
-    """Render `figure` through an Agg canvas to PNG bytes, then free its artists."""
-    canvas = FigureCanvasAgg(figure)
-    buffer = io.BytesIO()
-    canvas.print_png(buffer)
-    figure.clear()
-    return buffer.getvalue()
 
 
 def _layout(figure: Figure, bottom: float = 0.75) -> None:
@@ -76,13 +69,13 @@ def _legend(axes: Axes, count: int) -> None:
         axes.legend(fontsize=7, frameon=False, loc="best")
 
 
-def group_bars(tables: Mapping[str, MetricTable], metric: str) -> bytes:
+def group_bars(tables: Mapping[str, MetricTable], metric: str, canvases: Canvases | None = None) -> bytes:
     """Grouped bars of `metric` per group (overall first), one colour per run, CI error bars.
 
     Groups flagged as smaller than min_group_size in a run are hatched in that run's bars.
     """
     groups = ["overall"] + list(dict.fromkeys(g for t in tables.values() for g in t.by_group))
-    figure = Figure(figsize=(WIDTH, HEIGHT), dpi=DPI)
+    figure = new_figure(WIDTH, HEIGHT, canvases)
     axes = figure.add_subplot()
     width = 0.8 / max(len(tables), 1)
     for index, (run, table) in enumerate(tables.items()):
@@ -107,18 +100,18 @@ def group_bars(tables: Mapping[str, MetricTable], metric: str) -> bytes:
     _ticks(axes, groups)
     axes.set_ylabel(metric, fontsize=8)
     hatched = " (hatched: below min_group_size)" if any(t.flagged for t in tables.values()) else ""
-    axes.set_title(f"{metric} per group{hatched}", fontsize=9)
+    axes.set_title(f"{metric} per group{hatched}", fontsize=9, y=TITLE_Y)
     axes.tick_params(axis="y", labelsize=7)
     _legend(axes, len(tables))
     _layout(figure, bottom=1.1)
     return to_png(figure)
 
 
-def _panels(count: int) -> tuple[Figure, list[Axes]]:
+def _panels(count: int, canvases: Canvases | None = None) -> tuple[Figure, list[Axes]]:
     """A figure with `count` small panels in rows of at most MAX_COLUMNS."""
     columns = max(1, min(count, MAX_COLUMNS))
     rows = max(1, math.ceil(count / columns))
-    figure = Figure(figsize=(PANEL_WIDTH * columns, PANEL_HEIGHT * rows), dpi=DPI)
+    figure = new_figure(PANEL_WIDTH * columns, PANEL_HEIGHT * rows, canvases)
     grid = figure.subplots(rows, columns, squeeze=False)
     axes = [ax for row in grid for ax in row]
     for ax in axes[count:]:
@@ -136,9 +129,9 @@ def _points(curve: Curve) -> tuple[list[float], list[float]]:
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def reliability_diagram(panels: Mapping[str, Mapping[str, Curve]]) -> bytes:
+def reliability_diagram(panels: Mapping[str, Mapping[str, Curve]], canvases: Canvases | None = None) -> bytes:
     """Reliability diagrams: one panel per title (overall, groups), one line per run, and the diagonal."""
-    figure, axes = _panels(len(panels))
+    figure, axes = _panels(len(panels), canvases)
     for ax, (title, runs) in zip(axes, panels.items(), strict=True):
         ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
         for index, (run, curve) in enumerate(runs.items()):
@@ -151,9 +144,11 @@ def reliability_diagram(panels: Mapping[str, Mapping[str, Curve]]) -> bytes:
     return to_png(figure)
 
 
-def roc_curves(panels: Mapping[str, Mapping[str, Curve]], log_fpr: bool = True) -> bytes:
+def roc_curves(
+    panels: Mapping[str, Mapping[str, Curve]], log_fpr: bool = True, canvases: Canvases | None = None
+) -> bytes:
     """ROC curves: one panel per title, one line per run, the chance diagonal; FPR log-scaled if asked."""
-    figure, axes = _panels(len(panels))
+    figure, axes = _panels(len(panels), canvases)
     floor = MIN_LOG_FPR if log_fpr else 0.0
     for ax, (title, runs) in zip(axes, panels.items(), strict=True):
         ax.plot([floor, 1], [floor, 1], linestyle="--", color="grey", linewidth=0.8)
@@ -189,13 +184,15 @@ def _bar_errors(curve: Curve, heights: list[float]) -> list[list[float]] | None:
 
 
 def category_bars(
-    panels: Mapping[str, Mapping[str, Curve]], categories: Mapping[str, Sequence[str]]
+    panels: Mapping[str, Mapping[str, Curve]],
+    categories: Mapping[str, Sequence[str]],
+    canvases: Canvases | None = None,
 ) -> bytes:
     """Grouped bars of each curve's y per category (CI bars from "low"/"high" where given).
 
     One panel per title, named x entries from `categories[title]`, one colour per run.
     """
-    figure, axes = _panels(len(panels))
+    figure, axes = _panels(len(panels), canvases)
     for ax, (title, runs) in zip(axes, panels.items(), strict=True):
         names = list(categories.get(title, ()))
         width = 0.8 / max(len(runs), 1)
@@ -211,19 +208,23 @@ def category_bars(
     return to_png(figure)
 
 
-def ratio_bars(panels: Mapping[str, Mapping[str, Curve]]) -> bytes:
+def ratio_bars(panels: Mapping[str, Mapping[str, Curve]], canvases: Canvases | None = None) -> bytes:
     """Pronoun outcome shares (pro, anti, neutral, unknown) per run, one panel per title."""
-    return category_bars(panels, dict.fromkeys(panels, RATIO_LABELS))
+    return category_bars(panels, dict.fromkeys(panels, RATIO_LABELS), canvases)
 
 
-def share_bars(panels: Mapping[str, Mapping[str, Curve]], categories: Mapping[str, Sequence[str]]) -> bytes:
+def share_bars(
+    panels: Mapping[str, Mapping[str, Curve]],
+    categories: Mapping[str, Sequence[str]],
+    canvases: Canvases | None = None,
+) -> bytes:
     """Answer shares, one panel per template, one colour per run, x entries named by `categories`."""
-    return category_bars(panels, categories)
+    return category_bars(panels, categories, canvases)
 
 
-def line_curves(panels: Mapping[str, Mapping[str, Curve]]) -> bytes:
+def line_curves(panels: Mapping[str, Mapping[str, Curve]], canvases: Canvases | None = None) -> bytes:
     """Any other x/y curve: one panel per title, one line per run."""
-    figure, axes = _panels(len(panels))
+    figure, axes = _panels(len(panels), canvases)
     for ax, (title, runs) in zip(axes, panels.items(), strict=True):
         for index, (run, curve) in enumerate(runs.items()):
             x, y = _points(curve)
@@ -243,7 +244,7 @@ def _ticks(ax: Axes, names: list[str]) -> None:
 
 
 def _style(ax: Axes, title: str, xlabel: str, ylabel: str) -> None:
-    ax.set_title(title, fontsize=8)
+    ax.set_title(title, fontsize=8, y=TITLE_Y)
     ax.set_xlabel(xlabel, fontsize=7)
     ax.set_ylabel(ylabel, fontsize=7)
     ax.tick_params(labelsize=6)
@@ -312,34 +313,44 @@ def _omitted(tables: Mapping[str, MetricTable], prefix: str) -> str:
     return f" ({total - MAX_PANELS} more panels omitted)" if total > MAX_PANELS else ""
 
 
-def _share_plot(tables: Mapping[str, MetricTable], note: str) -> Plot:
+def _share_plot(tables: Mapping[str, MetricTable], note: str, canvases: Canvases | None) -> Plot:
     panels = curve_panels(tables, "shares")
     categories = {
         panel: share_categories(tables, f"shares/{panel}", max(len(c.get("y", [])) for c in runs.values()))
         for panel, runs in panels.items()
     }
-    return Plot("shares", f"Answer shares per template{note}", share_bars(panels, categories))
+    return Plot("shares", f"Answer shares per template{note}", share_bars(panels, categories, canvases))
 
 
-def section_plots(tables: Mapping[str, MetricTable], log_fpr: bool = True, level: str = "95%") -> list[Plot]:
-    """Every figure of one section across runs: per-group bars (CIs at `level`), then one per curve family."""
+def section_plots(
+    tables: Mapping[str, MetricTable],
+    log_fpr: bool = True,
+    level: str = "95%",
+    canvases: Canvases | None = None,
+) -> list[Plot]:
+    """Every figure of one section across runs: per-group bars (CIs at `level`), then one per curve family.
+
+    `canvases`: reuse the figures of a report's earlier plots of the same size (faster, same pixels).
+    """
     plots = []
     metric = primary_metric(tables)
     if metric is not None:
-        plots.append(Plot("group-bars", f"{metric} per group with {level} CI", group_bars(tables, metric)))
+        bars = group_bars(tables, metric, canvases)
+        plots.append(Plot("group-bars", f"{metric} per group with {level} CI", bars))
     prefixes = list(dict.fromkeys(n.split("/", 1)[0] for t in tables.values() for n in t.curves if "/" in n))
     for prefix in prefixes:
         panels = curve_panels(tables, prefix)
         note = _omitted(tables, prefix)
         if prefix == "shares":
-            plots.append(_share_plot(tables, note))
+            plots.append(_share_plot(tables, note, canvases))
         elif prefix == "reliability":
-            plots.append(Plot("reliability", f"Reliability diagram{note}", reliability_diagram(panels)))
+            diagram = reliability_diagram(panels, canvases)
+            plots.append(Plot("reliability", f"Reliability diagram{note}", diagram))
         elif prefix == "roc":
             scale = " (log FPR)" if log_fpr else ""
-            plots.append(Plot("roc", f"ROC curves{scale}{note}", roc_curves(panels, log_fpr)))
+            plots.append(Plot("roc", f"ROC curves{scale}{note}", roc_curves(panels, log_fpr, canvases)))
         elif prefix == "ratios":
-            plots.append(Plot("ratios", f"Pronoun outcome shares{note}", ratio_bars(panels)))
+            plots.append(Plot("ratios", f"Pronoun outcome shares{note}", ratio_bars(panels, canvases)))
         else:
-            plots.append(Plot("curves", f"{prefix} curves{note}", line_curves(panels)))
+            plots.append(Plot("curves", f"{prefix} curves{note}", line_curves(panels, canvases)))
     return plots

@@ -56,6 +56,7 @@ def evaluate_on(
     from fairlora.pipeline import BOOTSTRAP_SEED, load_trained_model, run_label_names, trained_weights
 
     data_overrides, eval_overrides = _split_overrides(overrides or [])
+    requested_map = parse_label_map(label_map)  # a malformed map fails before any data is read
     cfg = read_config(run_dir, eval_overrides)
     trained_weights(cfg)
     data_cfg = eval_data_config(data, data_overrides)
@@ -66,7 +67,7 @@ def evaluate_on(
     class_names = run_label_names(cfg)
     frame, mapping = prepared.frame, {}
     if task.classifies:
-        mapping = label_mapping(prepared, class_names, parse_label_map(label_map), cfg.name)
+        mapping = label_mapping(prepared, class_names, requested_map, cfg.name)
         frame = frame.assign(**{LABEL: frame[LABEL].map(lambda i: mapping[prepared.label_names[i]])})
     loaded = load_trained_model(cfg, max(len(class_names), 2))
     groups = list(prepared.group_columns)

@@ -146,7 +146,7 @@ def test_flags_list_constant_predictor_four_fifths_small_groups_and_notes() -> N
             "Below min_group_size = 20: tiny (n=5) in utility/test; shown in the tables but left out of the "
             "worst-group, gap and difference figures.",
         ),
-        ("note", "bias benchmarks skipped: the audit has predictions only"),
+        ("info", "bias benchmarks skipped: the audit has predictions only"),
     ]
 
 

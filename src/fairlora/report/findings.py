@@ -18,7 +18,7 @@ from fairlora.metrics.table import Estimate, MetricTable
 from fairlora.report.formatting import fmt_estimate, fmt_value, md_escape
 
 FOUR_FIFTHS = 0.8
-FOUR_FIFTHS_NOTE = "four-fifths rule:"
+FOUR_FIFTHS_NOTE = "four-fifths rule"  # the utility table's note starts so (metrics.utility)
 SKIPPED_SPLITS = ("train",)  # figures on the training rows describe the fit, not the groups' outcomes
 CONSTANT_MARKS = ("constant predictor", "constant score")
 GROUP_NOTE = re.compile(r"^group (.+?): (.+)$", re.S)  # a note about one group of a section
@@ -215,7 +215,10 @@ def _four_fifths(key: str, table: MetricTable, markup: Markup) -> Finding | None
 
 
 def _note_kind(note: str) -> str:
-    return "constant-predictor" if any(mark in note for mark in CONSTANT_MARKS) else "note"
+    """constant-predictor, info (what was audited or skipped, not a problem) or note."""
+    if any(mark in note for mark in CONSTANT_MARKS):
+        return "constant-predictor"
+    return "info" if " skipped" in note or note.startswith("evaluation set ") else "note"
 
 
 def _small_groups(run: RunAudit, threshold: Any, markup: Markup) -> list[Finding]:
@@ -270,7 +273,7 @@ def run_flags(run: RunAudit, threshold: Any = None, markup: Markup = Markup()) -
         notes += [(key, n) for n in table.notes if not (covered and n.startswith(FOUR_FIFTHS_NOTE))]
     flags += _merged_notes(notes, markup) + _small_groups(run, threshold, markup)
     flags += [Finding(_note_kind(note), "", markup.free(note)) for note in run.notes]
-    order = ("constant-predictor", "four-fifths", "small-groups", "note")
+    order = ("constant-predictor", "four-fifths", "small-groups", "note", "info")
     return sorted(flags, key=lambda f: order.index(f.kind))
 
 
@@ -314,7 +317,9 @@ def findings_markdown(audit: AuditResult, level: str = "95%") -> list[str]:
     ]
     for found in audit_findings(audit, MARKDOWN_MARKUP):
         lines += [f"### {md_escape(found.run)}", ""]
-        lines += [f"- **Flagged:** {f.text}" for f in found.flags] or ["- No problems flagged."]
+        problems = [f for f in found.flags if f.kind != "info"]
+        lines += [f"- **Flagged:** {f.text}" for f in problems] or ["- No problems flagged."]
+        lines += [f"- **Note:** {f.text}" for f in found.flags if f.kind == "info"]
         lines += [f"- {_code(f.section)}: {f.text}" for f in found.sentences]
         lines.append("")
     return lines

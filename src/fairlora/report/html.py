@@ -55,7 +55,8 @@ p.note{font-size:.85em;color:#555}.missing{color:#999}
 article.run-findings{border:1px solid #ddd;border-radius:4px;padding:.2em .9em .6em;background:#fcfcfc}
 article.run-findings h3{font-size:1.05em}
 article.run-findings h4{font-size:.85em;margin:.6em 0 .1em;color:#446}
-ul.findings-list,ul.flags{margin:.1em 0;padding-left:1.1em;font-size:.88em}ul.findings-list li{margin:.15em 0}
+ul.findings-list,ul.flags,ul.notes{margin:.1em 0;padding-left:1.1em;font-size:.88em}
+ul.findings-list li{margin:.15em 0}
 ul.flags{background:#fff6e8;border-left:3px solid #d08a00;padding:.3em .4em .3em 1.4em}
 ul.flags li{margin:.15em 0;color:#7a4300}.name{font-family:ui-monospace,monospace;font-size:.95em}
 p.no-flags{font-size:.85em;color:#1a7f37;margin:.3em 0}
@@ -228,13 +229,22 @@ FINDINGS_MARKUP = Markup(name=_name_html, free=_e)
 
 
 def _flags_html(found: RunFindings) -> str:
-    if not found.flags:
-        return '<p class="no-flags">No problems flagged.</p>'
-    items = "".join(
-        f'<li class="flag" data-kind="{_e(f.kind)}" data-section="{_e(f.section)}">{f.text}</li>'
-        for f in found.flags
+    """The run's problems under Flagged; what was audited or skipped under Notes."""
+
+    def items(kinds: list) -> str:
+        return "".join(
+            f'<li class="flag" data-kind="{_e(f.kind)}" data-section="{_e(f.section)}">{f.text}</li>'
+            for f in kinds
+        )
+
+    problems = [f for f in found.flags if f.kind != "info"]
+    infos = [f for f in found.flags if f.kind == "info"]
+    flagged = (
+        f'<h4>Flagged</h4><ul class="flags">{items(problems)}</ul>'
+        if problems
+        else '<p class="no-flags">No problems flagged.</p>'
     )
-    return f'<h4>Flagged</h4><ul class="flags">{items}</ul>'
+    return flagged + (f'<h4>Notes</h4><ul class="notes">{items(infos)}</ul>' if infos else "")
 
 
 def _sentences_html(found: RunFindings) -> str:

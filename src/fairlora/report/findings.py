@@ -218,7 +218,7 @@ def _note_kind(note: str) -> str:
     """constant-predictor, info (what was audited or skipped, not a problem) or note."""
     if any(mark in note for mark in CONSTANT_MARKS):
         return "constant-predictor"
-    return "info" if " skipped" in note or note.startswith("evaluation set ") else "note"
+    return "info" if " skipped" in note or note.startswith(("evaluation set ", "classes: ")) else "note"
 
 
 def _small_groups(run: RunAudit, threshold: Any, markup: Markup) -> list[Finding]:

@@ -16,7 +16,7 @@ from conftest import tiny_config
 from fairlora.config import build_config
 from fairlora.errors import ConfigError, DataError
 from fairlora.methods import apply_method
-from fairlora.methods.balora import balora_terms, svd_k
+from fairlora.methods.balora import balora_schedules, balora_terms, svd_k
 from fairlora.models import load_model
 from fairlora.pipeline import train
 from fairlora.regularizers.balora import (
@@ -288,13 +288,34 @@ def test_switches_and_schedules(tmp_path: Path) -> None:
     terms = {t.name: t for t in balora_terms(cfg, 4)}
     assert set(terms) == {"balora_cr", "balora_svdr"}
     cr, svdr = terms["balora_cr"].weight, terms["balora_svdr"].weight
-    assert cr(0, 100) == pytest.approx(0.15) and cr(100, 100) == pytest.approx(0.015)
-    assert svdr(19, 100) == 0.0 and svdr(22, 100) == pytest.approx(0.2) and svdr(60, 100) == 0.5
-    nlg = build_config(
-        tiny_config(tmp_path, method="ba-lora", task="causal_lm", model={"name": "tiny-llama"})
+    assert [cr(s, 100) for s in (0, 50, 100)] == pytest.approx([0.15] * 3)  # the paper's NLU: constant
+    assert [svdr(s, 100) for s in (0, 19, 100)] == [0.5] * 3
+    scheduled = build_config(
+        tiny_config(
+            tmp_path, method="ba-lora", balora={"cr_schedule": "cosine", "svdr_schedule": "two_phase"}
+        )
     )
-    weights = {t.name: t.weight(100, 100) for t in balora_terms(nlg, 2)}
-    assert weights == pytest.approx({"balora_cr": 0.0025, "balora_dr": 0.005, "balora_svdr": 0.005})
+    cr, dr, svdr = balora_schedules(scheduled)
+    assert cr(0, 100) == pytest.approx(0.15) and cr(100, 100) == pytest.approx(0.015)
+    assert svdr(19, 100) == 0.0 and svdr(22, 100) == pytest.approx(0.4 * 0.03) and svdr(60, 100) == 0.03
+    assert dr(0, 100) == pytest.approx(0.03)  # unset: still the task's constant
+
+
+def test_defaults_follow_the_task_and_an_explicit_value_wins(tmp_path: Path) -> None:
+    def weights(task: str, **balora: Any) -> list[float]:
+        """CR, DR, SVDR weights at steps 0, 10, 22, 50, 100 of 100, one flat list."""
+        extra = {"model": {"name": "tiny-llama"}} if task == "causal_lm" else {}
+        cfg = build_config(tiny_config(tmp_path, method="ba-lora", task=task, balora=balora, **extra))
+        return [schedule(step, 100) for schedule in balora_schedules(cfg) for step in (0, 10, 22, 50, 100)]
+
+    assert weights("classification") == pytest.approx([0.15] * 5 + [0.03] * 5 + [0.03] * 5)
+    cosine = [0.025 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / 100))) for s in (0, 10, 22, 50, 100)]
+    ramp = [0.0, 0.0, 0.005 * 0.4, 0.005, 0.005]  # 0 for 20% of the steps, a ramp over 5%, then constant
+    assert weights("causal_lm") == pytest.approx(cosine + ramp + ramp)
+    mixed = weights("causal_lm", cr_schedule="constant", dr_weight=0.01, svdr_schedule="constant")
+    assert mixed == pytest.approx([0.025] * 5 + [2 * r for r in ramp] + [0.005] * 5)
+    nlu = weights("classification", cr_weight=0.1, cr_schedule="cosine", dr_schedule="two_phase")
+    assert nlu[4] == pytest.approx(0.01) and nlu[5:7] == [0.0, 0.0] and nlu[10:] == pytest.approx([0.03] * 5)
 
 
 def test_default_k_adapts_to_the_classes_and_says_so(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from torch import nn
 from fairlora.config import RunConfig
 from fairlora.errors import ConfigError
 from fairlora.methods.adapters import DEFAULT_ADAPTER
-from fairlora.methods.balora import balora_enabled, balora_terms, check_balora
+from fairlora.methods.balora import balora_enabled, balora_terms, check_balora, teacher_is_cached
 from fairlora.methods.base import MethodSetup, count_parameters
 from fairlora.methods.registry import (
     Method,
@@ -23,6 +23,7 @@ from fairlora.methods.registry import (
     register_section,
 )
 from fairlora.models import LoadedModel
+from fairlora.regularizers.teacher_cache import TeacherCache
 
 __all__ = [
     "Method",
@@ -67,6 +68,8 @@ def apply_method(cfg: RunConfig, loaded: LoadedModel, adapter_name: str = DEFAUL
                 f"method or set balora.cr: false"
             )
         setup.loss_terms = [*setup.loss_terms, *terms]
+        if teacher_is_cached(cfg) and any(term.needs_teacher for term in terms):
+            setup.teacher_cache = TeacherCache()
     return setup
 
 

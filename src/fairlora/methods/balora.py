@@ -20,7 +20,7 @@ from fairlora.methods.lora import LoraSection, apply_pissa, check_lora
 from fairlora.methods.registry import Method, get_method, register_method, register_section
 from fairlora.models import LoadedModel
 from fairlora.regularizers.balora import TermSettings, balora_loss_terms
-from fairlora.regularizers.schedules import Schedule, cosine_decay, two_phase
+from fairlora.regularizers.schedules import Schedule, constant, cosine_decay, two_phase
 from fairlora.tasks import get_task
 from fairlora.training.losses import LossTerm
 
@@ -58,11 +58,25 @@ class BaloraSection(BaseModel):
     svd_k: int | None = Field(
         None, ge=1, description="top-k singular values; None = min(5, classes - 1) or 10 (causal_lm)"
     )
-    cr_floor: float = Field(0.1, ge=0.0, le=1.0, description="CR weight decays on a cosine to floor x weight")
+    cr_schedule: Literal["constant", "cosine"] | None = Field(
+        None, description="None = constant (classification), cosine (causal_lm)"
+    )
+    dr_schedule: Literal["constant", "two_phase"] | None = Field(
+        None, description="None = constant (classification), two_phase (causal_lm)"
+    )
+    svdr_schedule: Literal["constant", "two_phase"] | None = Field(
+        None, description="None = constant (classification), two_phase (causal_lm)"
+    )
+    cr_floor: float = Field(
+        0.1, ge=0.0, le=1.0, description="cosine CR schedule: the weight decays to floor x weight"
+    )
     warmup_start: float = Field(
-        0.2, ge=0.0, le=1.0, description="DR/SVDR weight is 0 for this share of steps"
+        0.2, ge=0.0, le=1.0, description="two_phase DR/SVDR schedule: weight 0 for this share of steps"
     )
     warmup_ramp: float = Field(0.05, ge=0.0, le=1.0, description="then ramps linearly over this share")
+    cache_teacher: bool = Field(
+        True, description="classification: compute each example's teacher logits once, reuse them"
+    )
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> BaloraSection:
@@ -96,6 +110,12 @@ def svd_k(cfg: RunConfig, num_classes: int) -> int:
     return k
 
 
+def teacher_is_cached(cfg: RunConfig) -> bool:
+    """True when the teacher's logits are kept per example (classification, balora.cache_teacher)."""
+    section: BaloraSection = cfg.balora  # type: ignore[attr-defined]
+    return section.cache_teacher and get_task(cfg.task).classifies
+
+
 def check_balora(cfg: RunConfig, num_classes: int | None) -> None:
     """Refuse settings that cannot work, before anything is written: k >= classes, CR without a teacher."""
     if not balora_enabled(cfg):
@@ -122,16 +142,27 @@ def check_balora(cfg: RunConfig, num_classes: int | None) -> None:
         )
 
 
-def balora_terms(cfg: RunConfig, num_classes: int) -> list[LossTerm]:
-    """The switched-on BA-LoRA terms with their schedules (cosine decay for CR, two-phase for DR/SVDR)."""
+def balora_schedules(cfg: RunConfig) -> tuple[Schedule, Schedule, Schedule]:
+    """The CR, DR and SVDR weight schedules; unset fields take the task's defaults (the paper's):
+    classification 0.15 / 0.03 / 0.03 constant, causal LM 0.025 cosine / 0.005 / 0.005 two-phase."""
     section: BaloraSection = cfg.balora  # type: ignore[attr-defined]
     nlg = not get_task(cfg.task).classifies
     cr_w, dr_w, svdr_w = NLG_WEIGHTS if nlg else NLU_WEIGHTS
-    weights = (
-        cosine_decay(_pick(section.cr_weight, cr_w), section.cr_floor),
-        _ramped(section, _pick(section.dr_weight, dr_w)),
-        _ramped(section, _pick(section.svdr_weight, svdr_w)),
+    cr_kind = section.cr_schedule or ("cosine" if nlg else "constant")
+    ramp_kind = "two_phase" if nlg else "constant"
+    cr_value = _pick(section.cr_weight, cr_w)
+    return (
+        cosine_decay(cr_value, section.cr_floor) if cr_kind == "cosine" else constant(cr_value),
+        _scheduled(section, section.dr_schedule or ramp_kind, _pick(section.dr_weight, dr_w)),
+        _scheduled(section, section.svdr_schedule or ramp_kind, _pick(section.svdr_weight, svdr_w)),
     )
+
+
+def balora_terms(cfg: RunConfig, num_classes: int) -> list[LossTerm]:
+    """The switched-on BA-LoRA terms with their schedules (`balora_schedules`)."""
+    section: BaloraSection = cfg.balora  # type: ignore[attr-defined]
+    nlg = not get_task(cfg.task).classifies
+    weights = balora_schedules(cfg)
     settings = TermSettings(
         cr=section.cr,
         dr=section.dr,
@@ -148,8 +179,12 @@ def _pick(value: float | None, default: float) -> float:
     return default if value is None else value
 
 
-def _ramped(section: BaloraSection, value: float) -> Schedule:
-    return two_phase(value, section.warmup_start, section.warmup_ramp)
+def _scheduled(section: BaloraSection, kind: str, value: float) -> Schedule:
+    return (
+        two_phase(value, section.warmup_start, section.warmup_ramp)
+        if kind == "two_phase"
+        else constant(value)
+    )
 
 
 def apply_balora(cfg: RunConfig, loaded: LoadedModel, adapter_name: str) -> MethodSetup:

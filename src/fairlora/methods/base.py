@@ -16,6 +16,7 @@ from transformers import TrainerCallback
 from transformers.trainer_pt_utils import get_parameter_names
 
 from fairlora.errors import ConfigError
+from fairlora.regularizers.teacher_cache import TeacherCache
 from fairlora.training.losses import LossTerm, TaskLoss
 
 HEAD_MODULES = ("classifier", "score", "pre_classifier")
@@ -81,6 +82,7 @@ class MethodSetup:
     step_hooks: list[StepHook] = field(default_factory=list)  # run by train_step AND the HF Trainer
     facts: Callable[[], dict[str, Any]] | None = None  # post-training facts for results.json `train`
     extra_state: ExtraState | None = None  # saved and restored with a collab client (AFLoRA's freezer)
+    teacher_cache: TeacherCache | None = None  # classification: the teacher's logits of seen examples
     _exchanged: dict[str, nn.Parameter] = field(default_factory=dict, repr=False)
 
     def teacher_context(self) -> AbstractContextManager[None]:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fairlora.regularizers.schedules import Schedule, constant
+from fairlora.regularizers.teacher_cache import TeacherCache
 
 IGNORE_INDEX = -100
 TaskLoss = Callable[[Any, dict[str, torch.Tensor]], torch.Tensor]
@@ -57,17 +58,21 @@ def compose_loss(
     total_steps: int,
     teacher: Callable[[], AbstractContextManager[None]] | None = None,
     task_loss: TaskLoss | None = None,
+    teacher_cache: TeacherCache | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], Any]:
     """(total loss, every part by name for logging, model outputs) of one micro-batch.
 
-    `task_loss(outputs, inputs)` replaces the model's own loss (e.g. a class-weighted cross-entropy).
+    `task_loss(outputs, inputs)` replaces the model's own loss (e.g. a class-weighted cross-entropy);
+    `teacher_cache` serves the teacher's outputs of examples it has seen (classification).
     """
     teacher_outputs = None
     if any(term.needs_teacher for term in terms):
         if teacher is None:
             raise ValueError("a loss term needs the teacher, but no teacher context was given")
-        with teacher():
-            teacher_outputs = model(**teacher_inputs(model, inputs))
+        if teacher_cache is None:
+            teacher_outputs = teacher_forward(model, inputs, teacher)
+        else:
+            teacher_outputs = teacher_cache.outputs(inputs, lambda: teacher_forward(model, inputs, teacher))
     routed = any(term.routes_logits for term in terms)
     outputs = model(**({k: v for k, v in inputs.items() if k != "labels"} if routed else inputs))
     seen = TermInputs(model, inputs, outputs, teacher_outputs, step, total_steps)
@@ -80,6 +85,14 @@ def compose_loss(
     for term in terms:
         loss = loss + term.weight(step, total_steps) * values[term.name]
     return loss, parts, outputs
+
+
+def teacher_forward(
+    model: nn.Module, inputs: dict[str, torch.Tensor], teacher: Callable[[], AbstractContextManager[None]]
+) -> Any:
+    """The original model's outputs on the batch: the model run inside the teacher context."""
+    with teacher():
+        return model(**teacher_inputs(model, inputs))
 
 
 def own_loss(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

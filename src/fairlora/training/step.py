@@ -109,6 +109,7 @@ def train_step(state: StepState, micro_batches: list[dict[str, torch.Tensor]]) -
             state.total_steps,
             setup.teacher_context,
             setup.task_loss,
+            setup.teacher_cache,
         )
         stop_if_not_finite(loss, parts, state.step, "Lower train.lr or check the data")
         (loss / len(micro_batches)).backward()

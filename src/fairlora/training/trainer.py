@@ -54,7 +54,14 @@ class FairloraTrainer(Trainer):
         terms = self.setup.loss_terms if model.training else []
         step, total = self.state.global_step, max(self.state.max_steps, 1)
         loss, parts, outputs = compose_loss(
-            model, inputs, terms, step, total, self.setup.teacher_context, self.setup.task_loss
+            model,
+            inputs,
+            terms,
+            step,
+            total,
+            self.setup.teacher_context,
+            self.setup.task_loss,
+            self.setup.teacher_cache,
         )
         if model.training:
             hint = (

@@ -97,12 +97,11 @@ class TermSettings:
 
 
 def top_singular(
-    student: torch.Tensor, rows: torch.Tensor, k: int
+    response: torch.Tensor, k: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(U_k, sigma_k, V_k, ||Z||_F) of the response rows Z = student[rows] in fp32 (randomized for wide V)."""
+    """(U_k, sigma_k, V_k, ||Z||_F) of the fp32 response rows Z (M, V) (randomized for wide V)."""
     with torch.no_grad():
-        response = student[rows].float()  # (M, V): a transient copy, half the work of the padded B*T rows
-        if student.shape[-1] > RANDOMIZED_SVD_ABOVE:
+        if response.shape[-1] > RANDOMIZED_SVD_ABOVE:
             u, sigma, v = randomized_svd(response, k)
         else:
             u, sigma, vh = torch.linalg.svd(response, full_matrices=False)
@@ -135,8 +134,12 @@ class _ResponseTerms(torch.autograd.Function):
         m, t = len(rows), settings.temperature
         values = torch.zeros(3, dtype=torch.float32, device=student.device)
         tops = []
-        for chunk, t_chunk in zip(rows.split(CHUNK_ROWS), teacher_rows.split(CHUNK_ROWS), strict=True):
-            z = student[chunk].float()
+        # SVDR needs the (M, V) response rows at once: gather them once, and the chunks are views of them
+        response = student[rows].float() if settings.svdr else None
+        for start, chunk, t_chunk in zip(
+            range(0, m, CHUNK_ROWS), rows.split(CHUNK_ROWS), teacher_rows.split(CHUNK_ROWS), strict=True
+        ):
+            z = response[start : start + len(chunk)] if response is not None else student[chunk].float()
             if settings.cr:
                 log_s = F.log_softmax(z / t, dim=-1)
                 log_t = F.log_softmax(teacher[t_chunk].float() / t, dim=-1)
@@ -150,7 +153,8 @@ class _ResponseTerms(torch.autograd.Function):
         values[1] /= m
         u = sigma = v = frobenius = torch.zeros(0, device=student.device)
         if settings.svdr:
-            u, sigma, v, frobenius = top_singular(student, rows, settings.svd_k)
+            u, sigma, v, frobenius = top_singular(response, settings.svd_k)
+            del response  # transient: the backward gathers its chunks again
             values[2] = -sigma.sum() / frobenius
         top_indices = torch.cat(tops) if tops else torch.zeros(0, dtype=torch.long)
         ctx.save_for_backward(student, teacher, rows, teacher_rows, top_indices, u, sigma, v, frobenius)
@@ -172,10 +176,12 @@ class _ResponseTerms(torch.autograd.Function):
             starts, rows.split(CHUNK_ROWS), teacher_rows.split(CHUNK_ROWS), strict=True
         ):
             z = student[chunk].float()
-            g = torch.zeros_like(z)  # in-place updates below: every fresh M x V temporary costs page faults
-            if g_cr:
-                g.add_(F.softmax(z / t, dim=-1), alpha=g_cr * t / m)
+            # in-place updates below: every fresh M x V temporary costs page faults
+            if g_cr:  # the student's softmax is the buffer itself: no zero fill, no extra pass
+                g = F.softmax(z / t, dim=-1).mul_(g_cr * t / m)
                 g.sub_(F.softmax(teacher[t_chunk].float() / t, dim=-1), alpha=g_cr * t / m)
+            else:
+                g = torch.zeros_like(z)
             if g_dr:
                 index = top_indices[start : start + len(chunk)]
                 log_p = F.log_softmax(z.gather(1, index), dim=-1)

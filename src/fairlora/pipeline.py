@@ -42,6 +42,7 @@ from fairlora.tasks import get_task
 from fairlora.tasks.predict import add_exact_match, generate_answers, predict_frame
 from fairlora.training.losses import balanced_class_weights, weighted_cross_entropy
 from fairlora.training.trainer import build_trainer, on_cpu, run_training
+from fairlora.training.validation import validation_plan
 
 BOOTSTRAP_SEED = 0  # the audit's default seed: results.json and a default audit share their resamples
 
@@ -91,8 +92,10 @@ def train(
     facts: dict[str, Any] = {"trainable_params": trainable, "total_params": total}
     trainer = None
     if setup.trains:
-        trainer = build_trainer(cfg, setup, loaded.tokenizer, data.train, cfg.run_dir / CHECKPOINTS_DIR)
-        facts |= run_training(trainer, cfg.run_dir / CHECKPOINTS_DIR, resume)
+        checkpoints = cfg.run_dir / CHECKPOINTS_DIR
+        validation = validation_plan(cfg, data, num_labels)
+        trainer = build_trainer(cfg, setup, loaded.tokenizer, data.train, checkpoints, validation)
+        facts |= run_training(trainer, checkpoints, resume)
     target = weights_dir(cfg.run_dir, cfg.method)
     sharded = trainer is not None and (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled)
     gathered = trainer.accelerator.get_state_dict(trainer.model) if sharded else None  # on every process
@@ -116,6 +119,7 @@ def validate_run(cfg: RunConfig, data: TaskData, num_labels: int) -> None:
     names = linear_module_names(cfg.model, cfg.task, num_labels)  # a bad model.name fails here
     validate_method(_with_planned_steps(cfg, len(data.train)), names, model_type(cfg.model), num_labels)
     _check_task_options(cfg, data)
+    validation_plan(cfg, data, num_labels)  # eval_every / early stopping / select_best need a val split
     for split in cfg.eval.splits:
         data.split(split)
     if cfg.train.report_to:

@@ -165,3 +165,20 @@ def test_select_best_lists_the_figures_a_run_computes(tmp_path: Path) -> None:
 )
 def test_direction_rule(figure: str, lower: bool) -> None:
     assert lower_is_better(figure) is lower
+
+
+def test_results_and_report_say_which_checkpoint_was_kept_and_why(selected, tmp_path: Path) -> None:
+    import fairlora
+    from fairlora.runs import load_results
+
+    _, result = selected
+    facts = load_results(result.run_dir).train["validation"]
+    assert facts["kept_step"] == result.train["validation"]["kept_step"] and facts["evaluations"]
+    fairlora.audit(result.run_dir, tmp_path / "audit", ["audit.sections=[utility]", "audit.n_boot=0"])
+    steps = ", ".join(f"{e['step']}: {e[FIGURE]:.4g}" for e in facts["evaluations"])
+    sentence = (
+        f"kept the checkpoint of step {facts['kept_step']}: best {FIGURE} ({facts['kept_value']:.4g}, "
+        f"higher is better); {FIGURE} by step: {steps}; stopped early at step {facts['last_step']}"
+    )
+    assert sentence in (tmp_path / "audit" / "report.md").read_text()
+    assert sentence in (tmp_path / "audit" / "report.html").read_text()

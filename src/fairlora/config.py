@@ -62,8 +62,10 @@ class DataConfig(_Section):
     text_column: str = "text"
     label_column: str = "label"
     prompt_column: str | None = Field(None, description="causal_lm: prompt tokens are masked in the loss")
-    prompt_template: Literal["none", "alpaca"] = Field(
-        "none", description="causal_lm: wrap the prompt column in an instruction template (response + EOS)"
+    prompt_template: Literal["none", "alpaca", "chat"] = Field(
+        "none",
+        description="causal_lm: wrap the prompt column in an instruction template (response + EOS); "
+        "chat = the tokenizer's own chat template",
     )
     class_ratio: dict[str, float] = Field(
         default_factory=dict,

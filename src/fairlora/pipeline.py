@@ -80,6 +80,7 @@ def train(
     validate_run(cfg, data, num_labels)  # every input error is raised before the run folder is touched
     set_seed(cfg.seed)
     loaded = load_model(cfg.model, cfg.task, num_labels)
+    data = formatted(cfg, data, loaded.tokenizer)  # a model without a chat template fails here
     check_encodable(cfg, data, loaded.tokenizer)
     state.wait_for_everyone()
     if state.is_main_process:
@@ -160,6 +161,15 @@ def _check_task_options(cfg: RunConfig, data: TaskData) -> None:
                 "eval.exact_match: the model answers each prompt, but the data has no prompt column; "
                 "set data.prompt_column to the question column (or use data.name: asdiv)"
             )
+
+
+def formatted(cfg: RunConfig, data: TaskData, tokenizer: Any) -> TaskData:
+    """data.prompt_template: chat formats the prompts with the tokenizer's chat template."""
+    if cfg.data.prompt_template != "chat":
+        return data
+    from fairlora.tasks.chat import with_chat_prompts
+
+    return with_chat_prompts(data, tokenizer, cfg.model.name)
 
 
 def check_encodable(cfg: RunConfig, data: TaskData, tokenizer: Any) -> None:
@@ -286,7 +296,8 @@ def load_run(run_dir: str | Path) -> tuple[RunConfig, TaskData, LoadedModel]:
     cfg = read_config(run_dir)
     trained_weights(cfg)  # a run that did not finish fails before its data is loaded
     data = load_task_data(cfg.data, cfg.task, cfg.seed)
-    return cfg, data, load_trained_model(cfg, max(len(data.label_names), 2))
+    loaded = load_trained_model(cfg, max(len(data.label_names), 2))
+    return cfg, formatted(cfg, data, loaded.tokenizer), loaded
 
 
 def trained_weights(cfg: RunConfig) -> Path:

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["RunConfig", "RunResult", "audit", "evaluate", "load_config", "sweep", "train"]
+__all__ = [
+    "RunConfig",
+    "RunResult",
+    "audit",
+    "collab",
+    "evaluate",
+    "export",
+    "load_config",
+    "sweep",
+    "train",
+]
 
 if TYPE_CHECKING:
     from fairlora.config import RunConfig, load_config
@@ -57,6 +69,45 @@ def audit(targets: Any, out_dir: Any, overrides: list[str] | None = None, **kwar
     columns = {k: kwargs.pop(k) for k in list(kwargs) if k in keys}
     run_dirs, tables = split_targets(targets, columns)
     return run(run_dirs, out_dir, overrides, predictions=tables, **kwargs)
+
+
+def collab(
+    config: Any, overrides: list[str] | None = None, *, overwrite: bool = False, resume: bool = False
+) -> list[dict[str, Any]]:
+    """Collaborative fine-tuning (config: CollabConfig, dict or YAML path); returns strategy summaries."""
+    from rich.console import Console
+
+    from fairlora.collab.command import run_collab
+    from fairlora.collab.config import CollabConfig, build_collab_config, load_collab_config
+
+    if isinstance(config, CollabConfig):
+        cfg = build_collab_config(config.to_dict(), overrides) if overrides else config
+    elif isinstance(config, dict):
+        cfg = build_collab_config(config, overrides)
+    else:
+        cfg = load_collab_config(config, overrides)
+    return run_collab(cfg, overwrite=overwrite, resume=resume, console=Console(quiet=True))
+
+
+def export(run_dir: Any, output: Any, *, merge: bool = False, overwrite: bool = False) -> Any:
+    """Export a run's adapter in PEFT format, or merged into its base (merge=True); returns the folder."""
+    from pathlib import Path
+
+    from fairlora.export import export_run
+
+    return export_run(Path(run_dir), Path(output), merge=merge, overwrite=overwrite)
+
+
+class _Package(types.ModuleType):
+    """The package keeps its functions `collab` and `export` when the same-named submodules are imported."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("collab", "export") and isinstance(value, types.ModuleType):
+            return  # the submodule stays reachable as sys.modules["fairlora.<name>"] and by import
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:

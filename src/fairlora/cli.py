@@ -28,7 +28,13 @@ def _fail(error: FairloraError) -> typer.Exit:
     return typer.Exit(code=error.exit_code)
 
 
-@app.command()
+KEYS_HELP = (
+    "Every key, with its default: `fairlora config show CONFIG key=value ...` prints the resolved "
+    "config as YAML (all sections, method sections included); the README's Config reference explains each."
+)
+
+
+@app.command(epilog=KEYS_HELP)
 def train(
     config: Annotated[Path, typer.Argument(help="YAML run config (see configs/)")],
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. lora.r=4")] = None,
@@ -330,6 +336,28 @@ def demo(
             if not str(table.title).startswith("utility/"):  # utility is shown above
                 console.print(table)
         console.print(f"report: {output_dir / 'audit' / 'report.html'}")
+
+
+config_app = typer.Typer(help="Inspect run configs.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(
+    config: Annotated[str | None, typer.Argument(help="YAML run config (none: the defaults)")] = None,
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. lora.r=4")] = None,
+) -> None:
+    """Print the resolved run config as YAML: every key of every section, defaults filled in."""
+    from fairlora.config import load_config
+
+    overrides = list(overrides or [])
+    if config is not None and "=" in config and not Path(config).is_file():
+        config, overrides = None, [config, *overrides]  # only overrides were given
+    try:
+        resolved = load_config(config, overrides)
+    except FairloraError as error:
+        raise _fail(error) from None
+    typer.echo(resolved.to_yaml(), nl=False)
 
 
 class Listable(StrEnum):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -62,8 +62,10 @@ class DataConfig(_Section):
     text_column: str = "text"
     label_column: str = "label"
     prompt_column: str | None = Field(None, description="causal_lm: prompt tokens are masked in the loss")
-    prompt_template: Literal["none", "alpaca"] = Field(
-        "none", description="causal_lm: wrap the prompt column in an instruction template (response + EOS)"
+    prompt_template: Literal["none", "alpaca", "chat"] = Field(
+        "none",
+        description="causal_lm: wrap the prompt column in an instruction template (response + EOS); "
+        "chat = the tokenizer's own chat template",
     )
     class_ratio: dict[str, float] = Field(
         default_factory=dict,
@@ -128,6 +130,17 @@ class TrainConfig(_Section):
     save_strategy: Literal["epoch", "steps", "no"] = Field("epoch", description="when to checkpoint")
     save_steps: int = Field(500, ge=1, description="save_strategy=steps: checkpoint every N steps")
     save_total_limit: int = Field(2, ge=1)
+    eval_every: Annotated[int, Field(ge=1)] | Literal["epoch"] | None = Field(
+        None, description="score the val split every N steps or each epoch while training (None = never)"
+    )
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="stop after this many evaluations without a better select_best figure"
+    )
+    select_best: str | None = Field(
+        None,
+        description="keep the checkpoint best by this validation figure, e.g. val_worst_group_accuracy "
+        "(None = the last; val_loss when early_stopping_patience is set)",
+    )
     report_to: list[str] = Field(default_factory=list, description="tensorboard, wandb, mlflow, ...")
     gradient_checkpointing: bool = False
     progress_bar: bool = True

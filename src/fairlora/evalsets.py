@@ -70,6 +70,11 @@ def evaluate_on(
         mapping = label_mapping(prepared, class_names, requested_map, cfg.name)
         frame = frame.assign(**{LABEL: frame[LABEL].map(lambda i: mapping[prepared.label_names[i]])})
     loaded = load_trained_model(cfg, max(len(class_names), 2))
+    if data_cfg.prompt_template == "chat":
+        from fairlora.tasks.chat import chat_frame, check_chat_template
+
+        check_chat_template(loaded.tokenizer, cfg.model.name)
+        frame = chat_frame(frame, loaded.tokenizer)
     groups = list(prepared.group_columns)
     predictions = predict_frame(
         loaded.model,

@@ -42,6 +42,7 @@ from fairlora.tasks import get_task
 from fairlora.tasks.predict import add_exact_match, generate_answers, predict_frame
 from fairlora.training.losses import balanced_class_weights, weighted_cross_entropy
 from fairlora.training.trainer import build_trainer, on_cpu, run_training
+from fairlora.training.validation import validation_plan
 
 BOOTSTRAP_SEED = 0  # the audit's default seed: results.json and a default audit share their resamples
 
@@ -79,6 +80,7 @@ def train(
     validate_run(cfg, data, num_labels)  # every input error is raised before the run folder is touched
     set_seed(cfg.seed)
     loaded = load_model(cfg.model, cfg.task, num_labels)
+    data = formatted(cfg, data, loaded.tokenizer)  # a model without a chat template fails here
     check_encodable(cfg, data, loaded.tokenizer)
     state.wait_for_everyone()
     if state.is_main_process:
@@ -91,8 +93,10 @@ def train(
     facts: dict[str, Any] = {"trainable_params": trainable, "total_params": total}
     trainer = None
     if setup.trains:
-        trainer = build_trainer(cfg, setup, loaded.tokenizer, data.train, cfg.run_dir / CHECKPOINTS_DIR)
-        facts |= run_training(trainer, cfg.run_dir / CHECKPOINTS_DIR, resume)
+        checkpoints = cfg.run_dir / CHECKPOINTS_DIR
+        validation = validation_plan(cfg, data, num_labels)
+        trainer = build_trainer(cfg, setup, loaded.tokenizer, data.train, checkpoints, validation)
+        facts |= run_training(trainer, checkpoints, resume)
     target = weights_dir(cfg.run_dir, cfg.method)
     sharded = trainer is not None and (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled)
     gathered = trainer.accelerator.get_state_dict(trainer.model) if sharded else None  # on every process
@@ -116,6 +120,7 @@ def validate_run(cfg: RunConfig, data: TaskData, num_labels: int) -> None:
     names = linear_module_names(cfg.model, cfg.task, num_labels)  # a bad model.name fails here
     validate_method(_with_planned_steps(cfg, len(data.train)), names, model_type(cfg.model), num_labels)
     _check_task_options(cfg, data)
+    validation_plan(cfg, data, num_labels)  # eval_every / early stopping / select_best need a val split
     for split in cfg.eval.splits:
         data.split(split)
     if cfg.train.report_to:
@@ -156,6 +161,15 @@ def _check_task_options(cfg: RunConfig, data: TaskData) -> None:
                 "eval.exact_match: the model answers each prompt, but the data has no prompt column; "
                 "set data.prompt_column to the question column (or use data.name: asdiv)"
             )
+
+
+def formatted(cfg: RunConfig, data: TaskData, tokenizer: Any) -> TaskData:
+    """data.prompt_template: chat formats the prompts with the tokenizer's chat template."""
+    if cfg.data.prompt_template != "chat":
+        return data
+    from fairlora.tasks.chat import with_chat_prompts
+
+    return with_chat_prompts(data, tokenizer, cfg.model.name)
 
 
 def check_encodable(cfg: RunConfig, data: TaskData, tokenizer: Any) -> None:
@@ -282,7 +296,8 @@ def load_run(run_dir: str | Path) -> tuple[RunConfig, TaskData, LoadedModel]:
     cfg = read_config(run_dir)
     trained_weights(cfg)  # a run that did not finish fails before its data is loaded
     data = load_task_data(cfg.data, cfg.task, cfg.seed)
-    return cfg, data, load_trained_model(cfg, max(len(data.label_names), 2))
+    loaded = load_trained_model(cfg, max(len(data.label_names), 2))
+    return cfg, formatted(cfg, data, loaded.tokenizer), loaded
 
 
 def trained_weights(cfg: RunConfig) -> Path:

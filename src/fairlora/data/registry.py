@@ -170,6 +170,8 @@ def with_prompt_template(frame: pd.DataFrame, cfg: DataConfig, source: str) -> p
             f"data.prompt_template: {cfg.prompt_template} wraps the prompt column, but {source} has none; "
             f"set data.prompt_column to the instruction column (task: causal_lm)"
         )
+    if cfg.prompt_template == "chat":
+        return frame  # the tokenizer's template is applied once the model is loaded (tasks/chat.py)
     frame = frame.copy()
     frame[PROMPT] = [ALPACA_TEMPLATE.format(instruction=p) for p in frame[PROMPT]]
     return frame

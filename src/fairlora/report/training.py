@@ -78,11 +78,31 @@ def freeze_heatmap(freeze_steps: dict[str, int | None], title: str = "") -> byte
     return to_png(figure)
 
 
+def selection_sentence(facts: dict[str, Any]) -> str:
+    """Which checkpoint a run kept and why, with the trajectory of its validation evaluations ("" if none)."""
+    validation = facts.get("validation")
+    if not validation:
+        return ""
+    figure = validation.get("figure")
+    shown = figure or "val_loss"
+    trajectory = ", ".join(f"{e['step']}: {_figure(e.get(shown))}" for e in validation.get("evaluations", []))
+    stopped = f"; stopped early at step {validation['last_step']}" if validation.get("stopped_early") else ""
+    if figure and validation.get("reason", "").startswith("best"):
+        why = f"best {figure} ({_figure(validation.get('kept_value'))}, {validation['direction']} is better)"
+    else:
+        why = "the last step (train.select_best not set)"
+    kept = validation["kept_step"]
+    return f"kept the checkpoint of step {kept}: {why}; {shown} by step: {trajectory}{stopped}"
+
+
 def training_html(audit: AuditResult) -> str:
     """A 'Training' section: parameter accounting per run and each AFLoRA run's freeze-step heat map."""
-    rows, figures = [], []
+    rows, figures, kept = [], [], []
     for run in audit.runs:
         facts = train_facts(run.run_dir)
+        if sentence := selection_sentence(facts):
+            name = escape(run.name)
+            kept.append(f'<p class="selection" data-run="{name}">{name}: {escape(sentence)}</p>')
         for label, start, end, mean in parameter_rows(facts):
             cells = "".join(f"<td>{_count(v)}</td>" for v in (start, end, mean))
             rows.append(
@@ -96,7 +116,7 @@ def training_html(audit: AuditResult) -> str:
                 f'alt="freeze steps of {escape(run.name)}"><figcaption>{escape(run.name)}: step at which '
                 f"each A/B matrix froze (layers x matrices)</figcaption></figure>"
             )
-    if not rows and not figures:
+    if not rows and not figures and not kept:
         return ""
     head = "".join(f"<th>{h}</th>" for h in ("start", "end", "mean over steps"))
     table = (
@@ -104,14 +124,16 @@ def training_html(audit: AuditResult) -> str:
         f"parameters</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
     )
     plots = f'<div class="plots">{"".join(figures)}</div>' if figures else ""
-    return f'<section id="training"><h2>Training</h2>{table}{plots}</section>'
+    return f'<section id="training"><h2>Training</h2>{table}{"".join(kept)}{plots}</section>'
 
 
 def training_markdown(audit: AuditResult) -> list[str]:
     """Markdown lines of the parameter accounting (empty when no run recorded it)."""
-    lines = []
+    lines, kept = [], []
     for run in audit.runs:
         facts = train_facts(run.run_dir)
+        if sentence := selection_sentence(facts):
+            kept.append(f"- {run.name}: {sentence}")
         for label, start, end, mean in parameter_rows(facts):
             lines.append(f"| {run.name} | {label} | {_count(start)} | {_count(end)} | {_count(mean)} |")
         steps = facts.get(FREEZE_STEPS) or {}
@@ -122,14 +144,18 @@ def training_markdown(audit: AuditResult) -> list[str]:
                 f"| {run.name} | A/B frozen | {len(frozen)} of {len(steps)} | last at step {last} | |"
             )
     if not lines:
-        return []
+        return ["## Training", "", *kept, ""] if kept else []
     header = [
         "## Training",
         "",
         "| run | trainable parameters | start | end | mean over steps |",
         "|---|---|---|---|---|",
     ]
-    return [*header, *lines, ""]
+    return [*header, *lines, "", *kept, *([""] if kept else [])]
+
+
+def _figure(value: Any) -> str:
+    return "—" if value is None else f"{value:.4g}"
 
 
 def _count(value: Any) -> str:

@@ -41,16 +41,17 @@ def predict_frame(
         if (batch_probs := task.probabilities(logits)) is not None:
             probs.append(batch_probs.cpu())
     model.train(was_training)
-    return _prediction_table(frame, split, group_columns or [], losses, probs)
+    return prediction_table(frame, split, group_columns or [], losses, probs)
 
 
-def _prediction_table(
+def prediction_table(
     frame: pd.DataFrame,
     split: str,
     group_columns: list[str],
     losses: list[torch.Tensor],
     probs: list[torch.Tensor],
 ) -> pd.DataFrame:
+    """The predictions table of `frame`: id, split, label, loss (+ pred, prob_k) and the group columns."""
     table = pd.DataFrame({"id": frame["id"].astype(str).to_numpy(), "split": split})
     if "label" in frame:
         table["label"] = frame["label"].to_numpy()

@@ -21,6 +21,7 @@ from fairlora.methods.base import MethodSetup
 from fairlora.tasks import get_task
 from fairlora.training.losses import compose_loss
 from fairlora.training.step import TrainableCounter, make_optimizer, run_step_hooks, stop_if_not_finite
+from fairlora.training.validation import ValidationPlan, selection_facts, with_validation
 
 
 class FairloraTrainer(Trainer):
@@ -202,19 +203,25 @@ def build_trainer(
     tokenizer: PreTrainedTokenizerBase,
     train_frame: pd.DataFrame,
     output_dir: Path,
+    validation: ValidationPlan | None = None,
 ) -> FairloraTrainer:
-    """The Trainer for this run, with the method's loss terms and callbacks."""
+    """The Trainer for this run, with the method's loss terms and callbacks (and `validation`'s eval)."""
     task = get_task(cfg.task)
+    evaluation = validation.trainer_kwargs(tokenizer, cfg.model.max_length) if validation else {}
     trainer = FairloraTrainer(
         model=setup.model,
-        args=training_arguments(cfg, output_dir),
+        args=with_validation(training_arguments(cfg, output_dir), cfg),
         train_dataset=task.encode(train_frame, tokenizer, cfg.model.max_length),
         data_collator=task.collator(tokenizer),
         processing_class=tokenizer,
         callbacks=setup.callbacks,
         setup=setup,
         train_config=cfg.train,
+        **evaluation,
     )
+    trainer.validation = validation
+    for callback in validation.callbacks() if validation else []:
+        trainer.add_callback(callback)
     trainer.add_callback(CountTrainable(trainer.counter))
     if setup.step_hooks:
         trainer.add_callback(StepHooks(setup))
@@ -230,4 +237,9 @@ def run_training(trainer: FairloraTrainer, checkpoint_dir: Path, resume: bool) -
         checkpoint_dir.rmdir()  # save_strategy=no leaves an empty folder behind
     metrics = {key: float(value) for key, value in output.metrics.items()}
     facts = trainer.setup.facts() if trainer.setup.facts is not None else {}
+    if getattr(trainer, "validation", None) is not None:
+        state, figure = trainer.state, trainer.validation.figure
+        facts["validation"] = selection_facts(
+            state.log_history, state.best_model_checkpoint, figure, state.global_step, state.max_steps
+        )
     return metrics | trainer.counter.facts(trainer.setup.model) | facts

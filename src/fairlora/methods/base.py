@@ -16,7 +16,7 @@ from transformers import TrainerCallback
 from transformers.trainer_pt_utils import get_parameter_names
 
 from fairlora.errors import ConfigError
-from fairlora.training.losses import LossTerm, TaskLoss
+from fairlora.regularizers.terms import LossTerm, TaskLoss
 
 HEAD_MODULES = ("classifier", "score", "pre_classifier")
 NO_DECAY_PATTERNS = [

@@ -67,7 +67,8 @@ class FrozenWatch:
     requires_grad now (a violation means it trained again), and the gradient norm the hooks see."""
 
     def __init__(self, setup):
-        self.weights, self.frozen, self.violations, self.grad_norms = _projections(setup), set(), [], []
+        self.weights, self.violations, self.grad_norms = _projections(setup), [], []
+        self.frozen = {name for name, weight in self.weights.items() if not weight.requires_grad}
 
     def __call__(self, context: StepContext) -> None:
         for name in sorted(self.frozen):

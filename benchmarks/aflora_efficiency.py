@@ -8,12 +8,15 @@ t_i = `--warm` steps and t_f = steps - `--freeze-by`, so every A/B is frozen by 
 Step times: "before" = rounds 2..t_i (nothing has frozen adaptively), "after" = rounds after every
 A/B froze. A step-time ratio is the median over rounds of the paired per-round ratio (with the ratio
 of medians alongside). Trainable parameters exclude the task head (as the paper counts them).
+Each rule of `--freeze-rules` trains its own aflora (the first is `aflora`, the others
+`aflora_<rule>`); the JSON's `freeze_rules` gives, per rule, the step at which each matrix froze and
+its parameter ratio (`avg_params_ratio` is the first rule's).
 `--decoder-batch` / `--decoder-seq` give causal LMs their own (smaller) shape. A progress line is
 printed every `--report-every` rounds and the JSON is rewritten after every model.
 
     .venv/bin/python benchmarks/aflora_efficiency.py [--models minilm-l6,smollm2-135m] [--batch 8]
         [--seq 128] [--decoder-batch B] [--decoder-seq L] [--steps 80] [--warm 8] [--freeze-by 24]
-        [--threads N] [--report-every 5]
+        [--threads N] [--report-every 5] [--freeze-rules reference,ranked]
         [--out benchmarks/results/aflora_efficiency.json]
 
 Goals (from the paper): aflora averaged parameters <= 0.15x lora r=8; aflora step time after
@@ -28,6 +31,7 @@ import os
 import platform
 import statistics
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,14 +47,22 @@ from fairlora.training.step import StepState, make_optimizer, train_step
 DECODERS = ("smollm2-135m", "tiny-llama")
 
 
-def variants(targets: list[str], decoder: bool) -> dict[str, dict[str, Any]]:
-    """Config sections of the three compared methods on the same targets."""
+def variants(targets: list[str], decoder: bool, rules: list[str]) -> dict[str, dict[str, Any]]:
+    """Config sections of the compared methods on the same targets (one aflora per freezing rule)."""
     aflora: dict[str, Any] = {"r": 4, "alpha": 8.0} if decoder else {"r": 4}
     return {
         "lora": {"method": "lora", "lora": {"r": 8, "alpha": 16, "target_modules": targets}},
         "vera": {"method": "vera", "vera": {"r": 256, "target_modules": targets}},
-        "aflora": {"method": "aflora", "aflora": aflora},
+        **{
+            aflora_name(rule, rules): {"method": "aflora", "aflora": aflora | {"freeze_rule": rule}}
+            for rule in rules
+        },
     }
+
+
+def aflora_name(rule: str, rules: list[str]) -> str:
+    """`aflora` for the first freezing rule, `aflora_<rule>` for the others."""
+    return "aflora" if rule == rules[0] else f"aflora_{rule}"
 
 
 def build(model: str, spec: dict[str, Any], args: argparse.Namespace) -> StepState:
@@ -97,7 +109,9 @@ def run_model(model: str, args: argparse.Namespace) -> dict[str, Any]:
     decoder = model in DECODERS
     targets = DEFAULT_TARGETS[model_type(ModelConfig(name=model))]
     began = time.perf_counter()
-    states = {name: build(model, spec, args) for name, spec in variants(targets, decoder).items()}
+    states = {
+        name: build(model, spec, args) for name, spec in variants(targets, decoder, rules(args)).items()
+    }
     print(f"[{model}] built {', '.join(states)} in {time.perf_counter() - began:.0f} s", flush=True)
     batch = fixed_batch(next(iter(states.values())), model, args)
     times: dict[str, list[float]] = {name: [] for name in states}
@@ -114,8 +128,34 @@ def run_model(model: str, args: argparse.Namespace) -> dict[str, Any]:
             elapsed = time.perf_counter() - began
             print(f"[{model}] round {round_ + 1}/{args.steps} ({elapsed:.0f} s): {last}", flush=True)
     result = summarise(model, states, times, args)
+    result["freeze_rules"] = freeze_rules(states, result["methods"], args)
     result["aflora_all_frozen_after_round"] = trainable.index(trainable[-1]) + 1
     return result
+
+
+def rules(args: argparse.Namespace) -> list[str]:
+    """The freezing rules to compare, in order."""
+    return [rule.strip() for rule in args.freeze_rules.split(",") if rule.strip()]
+
+
+def freeze_rules(
+    states: dict[str, StepState], methods: dict[str, dict[str, Any]], args: argparse.Namespace
+) -> dict[str, Any]:
+    """Per freezing rule: averaged parameters vs lora, when the first and last matrix froze, and the
+    step (0-based optimizer step) at which each matrix froze."""
+    found = {}
+    for rule in rules(args):
+        name = aflora_name(rule, rules(args))
+        steps = states[name].setup.facts()["aflora_freeze_steps"]
+        adaptive = [s for s in steps.values() if s is not None and s > 0]  # square ones froze at step 0
+        found[rule] = {
+            "avg_params_ratio": methods[name]["params_mean"] / methods["lora"]["params_mean"],
+            "first_freeze_step": min(adaptive, default=None),
+            "last_freeze_step": max(adaptive, default=None),
+            "matrices_per_freeze_step": dict(sorted(Counter(adaptive).items())),
+            "freeze_steps": steps,
+        }
+    return found
 
 
 def _paired(times: dict[str, list[float]], a: str, b: str, rounds: range) -> dict[str, float]:
@@ -193,6 +233,11 @@ def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None
             f"{result['step_time_ratio_after_freezing_vs_vera']:.3f} (vera/lora = "
             f"{result['vera_step_time_ratio_after_freezing']:.3f}); goals: {result['goals_met']}"
         )
+        for rule, facts in result["freeze_rules"].items():
+            print(
+                f"freeze rule {rule}: avg params aflora/lora = {facts['avg_params_ratio']:.3f}; matrices "
+                f"frozen per step {facts['matrices_per_freeze_step']}"
+            )
 
 
 def main() -> None:
@@ -208,6 +253,7 @@ def main() -> None:
     parser.add_argument("--decoder-seq", type=int, default=0, help="length for causal LMs (0: --seq)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--report-every", type=int, default=5, help="progress line every N rounds")
+    parser.add_argument("--freeze-rules", default="reference,ranked", help="aflora.freeze_rule values")
     parser.add_argument("--out", default="benchmarks/results/aflora_efficiency.json")
     args = parser.parse_args()
     if not 2 < args.warm < args.freeze_by < args.steps - 2:

@@ -13,10 +13,11 @@ from fairlora.config import build_config
 from fairlora.errors import ConfigError
 from fairlora.methods import apply_method
 from fairlora.methods.aflora import aflora_targets
-from fairlora.methods.aflora.freezer import MatrixSensitivity, matrices_to_freeze
+from fairlora.methods.aflora.freezer import MatrixSensitivity, below_element_quantile, matrices_to_freeze
 from fairlora.methods.aflora.layer import VectorScaledLinear, aflora_modules
 from fairlora.methods.base import StepContext
 from fairlora.models import load_model
+from fairlora.regularizers.schedules import cubic_threshold
 from fairlora.tasks import get_task
 from fairlora.training.step import StepState, make_optimizer, train_step
 from fairlora.training.trainer import build_trainer
@@ -59,6 +60,81 @@ class FreezeRecorder:
             if not weight.requires_grad and name not in self.seen:
                 assert weight.grad is None
                 self.seen[name] = (context.step, weight.detach().clone())
+
+
+class FrozenWatch:
+    """A step hook after the freezer: every matrix frozen at an EARLIER step must have no grad and no
+    requires_grad now (a violation means it trained again), and the gradient norm the hooks see."""
+
+    def __init__(self, setup):
+        self.weights, self.violations, self.grad_norms = _projections(setup), [], []
+        self.frozen = {name for name, weight in self.weights.items() if not weight.requires_grad}
+
+    def __call__(self, context: StepContext) -> None:
+        for name in sorted(self.frozen):
+            weight = self.weights[name]
+            if weight.requires_grad or weight.grad is not None:
+                self.violations.append((context.step, name))
+        self.frozen |= {name for name, weight in self.weights.items() if not weight.requires_grad}
+        grads = [p.grad.detach().float() for p in context.model.parameters() if p.grad is not None]
+        self.grad_norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+
+
+def _trained_with_all_balora_terms(tmp_path, loop):
+    """AFLoRA with BA-LoRA's three terms on, 16 steps through `loop`; (setup, recorder, watch, counter)."""
+    sections = {
+        "train": {"max_steps": 16, "weight_decay": 0.1, "lr": 1e-2, "save_strategy": "no"},
+        "balora": {"enabled": True, "cr": True, "dr": True, "svdr": True},
+    }
+    cfg, loaded, setup = _setup(tmp_path, aflora={"t_initial_steps": 3, "t_final_steps": 5}, **sections)
+    assert {term.name for term in setup.loss_terms} == {"balora_cr", "balora_dr", "balora_svdr"}
+    assert any(term.needs_teacher for term in setup.loss_terms)  # the teacher toggles the adapter
+    recorder, watch = FreezeRecorder(setup), FrozenWatch(setup)
+    setup.step_hooks += [recorder, watch]
+    frame, batch = _batches(loaded, n=8)
+    if loop == "train_step":
+        optimizer, scheduler = make_optimizer(setup, cfg.train, 16)
+        state = StepState(setup, optimizer, scheduler, total_steps=16)
+        for _ in range(16):
+            train_step(state, [batch])
+        return setup, recorder, watch, state.counter
+    trainer = build_trainer(cfg, setup, loaded.tokenizer, frame, tmp_path / "ckpt")
+    trainer.train()
+    return setup, recorder, watch, trainer.counter
+
+
+@pytest.mark.parametrize("loop", ["train_step", "hf_trainer"])
+def test_frozen_matrices_stay_frozen_with_every_balora_term(tmp_path, loop):
+    setup, recorder, watch, counter = _trained_with_all_balora_terms(tmp_path, loop)
+    steps = setup.facts()["aflora_freeze_steps"]
+    assert all(s is not None and s <= 11 for s in steps.values())  # all frozen by T - t_f
+    assert not watch.violations, f"frozen matrices trained again (step, matrix): {watch.violations[:4]}"
+    for name, weight in _projections(setup).items():
+        assert not weight.requires_grad and weight.grad is None, name
+        assert torch.equal(weight, recorder.seen[name][1]), name  # bit-identical since it froze
+    vectors_and_head = sum(
+        p.numel()
+        for n, p in setup.model.named_parameters()
+        if n.endswith(".vector") or ("classifier" in n and "modules_to_save" in n)
+    )
+    facts = counter.facts(setup.model)
+    assert facts["trainable_params_end"] == vectors_and_head  # every A/B frozen: d, b and the head train
+    assert counter.counts[0] == facts["trainable_params_start"] == max(counter.counts)  # never grows
+    assert counter.counts == sorted(counter.counts, reverse=True)
+
+
+def test_leaving_the_teacher_keeps_frozen_matrices_frozen(tmp_path):
+    _, loaded, setup = _setup(tmp_path, balora={"enabled": True})
+    frozen = {n: w for n, w in _projections(setup).items() if not w.requires_grad}
+    assert frozen  # the square layers' A/B, frozen from the start
+    _, batch = _batches(loaded)
+    with setup.teacher_context():
+        setup.model(**{k: v for k, v in batch.items() if k != "labels"})
+    assert not [n for n, w in frozen.items() if w.requires_grad]
+    setup.model.set_adapter("default")  # PEFT turns the whole adapter trainable again
+    assert all(w.requires_grad for w in frozen.values())
+    setup.restore_trainable()
+    assert not [n for n, w in frozen.items() if w.requires_grad]
 
 
 def test_layer_computes_the_aflora_path_with_kaiming_init(tmp_path):
@@ -113,6 +189,79 @@ def test_quantile_decision():
     assert matrices_to_freeze(scores, 0.5) == ["b"]  # k = 2: below the 2nd smallest
     assert sorted(matrices_to_freeze(scores, 0.2)) == ["b", "d"]  # k = floor(3.2) = 3: below the 3rd
     assert sorted(matrices_to_freeze(scores, 0.0)) == ["a", "b", "c", "d"]  # the end: everything left
+
+
+def test_reference_rule_pools_element_scores_and_weighs_by_size():
+    scores = {
+        "a": torch.tensor([0.0] * 8 + [10.0] * 2),  # mean 2, most elements small
+        "b": torch.full((10,), 1.0),  # mean 1
+        "c": torch.full((4,), 3.0),  # mean 3
+    }
+    pooled = torch.cat(list(scores.values())).sort().values  # oracle: the k-th smallest of all 24 elements
+    for threshold in (0.9, 0.5, 0.2, 0.05):
+        k = max(1, math.floor(24 * (1 - threshold)))
+        expected = sorted(n for n, v in scores.items() if float(v.mean()) < float(pooled[k - 1]))
+        assert sorted(below_element_quantile(scores, threshold)) == expected
+    assert below_element_quantile(scores, 0.9) == []  # k = 2: the cutoff is 0, nothing freezes early
+    assert below_element_quantile(scores, 0.5) == []  # k = 12: cutoff 1, no mean is below it yet
+    assert sorted(below_element_quantile(scores, 0.2)) == ["a", "b"]  # k = 19: cutoff 3, a burst of two
+    assert sorted(below_element_quantile(scores, 0.0)) == ["a", "b", "c"]
+    means = {n: float(v.mean()) for n, v in scores.items()}
+    assert matrices_to_freeze(means, 0.2) == ["b"]  # the ranked rule: k = 2 of the 3 means
+
+
+def _freeze_steps_on_skewed_gradients(tmp_path, rule):
+    """Freeze steps when every A/B sees a fixed, skewed (exponential) |grad| pattern, mildly scaled per
+    matrix, with noise: 60 steps, checks every 2 steps from step 12 (t_i 10), all frozen by step 50."""
+    window = {"t_initial_steps": 10, "t_final_steps": 10, "window": 2, "freeze_square_from_start": False}
+    _, _, setup = _setup(tmp_path, aflora=window | {"freeze_rule": rule}, train={"max_steps": 60})
+    freezer, weights = setup.step_hooks[0], _projections(setup)
+    generator = torch.Generator().manual_seed(0)
+    scale = {name: 1.05**i for i, name in enumerate(sorted(weights))}
+    pattern = {n: torch.empty(w.shape).exponential_(generator=generator) for n, w in weights.items()}
+    for step in range(60):
+        for name, weight in weights.items():
+            if weight.requires_grad:
+                noise = 1 + 0.5 * torch.rand(weight.shape, generator=generator)
+                weight.grad = scale[name] * pattern[name] * noise
+        freezer(StepContext(setup.model, None, step, 60))
+    return setup.facts()["aflora_freeze_steps"]
+
+
+def test_reference_rule_freezes_nothing_early_then_bursts_and_ranked_freezes_from_the_first_check(tmp_path):
+    ranked = _freeze_steps_on_skewed_gradients(tmp_path, "ranked")
+    first_check = 11  # step index of optimizer step 12, the first window boundary after t_i = 10
+    k = math.floor(len(ranked) * (1 - cubic_threshold(first_check + 1, 10, 10, 60)))
+    assert sum(s == first_check for s in ranked.values()) == k - 1 >= 1  # k - 1 freeze at once
+    reference = _freeze_steps_on_skewed_gradients(tmp_path, "reference")
+    assert all(s is not None and s <= 49 for s in reference.values())
+    assert min(reference.values()) > first_check + 4  # nothing in the first three checks
+    bursts = pd.Series(list(reference.values())).value_counts()
+    assert bursts.max() >= 5 and len(bursts) < len(set(ranked.values())) + 2
+
+
+@pytest.mark.parametrize("loop", ["train_step", "hf_trainer"])
+def test_sensitivity_reads_the_gradients_before_clipping(tmp_path, loop):
+    sections = {"train": {"max_steps": 3, "lr": 1e-3, "max_grad_norm": 1e-7, "save_strategy": "no"}}
+    cfg, loaded, setup = _setup(tmp_path, aflora={"t_initial_steps": 1, "t_final_steps": 1}, **sections)
+    freezer, watch = setup.step_hooks[0], FrozenWatch(setup)
+    seen = {}
+
+    def first_window(context: StepContext) -> None:
+        if context.step == 0:  # the window holds exactly this step's |grad|
+            seen.update({n: (m.window_sum.clone(), m.param.grad.abs()) for n, m in freezer.trainable.items()})
+
+    setup.step_hooks += [watch, first_window]
+    frame, batch = _batches(loaded)
+    if loop == "train_step":
+        optimizer, scheduler = make_optimizer(setup, cfg.train, 3)
+        state = StepState(setup, optimizer, scheduler, 3, max_grad_norm=cfg.train.max_grad_norm)
+        for _ in range(3):
+            train_step(state, [batch])
+    else:
+        build_trainer(cfg, setup, loaded.tokenizer, frame, tmp_path / "ckpt").train()
+    assert min(watch.grad_norms) > 100 * cfg.train.max_grad_norm  # not clipped when the hooks ran
+    assert seen and all(torch.equal(window, grad) for window, grad in seen.values())
 
 
 def test_frozen_matrices_stay_bit_identical_under_adamw_in_train_step(tmp_path):

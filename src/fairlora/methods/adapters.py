@@ -111,11 +111,17 @@ def attach(loaded: LoadedModel, config: PeftConfig, adapter_name: str) -> PeftMo
 
 
 def adapter_setup(model: PeftModel, adapter_name: str, **kwargs: Any) -> MethodSetup:
-    """The MethodSetup of one named adapter: save writes only it; the teacher disables adapters."""
+    """The MethodSetup of one named adapter: save writes only it; the teacher disables adapters.
+
+    `activate` switches to it and then runs `restore_trainable` (PEFT's set_adapter turns every tensor
+    of the adapter trainable); `MethodSetup.teacher_context` runs it on leaving the teacher.
+    """
+    restore = kwargs.get("restore_trainable", lambda: None)
 
     def activate() -> None:
         if model.active_adapter != adapter_name:
             model.set_adapter(adapter_name)
+            restore()
 
     def save(path: Path) -> None:
         save_adapter(model, adapter_name, path)

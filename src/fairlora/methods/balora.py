@@ -21,8 +21,8 @@ from fairlora.methods.registry import Method, get_method, register_method, regis
 from fairlora.models import LoadedModel
 from fairlora.regularizers.balora import TermSettings, balora_loss_terms
 from fairlora.regularizers.schedules import Schedule, constant, cosine_decay, two_phase
+from fairlora.regularizers.terms import LossTerm
 from fairlora.tasks import get_task
-from fairlora.training.losses import LossTerm
 
 METHOD = "ba-lora"
 NLU_WEIGHTS = (0.15, 0.03, 0.03)  # CR, DR, SVDR for classification (paper)

@@ -17,7 +17,7 @@ from transformers.trainer_pt_utils import get_parameter_names
 
 from fairlora.errors import ConfigError
 from fairlora.regularizers.teacher_cache import TeacherCache
-from fairlora.training.losses import LossTerm, TaskLoss
+from fairlora.regularizers.terms import LossTerm, TaskLoss
 
 HEAD_MODULES = ("classifier", "score", "pre_classifier")
 NO_DECAY_PATTERNS = [
@@ -67,7 +67,10 @@ class MethodSetup:
     `activate()` switches the shared base to it; `task_loss(outputs, inputs)`, when set, replaces
     the model's own loss. `teacher` is a context in which the model computes
     the ORIGINAL pre-trained model's outputs (None: the method cannot give them). `step_hooks` run
-    once per optimizer step after backward and clipping, before the optimizer step (AFLoRA's freezer).
+    once per optimizer step after backward, before clipping and the optimizer step (AFLoRA's freezer).
+    `restore_trainable()` puts the method's own trainable set back after PEFT switched or re-enabled
+    the adapter (which turns requires_grad on for ALL its tensors, AFLoRA's frozen matrices too): it
+    runs on leaving every teacher context and in `activate()`.
     """
 
     model: nn.Module
@@ -78,6 +81,7 @@ class MethodSetup:
     adapter_name: str | None = None
     teacher: Callable[[], AbstractContextManager[None]] | None = None
     activate: Callable[[], None] = lambda: None
+    restore_trainable: Callable[[], None] = lambda: None  # after PEFT turned the whole adapter on
     task_loss: TaskLoss | None = None  # replaces the model's own loss (train.class_weight)
     step_hooks: list[StepHook] = field(default_factory=list)  # run by train_step AND the HF Trainer
     facts: Callable[[], dict[str, Any]] | None = None  # post-training facts for results.json `train`
@@ -92,7 +96,7 @@ class MethodSetup:
                 "this method keeps no copy of the original model (full fine-tuning changes every "
                 "weight): loss terms that need the teacher work with adapter methods and `none`"
             )
-        return _frozen_eval(self.model, self.teacher)
+        return _frozen_eval(self.model, self.teacher, self.restore_trainable)
 
     def exchanged_parameters(self) -> dict[str, nn.Parameter]:
         """What clients exchange, keyed without the adapter name: the parameters trainable at the first
@@ -162,13 +166,16 @@ class MethodSetup:
 
 
 @contextlib.contextmanager
-def _frozen_eval(model: nn.Module, teacher: Callable[[], AbstractContextManager[None]]) -> Iterator[None]:
+def _frozen_eval(
+    model: nn.Module, teacher: Callable[[], AbstractContextManager[None]], restore: Callable[[], None]
+) -> Iterator[None]:
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), teacher():
             yield
     finally:
+        restore()  # leaving the teacher re-enabled the adapter: every tensor of it requires grad again
         model.train(was_training)
 
 

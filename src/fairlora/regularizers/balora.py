@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from fairlora.errors import DataError
 from fairlora.regularizers.schedules import Schedule
-from fairlora.training.losses import LossTerm, TermInputs, label_positions
+from fairlora.regularizers.terms import LossTerm, TermInputs, label_positions
 
 RANDOMIZED_SVD_ABOVE = 4096  # NLG SVDR: vocabularies wider than this use a randomized SVD
 RANDOMIZED_SVD_SEED = 0  # a fixed test matrix: the term is deterministic and draws nothing from torch's RNG

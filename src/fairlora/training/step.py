@@ -115,10 +115,10 @@ def train_step(state: StepState, micro_batches: list[dict[str, torch.Tensor]]) -
         (loss / len(micro_batches)).backward()
         for name, value in parts.items():
             sums[name] = sums.get(name, 0.0) + value.detach().float().item() / len(micro_batches)
+    run_step_hooks(setup, state.optimizer, state.step, state.total_steps)  # unclipped gradients
     params = [p for p in model.parameters() if p.requires_grad]
     if state.max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_(params, state.max_grad_norm)
-    run_step_hooks(setup, state.optimizer, state.step, state.total_steps)
     state.optimizer.step()
     state.scheduler.step()
     state.optimizer.zero_grad(set_to_none=True)
@@ -129,7 +129,7 @@ def train_step(state: StepState, micro_batches: list[dict[str, torch.Tensor]]) -
 def run_step_hooks(
     setup: MethodSetup, optimizer: Any, step: int, total_steps: int, epoch: float | None = None
 ) -> None:
-    """Run the method's step hooks (after backward and clipping, before the optimizer step)."""
+    """Run the method's step hooks (after backward, before clipping and the optimizer step)."""
     if setup.step_hooks:
         context = StepContext(setup.model, optimizer, step, total_steps, epoch)
         for hook in setup.step_hooks:

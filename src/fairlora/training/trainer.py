@@ -73,6 +73,17 @@ class FairloraTrainer(Trainer):
             self._record(parts)
         return (loss, outputs) if return_outputs else loss
 
+    def training_step(
+        self, model: nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        """HF's forward + backward; after the last micro-batch of a step, the method's step hooks run on
+        the complete gradients BEFORE HF clips them (AFLoRA scores the unclipped gradients)."""
+        loss = super().training_step(model, inputs, *args, **kwargs)
+        if self.accelerator.sync_gradients:
+            step, total = self.state.global_step, max(self.state.max_steps, 1)
+            run_step_hooks(self.setup, self.optimizer, step, total, self.state.epoch)
+        return loss
+
     def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
         """HF's save (checkpoints, final model); AFLoRA's 1-D d/b tensors are expected under lora_A/B."""
         with vectors_in_lora_modules():
@@ -118,19 +129,6 @@ class CountTrainable(TrainerCallback):
         """Record the count for this step."""
         if model is not None:
             self.counter.record(model)
-
-
-class StepHooks(TrainerCallback):
-    """Runs the method's step hooks before each optimizer step (after clipping), as `train_step` does."""
-
-    def __init__(self, setup: MethodSetup) -> None:
-        self.setup = setup
-
-    def on_pre_optimizer_step(
-        self, args: Any, state: Any, control: Any, optimizer: Any = None, **kw: Any
-    ) -> None:
-        """Hand the hooks the gradients of the step about to be applied."""
-        run_step_hooks(self.setup, optimizer, state.global_step, max(state.max_steps, 1), state.epoch)
 
 
 def on_cpu() -> bool:
@@ -223,8 +221,6 @@ def build_trainer(
     for callback in validation.callbacks() if validation else []:
         trainer.add_callback(callback)
     trainer.add_callback(CountTrainable(trainer.counter))
-    if setup.step_hooks:
-        trainer.add_callback(StepHooks(setup))
     return trainer
 
 

@@ -119,15 +119,10 @@ def apply_aflora(cfg: RunConfig, loaded: LoadedModel, adapter_name: str) -> Meth
     if square:
         freezer.freeze_square()
 
-    def activate() -> None:
-        if model.active_adapter != adapter_name:
-            model.set_adapter(adapter_name)
-            freezer.reapply()
-
     return adapter_setup(
         model,
         adapter_name,
-        activate=activate,
+        restore_trainable=freezer.reapply,  # after set_adapter and after the teacher (disable_adapter)
         save=lambda path: save_aflora(model, adapter_name, path),
         step_hooks=[freezer],
         callbacks=[FreezerCheckpoints(freezer)],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fairlora.errors import ConfigError
@@ -36,6 +38,12 @@ class AfloraSection(BaseModel):
     window: int = Field(10, ge=1, description="steps per sensitivity window and between freezing checks")
     beta1: float = Field(0.85, ge=0.0, lt=1.0, description="EMA factor of the sensitivity")
     beta2: float = Field(0.95, ge=0.0, lt=1.0, description="EMA factor of the uncertainty")
+    freeze_rule: Literal["reference", "ranked"] = Field(
+        "reference",
+        description="reference: freeze a matrix when its mean score is below the k-th smallest ELEMENT score "
+        "of all candidates, k = floor(M (1 - threshold)) (the reference code); ranked: freeze the matrices "
+        "whose mean score is below the k-th smallest of the N matrix means, k = floor(N (1 - threshold))",
+    )
     freeze_by_epoch: float | None = Field(
         None, gt=0.0, description="non-adaptive baseline: freeze every A/B at once after this many epochs"
     )

@@ -2,10 +2,13 @@
 
 Per still-trainable matrix: sensitivity I = |grad| averaged over a window of steps; at each window
 boundary Ibar <- b1 Ibar + (1 - b1) I_window, Ubar <- b2 Ubar + (1 - b2) |I_window - Ibar|; the
-matrix's score is mean(Ibar * Ubar). Every window the scores of the trainable matrices are pooled
-and those below the k-th smallest, k = floor(N (1 - threshold)) >= 1, freeze; the threshold follows
-`cubic_threshold`. Freezing turns requires_grad off, drops the gradient and removes the optimizer
-state, so AdamW (momentum, weight decay) never moves a frozen matrix again.
+element scores are Ibar * Ubar and the matrix's score is their mean. Every window, with the threshold
+of `cubic_threshold`, the `reference` rule pools the ELEMENT scores of all trainable matrices (M of
+them) and freezes each matrix whose mean is below the k-th smallest, k = floor(M (1 - threshold)) >= 1:
+nothing freezes early, then matrices freeze in bursts. The `ranked` rule ranks the N matrix means
+instead (k = floor(N (1 - threshold))), which freezes k - 1 matrices from the first check. The
+gradients are read before clipping. Freezing turns requires_grad off, drops the gradient and removes
+the optimizer state, so AdamW (momentum, weight decay) never moves a frozen matrix again.
 """
 
 from __future__ import annotations
@@ -61,15 +64,33 @@ class MatrixSensitivity:
         self.ubar = beta2 * self.ubar + (1 - beta2) * (current - self.ibar).abs()
         self.window_sum, self.window_count = None, 0
 
+    def element_scores(self) -> torch.Tensor:
+        """Ibar * Ubar per element; zeros before the first window closes."""
+        if self.ibar is None or self.ubar is None:
+            return torch.zeros(self.param.shape, device=self.param.device)
+        return self.ibar * self.ubar
+
     def score(self) -> float:
         """mean(Ibar * Ubar); 0 before the first window closes."""
-        if self.ibar is None or self.ubar is None:
-            return 0.0
-        return float((self.ibar * self.ubar).mean())
+        return float(self.element_scores().mean())
+
+
+def below_element_quantile(scores: dict[str, torch.Tensor], threshold: float) -> list[str]:
+    """The reference rule: names whose MEAN element score is below the k-th smallest of all pooled
+    element scores, k = floor(M (1 - threshold)) >= 1 over the M elements; all at threshold 0."""
+    if threshold <= 0.0:
+        return list(scores)
+    if not scores:
+        return []
+    pooled = torch.cat([values.detach().flatten().float() for values in scores.values()])
+    k = max(1, math.floor(pooled.numel() * (1.0 - threshold)))
+    cutoff = torch.kthvalue(pooled.cpu(), k).values
+    return [name for name, values in scores.items() if values.detach().float().mean().cpu() < cutoff]
 
 
 def matrices_to_freeze(scores: dict[str, float], threshold: float) -> list[str]:
-    """Names whose score is below the k-th smallest, k = floor(N (1 - threshold)) >= 1; all at threshold 0."""
+    """The ranked rule: names whose score is below the k-th smallest of the N scores,
+    k = floor(N (1 - threshold)) >= 1; all at threshold 0."""
     if threshold <= 0.0:
         return list(scores)
     if not scores:
@@ -136,8 +157,15 @@ class AfloraFreezer:
         t_i, t_f = freezing_window(self.section, context.total_steps)
         threshold = cubic_threshold(number, t_i, t_f, context.total_steps)
         if threshold <= 0.0 or (boundary and threshold < 1.0):
+            self.freeze(self._decide(threshold), context.step, context.optimizer)
+
+    def _decide(self, threshold: float) -> list[str]:
+        """The trainable matrices to freeze at `threshold`, by `aflora.freeze_rule`."""
+        if self.section.freeze_rule == "ranked":
             scores = {name: matrix.score() for name, matrix in self.trainable.items()}
-            self.freeze(matrices_to_freeze(scores, threshold), context.step, context.optimizer)
+            return matrices_to_freeze(scores, threshold)
+        elements = {name: matrix.element_scores() for name, matrix in self.trainable.items()}
+        return below_element_quantile(elements, threshold)
 
     def _epoch(self, context: StepContext) -> float:
         if context.epoch is not None:

@@ -93,14 +93,14 @@ def last_boxed(text: str) -> str | None:
 
 
 def answer_span(text: str) -> str:
-    """What math-verify parses: the last \\boxed{} (as LaTeX), else the text after its last answer marker."""
+    """What math-verify parses: the last \\boxed{} (as LaTeX), else the text from its last answer marker."""
     boxed = last_boxed(text)
     if boxed is not None:
         return f"$\\boxed{{{boxed}}}$"
     for marker in (_ANSWER_IS, re.compile(re.escape(_GOLD_MARK))):
         found = list(marker.finditer(text))
         if found:
-            return text[found[-1].end() :]
+            return text[found[-1].start() :]  # with the marker: math-verify anchors on "answer is"
     return text
 
 

@@ -1,4 +1,4 @@
-"""HumanEval: the data, the sandbox (canonical solutions pass, hostile completions fail and leave nothing), pass@k."""
+"""HumanEval: the data, the sandbox (canonical solutions pass, hostile code fails, nothing left), pass@k."""
 
 from __future__ import annotations
 
@@ -33,10 +33,10 @@ HOSTILE = {
     "loops": "    while True:\n        pass\n",
     "allocates": "    x = []\n    while True:\n        x.append(bytearray(1 << 24))\n",
     "reads_parent": "    open('../stdout').read()\n    return a + b\n",
-    "reads_home": "    import pathlib\n    open(pathlib.Path('~').expanduser().parent / 'x').read()\n    return a + b\n",
+    "reads_home": "    import os, pwd\n    open(pwd.getpwuid(os.getuid()).pw_dir + '/.profile').read()\n",
     "reads_etc": "    open('/etc/hostname').read()\n    return a + b\n",
     "lists_root": "    import os\n    os.listdir('/')\n    return a + b\n",
-    "symlink_escape": "    import os\n    os.symlink('/etc/hostname', 'h')\n    open('h').read()\n    return a + b\n",
+    "symlink_escape": "    import os\n    os.symlink('/etc/hostname', 'h')\n    open('h').read()\n",
     "os_system": "    import os\n    os.system('true')\n    return a + b\n",
     "subprocess": "    import subprocess\n    subprocess.run(['true'])\n    return a + b\n",
     "socket": "    import socket\n    socket.create_connection(('1.1.1.1', 80), 1)\n    return a + b\n",
@@ -131,7 +131,13 @@ def test_stop_sequences_cut_the_completion() -> None:
 
 def test_pass_at_k_columns_reach_the_utility_table() -> None:
     predictions = pd.DataFrame(
-        {"id": list("abcd"), "split": "test", "loss": 1.0, "pass_at_1": [1.0, 0.0, 0.5, 0.25], "g": [1, 1, 0, 0]}
+        {
+            "id": list("abcd"),
+            "split": "test",
+            "loss": 1.0,
+            "pass_at_1": [1.0, 0.0, 0.5, 0.25],
+            "g": [1, 1, 0, 0],
+        }
     ).astype({"g": bool})
     table = utility_table(predictions, ["g"], n_boot=50, min_group_size=1)
     assert table.overall["pass_at_1"].value == pytest.approx(0.4375)
@@ -151,7 +157,7 @@ def _code_file(tmp_path: Path, rows: int = 6) -> Path:
     pd.DataFrame(
         {
             "task_id": [f"t/{i}" for i in range(rows)],
-            "prompt": [f"def f{i}(a, b):\n    \"\"\"Add.\"\"\"\n" for i in range(rows)],
+            "prompt": [f'def f{i}(a, b):\n    """Add."""\n' for i in range(rows)],
             "canonical_solution": ["    return a + b\n"] * rows,
             "test": ["def check(candidate):\n    assert candidate(1, 2) == 3\n"] * rows,
             "entry_point": [f"f{i}" for i in range(rows)],

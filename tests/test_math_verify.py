@@ -37,7 +37,9 @@ TRICKY = [
 
 
 @pytest.mark.parametrize(("generated", "reference", "verified", "numbers"), TRICKY)
-def test_tricky_pairs_math_verify_and_numbers(generated: str, reference: str, verified: bool, numbers: bool) -> None:
+def test_tricky_pairs_math_verify_and_numbers(
+    generated: str, reference: str, verified: bool, numbers: bool
+) -> None:
     assert exact_match([generated], [reference], checker="math-verify").tolist() == [verified]
     assert exact_match([generated], [reference], checker="numbers").tolist() == [numbers]
     assert exact_match([generated], [reference]).tolist() == [verified]  # auto = math-verify when it parses
@@ -69,7 +71,9 @@ def _math_file(tmp_path: Path) -> Path:
     pd.DataFrame(
         {
             "problem": [f"What is {i} + {i}?" for i in range(8)],
-            "solution": [rf"We add: {i} + {i} = {2 * i}, so the answer is $\boxed{{{2 * i}}}$." for i in range(8)],
+            "solution": [
+                rf"We add: {i} + {i} = {2 * i}, so the answer is $\boxed{{{2 * i}}}$." for i in range(8)
+            ],
         }
     ).to_json(file, orient="records", lines=True)
     return file
@@ -78,9 +82,9 @@ def _math_file(tmp_path: Path) -> Path:
 def test_math_format_file_loads_with_the_boxed_answer(tmp_path: Path) -> None:
     frame = load_prepared(DataConfig(name="math", path=str(_math_file(tmp_path))), "causal_lm", 0).frame
     assert len(frame) == 8 and frame["prompt"].str.startswith("What is").all()
-    assert exact_match(["The answer is 6"], [frame.set_index("prompt").loc["What is 3 + 3?", "text"]]).tolist() == [
-        True
-    ]
+    assert exact_match(
+        ["The answer is 6"], [frame.set_index("prompt").loc["What is 3 + 3?", "text"]]
+    ).tolist() == [True]
     bad = tmp_path / "bad.jsonl"
     pd.DataFrame({"problem": ["1+1?"], "solution": ["2"]}).to_json(bad, orient="records", lines=True)
     with pytest.raises(DataError, match=r"boxed"):
@@ -102,4 +106,6 @@ def test_math_file_scores_exact_match_in_a_run(tmp_path: Path) -> None:
     result = train(config)
     predictions = pd.read_parquet(result.run_dir / "predictions.parquet")
     assert {"generated", "answer", "exact_match"} <= set(predictions.columns)
-    assert result.splits["test"].overall["exact_match"].value == pytest.approx(predictions["exact_match"].mean())
+    assert result.splits["test"].overall["exact_match"].value == pytest.approx(
+        predictions["exact_match"].mean()
+    )

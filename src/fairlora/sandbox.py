@@ -22,6 +22,7 @@ Python installation are allowed; without `unshare` the network is reachable by n
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import resource
@@ -65,7 +66,7 @@ class Outcome:
     stderr: str = ""
 
 
-_GUARD = '''
+_GUARD = """
 import os as _os, sys as _sys
 def _install_guard(root, readable):
     import os.path as osp
@@ -95,7 +96,7 @@ def _install_guard(root, readable):
 _install_guard(_os.path.realpath(_os.getcwd()), tuple(
     _os.path.realpath(p) for p in {_sys.prefix, _sys.base_prefix, _sys.exec_prefix, _sys.base_exec_prefix}))
 del _install_guard
-'''
+"""
 
 
 def build_program(code: str, test: str, entry_point: str, token: str) -> str:
@@ -203,10 +204,8 @@ def _limiter(limits: Limits):  # noqa: ANN202 - runs in the child between fork a
 
 def _kill_group(process: subprocess.Popen) -> None:
     """SIGKILL the sample's process group (it runs in its own session), then reap it."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     process.wait()
 
 

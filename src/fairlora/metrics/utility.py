@@ -61,6 +61,18 @@ def _proportions(point: dict[str, np.ndarray], binary: bool) -> frozenset[str]:
     return frozenset(m for m in point if m in ("accuracy", "exact_match") or m.startswith("recall_class_"))
 
 
+def generation_scores(predictions: pd.DataFrame) -> list[str]:
+    """Per-example scores of generated text in the predictions: exact_match, pass_at_<k> (k ascending)."""
+    passes = [c for c in predictions.columns if str(c).startswith("pass_at_") and str(c)[8:].isdigit()]
+    names = ["exact_match"] if "exact_match" in predictions.columns else []
+    return names + sorted(passes, key=lambda c: int(c[8:]))
+
+
+def _zero_one(predictions: pd.DataFrame, names: list[str]) -> frozenset[str]:
+    """The generation scores that are 0/1 per example (counts: Wilson intervals); pass@k of samples is not."""
+    return frozenset(n for n in names if np.isin(predictions[n].to_numpy(np.float64), (0.0, 1.0)).all())
+
+
 def _require(predictions: pd.DataFrame, columns: list[str]) -> None:
     missing = [c for c in columns if c not in predictions.columns]
     if missing:
@@ -253,17 +265,16 @@ def _loss_table(
     """Mean loss and perplexity (and exact match, when the predictions hold generated answers)."""
     loss = predictions["loss"].to_numpy(np.float64)
     values = [np.ones_like(loss), loss]
-    scored = "exact_match" in predictions.columns
-    if scored:
-        values.append(predictions["exact_match"].to_numpy(np.float64))
+    scored = generation_scores(predictions)
+    values += [predictions[name].to_numpy(np.float64) for name in scored]
     point_sums, boot_sums = stacked_sums(values, masks, n_boot, seed)
 
     def metrics(sums: np.ndarray) -> dict[str, np.ndarray]:
         mean = safe_ratio(sums[..., 1, :], sums[..., 0, :])
         with np.errstate(over="ignore"):
             out = {"loss": mean, "perplexity": np.exp(mean)}
-        if scored:
-            out["exact_match"] = safe_ratio(sums[..., 2, :], sums[..., 0, :])
+        for position, name in enumerate(scored, start=2):
+            out[name] = safe_ratio(sums[..., position, :], sums[..., 0, :])
         return out
 
     sizes = point_sums[0]
@@ -312,7 +323,10 @@ def utility_table(
     else:
         point, boot, support, binary = _classification_table(predictions, masks, n_boot, seed)
     sizes = masks.sum(axis=0)
-    estimates = column_estimates(point, boot, support, level, _proportions(point, binary))
+    proportions = _proportions(point, binary)
+    if causal:
+        proportions = _zero_one(predictions, generation_scores(predictions))
+    estimates = column_estimates(point, boot, support, level, proportions)
     table = assemble("utility", estimates, group_columns, sizes, min_group_size, boot)
     keep = kept_columns(sizes, min_group_size)
     n_used = used_rows(masks, keep)

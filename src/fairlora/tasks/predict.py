@@ -102,11 +102,11 @@ def generate_answers(
 
 
 def add_exact_match(table: pd.DataFrame, frame: pd.DataFrame, generated: list[str]) -> pd.DataFrame:
-    """Columns of a generation pass: the text, the extracted answer, exact_match (against the target)."""
-    from fairlora.metrics.math import exact_match, extract_answer
+    """Columns of a generation pass: the text, its answer as read, exact_match (math-verify, else numbers)."""
+    from fairlora.metrics.math import answer_text, exact_match
 
     table = table.copy()
     table["generated"] = generated
-    table["answer"] = [extract_answer(g) for g in generated]
+    table["answer"] = [answer_text(g) for g in generated]
     table["exact_match"] = exact_match(generated, frame["text"].astype(str).tolist())
     return table

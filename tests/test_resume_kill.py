@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import tiny_config
 from safetensors.torch import load_file
 
 import fairlora
+from conftest import tiny_config
 
 LOST_STEP = 5  # checkpoints at steps 2 and 4 of a 10-step epoch; step 5 is lost with the kill
 # The child runs the real CLI; a patch only holds it at one point so that the kill lands there every time:
@@ -96,7 +96,8 @@ def _kill(config: dict[str, Any], tmp_path: Path, where: str) -> None:
     deadline = time.monotonic() + 240
     while not marker.exists():
         if child.poll() is not None:
-            raise AssertionError(f"the run ended before the kill point {where}: {child.stderr.read().decode()[-2000:]}")
+            error = child.stderr.read().decode()[-2000:]
+            raise AssertionError(f"the run ended before the kill point {where}: {error}")
         if time.monotonic() > deadline:
             child.kill()
             raise AssertionError("the run did not reach the kill point in time")

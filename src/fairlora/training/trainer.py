@@ -13,11 +13,12 @@ import pandas as pd
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from fairlora.config import RunConfig, TrainConfig
 from fairlora.methods.adapters import vectors_in_lora_modules
 from fairlora.methods.base import MethodSetup
+from fairlora.storage import write_text_atomic
 from fairlora.tasks import get_task
 from fairlora.training.losses import compose_loss
 from fairlora.training.step import TrainableCounter, make_optimizer, run_step_hooks, stop_if_not_finite
@@ -125,6 +126,33 @@ class StepHooks(TrainerCallback):
         run_step_hooks(self.setup, optimizer, state.global_step, max(state.max_steps, 1), state.epoch)
 
 
+COMPLETE_MARKER = "fairlora_complete"  # written last into a checkpoint folder: everything else is there
+
+
+class MarkComplete(TrainerCallback):
+    """Added after every other callback: marks a checkpoint complete once all its files are written.
+
+    HF writes a checkpoint file by file and a method adds its own state in `on_save` (AFLoRA's freezer),
+    so a process killed while saving leaves a folder that looks like the newest checkpoint.
+    """
+
+    def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        """After the checkpoint and every method's state are on disk."""
+        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if state.is_world_process_zero and folder.is_dir():
+            write_text_atomic(folder / COMPLETE_MARKER, str(state.global_step))
+
+
+def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
+    """The newest checkpoint whose saving finished (a folder a kill interrupted is passed over; with none,
+    training starts again from step 0)."""
+    if not checkpoint_dir.is_dir():
+        return None
+    folders = checkpoint_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+    complete = [p for p in folders if p.name.split("-")[-1].isdigit() and (p / COMPLETE_MARKER).is_file()]
+    return str(max(complete, key=lambda p: int(p.name.split("-")[-1]))) if complete else None
+
+
 def on_cpu() -> bool:
     """True when no GPU-like accelerator is present (processes then talk over gloo)."""
     xpu = getattr(torch, "xpu", None)
@@ -211,12 +239,13 @@ def build_trainer(
     trainer.add_callback(CountTrainable(trainer.counter))
     if setup.step_hooks:
         trainer.add_callback(StepHooks(setup))
+    trainer.add_callback(MarkComplete())  # last: runs after the methods' own on_save
     return trainer
 
 
 def run_training(trainer: FairloraTrainer, checkpoint_dir: Path, resume: bool) -> dict[str, float]:
-    """Train (resuming from the last checkpoint when asked and one exists); return train metrics and facts."""
-    last = get_last_checkpoint(str(checkpoint_dir)) if resume and checkpoint_dir.is_dir() else None
+    """Train (resuming from the last complete checkpoint when asked and one exists); return metrics, facts."""
+    last = last_complete_checkpoint(checkpoint_dir) if resume else None
     with keep_freed_memory(trainer.train_config.keep_freed_memory):
         output = trainer.train(resume_from_checkpoint=last)
     if checkpoint_dir.is_dir() and not any(checkpoint_dir.iterdir()):

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import sys
-from collections.abc import Iterator
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -195,26 +192,24 @@ def training_arguments(cfg: RunConfig, output_dir: Path) -> TrainingArguments:
     )
 
 
-@contextlib.contextmanager
-def keep_freed_memory(enabled: bool) -> Iterator[None]:
-    """CPU/glibc, opt-in (train.keep_freed_memory): keep freed memory in the heap while training.
+FREED_MEMORY_ENV = "MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824"
 
-    Without it, every step page-faults its activation memory back (5k-21k faults per step, 1.5-4%
-    slower steps, measured with benchmarks/step_overhead.py). glibc's defaults are restored after.
+
+def warn_keep_freed_memory(enabled: bool) -> None:
+    """train.keep_freed_memory is deprecated: glibc's thresholds are the process's, set before it starts.
+
+    Setting them with mallopt() turns glibc's dynamic mmap threshold off for good (no call turns it back
+    on), so a library cannot scope the change to training; the environment variables do the same for
+    the whole process, visibly.
     """
-    libc = None
-    if enabled and on_cpu() and sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError):
-            libc = ctypes.CDLL("libc.so.6")
-    if libc is not None:
-        libc.mallopt(-3, 32 * 2**20)  # M_MMAP_THRESHOLD: the glibc maximum
-        libc.mallopt(-1, 2**30)  # M_TRIM_THRESHOLD
-    try:
-        yield
-    finally:
-        if libc is not None:
-            libc.mallopt(-3, 128 * 1024)  # glibc's defaults
-            libc.mallopt(-1, 128 * 1024)
+    if enabled:
+        warnings.warn(
+            f"train.keep_freed_memory is deprecated and does nothing; to keep freed memory in the heap "
+            f"(CPU, glibc) start the process with {FREED_MEMORY_ENV} (e.g. `{FREED_MEMORY_ENV} fairlora "
+            f"train ...`) and remove the key",
+            FutureWarning,
+            stacklevel=2,
+        )
 
 
 def build_trainer(
@@ -246,8 +241,8 @@ def build_trainer(
 def run_training(trainer: FairloraTrainer, checkpoint_dir: Path, resume: bool) -> dict[str, float]:
     """Train (resuming from the last complete checkpoint when asked and one exists); return metrics, facts."""
     last = last_complete_checkpoint(checkpoint_dir) if resume else None
-    with keep_freed_memory(trainer.train_config.keep_freed_memory):
-        output = trainer.train(resume_from_checkpoint=last)
+    warn_keep_freed_memory(trainer.train_config.keep_freed_memory)
+    output = trainer.train(resume_from_checkpoint=last)
     if checkpoint_dir.is_dir() and not any(checkpoint_dir.iterdir()):
         checkpoint_dir.rmdir()  # save_strategy=no leaves an empty folder behind
     metrics = {key: float(value) for key, value in output.metrics.items()}

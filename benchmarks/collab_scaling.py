@@ -271,9 +271,8 @@ def print_tables(console: Console, result: dict[str, Any]) -> None:
     if memory:
         ratio = memory["memory_ratio_8_vs_1"]
         console.print(f"peak memory ({memory['model']}): {memory['peak_mb']} MiB; 8 vs 1: {ratio}")
-        console.print(
-            f"above the loaded model: {memory['increment_mb']} MiB; 8 vs 1: {memory['increment_ratio_8_vs_1']}"
-        )
+        added = memory["increment_ratio_8_vs_1"]
+        console.print(f"above the loaded model: {memory['increment_mb']} MiB; 8 vs 1: {added}")
     flower = result.get("flower_sim")
     if flower:
         ours, theirs = flower["in_process"]["round_s"], flower["flower_simulation"]["round_s"]

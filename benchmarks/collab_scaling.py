@@ -123,16 +123,20 @@ def peak_memory_mb() -> float:
 
 def memory_child(args: argparse.Namespace) -> None:
     """In a subprocess: N clients, one step each, one aggregation; print the peak memory as JSON."""
-    session = session_for(args.memory_model, args.memory_child, args, "naive")
+    plan = make_plan(collab_config(args.memory_model, args.memory_child, args, "naive"))
+    loaded = load_shared_model(plan)
+    model_mb = peak_memory_mb()  # the process with the base model loaded: what every N shares
+    session = build_session(plan, loaded, encode_clients(plan, loaded.tokenizer))
     for client in session.clients:
         local_step(client, session.cfg.run, session.collate)
     aggregate(session, "naive", 0, 0)
-    print(json.dumps({"clients": args.memory_child, "peak_mb": peak_memory_mb()}))
+    peak = peak_memory_mb()
+    print(json.dumps({"clients": args.memory_child, "peak_mb": peak, "model_mb": model_mb}))
 
 
 def measure_memory(args: argparse.Namespace) -> dict[str, Any]:
     """Peak memory per client count, each in a fresh subprocess."""
-    rows = {}
+    rows, increments = {}, {}
     for clients in (int(c) for c in args.memory_clients.split(",")):
         command = [
             sys.executable,
@@ -147,11 +151,20 @@ def measure_memory(args: argparse.Namespace) -> dict[str, Any]:
             command += ["--threads", str(args.threads)]
         output = subprocess.run(command, capture_output=True, text=True, check=False)
         lines = [line for line in output.stdout.splitlines() if line.startswith("{")]
-        rows[clients] = json.loads(lines[-1])["peak_mb"] if lines else None
+        child = json.loads(lines[-1]) if lines else None
+        rows[clients] = child["peak_mb"] if child else None
+        increments[clients] = child["peak_mb"] - child["model_mb"] if child else None
         if not lines:
             print(output.stderr[-2000:], file=sys.stderr)
     ratio = rows[8] / rows[1] if rows.get(8) and rows.get(1) else None
-    return {"model": args.memory_model, "peak_mb": rows, "memory_ratio_8_vs_1": ratio}
+    added = increments[8] / increments[1] if increments.get(8) and increments.get(1) else None
+    return {
+        "model": args.memory_model,
+        "peak_mb": rows,
+        "memory_ratio_8_vs_1": ratio,  # whole process (the base model included)
+        "increment_mb": increments,  # above the process with the base model loaded
+        "increment_ratio_8_vs_1": added,
+    }
 
 
 def forward_seconds(session: Any) -> float:
@@ -258,6 +271,8 @@ def print_tables(console: Console, result: dict[str, Any]) -> None:
     if memory:
         ratio = memory["memory_ratio_8_vs_1"]
         console.print(f"peak memory ({memory['model']}): {memory['peak_mb']} MiB; 8 vs 1: {ratio}")
+        added = memory["increment_ratio_8_vs_1"]
+        console.print(f"above the loaded model: {memory['increment_mb']} MiB; 8 vs 1: {added}")
     flower = result.get("flower_sim")
     if flower:
         ours, theirs = flower["in_process"]["round_s"], flower["flower_simulation"]["round_s"]

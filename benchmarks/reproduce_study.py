@@ -85,6 +85,8 @@ def main() -> None:
     parser.add_argument("--detail-seed", default="42")
     parser.add_argument("--out", default="benchmarks/results/reproduce_study.json")
     args, overrides = parser.parse_known_args()
+    if args.detail_seed not in args.seeds.split(","):
+        parser.error(f"--detail-seed {args.detail_seed} must be one of --seeds {args.seeds}")
     runs = run_sweeps(args, overrides)
     seeds = args.seeds.split(",")
     audits = {

@@ -410,8 +410,8 @@ def time_model(model_name: str, opts: argparse.Namespace) -> dict[str, Any]:
             f"fairlora {paths['fairlora'].trainable:,} / bare {paths['bare'].trainable:,}; "
             f"{blocks} blocks x {per_block} measured steps per path"
         )
-        for path in paths.values():  # one unmeasured warm-up step each
-            path.run_block(1)
+        for path in paths.values():  # unmeasured warm-up: allocator, caches and threads settle first
+            path.run_block(opts.warmup_steps)
         foreign = ForeignLoad()
         foreign.start()
         times: dict[str, list[float]] = {kind: [] for kind in PATHS}
@@ -449,6 +449,7 @@ def time_model(model_name: str, opts: argparse.Namespace) -> dict[str, Any]:
         block_order=order,
         blocks=blocks,
         block_steps=per_block,
+        warmup_steps=opts.warmup_steps,
         load_s=round(load_s, 2),
         other_cores=None if other_cores is None else round(other_cores, 3),
         same_trainable_params=trainable["fairlora"] == trainable["bare"],
@@ -622,6 +623,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--steps", type=int, default=24, help="measured steps per path and model (>= 10)")
     parser.add_argument("--block-steps", type=int, default=2, help="measured steps per block")
+    parser.add_argument(
+        "--warmup-steps", type=int, default=3, help="unmeasured steps per path before timing (>= 3)"
+    )
     parser.add_argument("--threads", type=int, default=default_threads(), help="torch threads")
     parser.add_argument("--mem-steps", type=int, default=3, help="steps the memory subprocesses run")
     parser.add_argument("--mem-timeout", type=int, default=900, help="seconds per memory subprocess")
@@ -629,6 +633,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help="JSON results file")
     parser.add_argument("--child", choices=PATHS, help=argparse.SUPPRESS)
     opts = parser.parse_args(argv)
+    if opts.warmup_steps < 3:
+        parser.error("--warmup-steps must be >= 3 (the first steps of a path run slow)")
     if (
         min(opts.batch, opts.seq, opts.steps, opts.block_steps, opts.threads, opts.mem_steps, opts.image_size)
         < 1

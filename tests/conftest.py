@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
 # Tests never reach a hub: unknown ids fail at once instead of retrying over the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+def in_ci() -> bool:
+    """True under CI (CI=true, as CI services and .ci/run set it)."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip a test whose prerequisite (browser, Flower binary, packaged data) is missing; under CI fail
+    it instead, so that CI cannot pass by skipping."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: a missing prerequisite fails the run)", pytrace=False)
+    pytest.skip(reason)
 
 
 def tiny_config(tmp_path: Path, **sections: Any) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import skip_or_fail
 from fairlora.auditing.likelihood import sequence_logprobs
 from fairlora.config import ModelConfig
 from fairlora.errors import AuditError, DataError
@@ -321,7 +322,7 @@ def _skip_without(dist: str, relative: str) -> None:
     try:
         bench.package_file(dist, relative)
     except DataError as exc:
-        pytest.skip(str(exc))
+        skip_or_fail(str(exc))
 
 
 def test_run_benchmarks_on_tiny_llama_with_the_real_data() -> None:

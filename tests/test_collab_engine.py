@@ -117,6 +117,17 @@ def test_killed_run_resumes_with_nothing_lost(
         _run(killed)
     with pytest.raises(RunDirError, match="--resume"):
         _run(killed)
+    from fairlora.collab.flower_app import serve_run
+
+    collab_file = tmp_path / "killed" / "collab.yaml"
+    written = collab_file.read_text()
+    lora = {"lora": {"r": 4, "alpha": 4, "dropout": 0.1}}
+    for changed in (lora, {"collab": killed["collab"] | {"trust_freq": 3}}):
+        with pytest.raises(ConfigError, match="--resume: the config differs from .*collab.yaml"):
+            _run(killed | changed, resume=True)
+        with pytest.raises(ConfigError, match="--resume: the config differs"):  # the ServerApp's own check
+            serve_run(None, build_collab_config(killed | changed), resume=True)
+    assert collab_file.read_text() == written  # refused before anything was written
     resumed = _run(killed, resume=True)
     assert _final_ppl(resumed) == pytest.approx(_final_ppl(whole), rel=1e-9)
     assert len(resumed[0]["rounds"]) == 3

@@ -25,12 +25,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import skip_or_fail
 from fairlora.collab.results import load_collab_results
 
 BIN = Path(sys.executable).parent
 ROOT = os.geteuid() == 0
 NOBODY = 65534
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3000)]  # above its subprocesses' own limits
 
 
 def _free(port: int) -> bool:
@@ -109,6 +110,9 @@ def _supernode(
 
 
 def test_supernodes_without_the_submitters_disk_match_in_process(tmp_path: Path) -> None:
+    for binary in ("flower-superlink", "flower-supernode"):
+        if not (BIN / binary).is_file():
+            skip_or_fail(f"{BIN / binary} not found: pip install 'flwr>=1.41,<1.43'")
     if not _free(8000):
         pytest.skip("port 8000 is taken (a SuperLink already runs here)")
     source = Path(__file__).resolve().parents[1] / "src"

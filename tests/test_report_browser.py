@@ -10,8 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
-
+from conftest import skip_or_fail
 from fairlora.report.html import write_report
 from test_report import make_audit
 from test_report_findings import CONSTANT, findings_audit
@@ -75,7 +74,7 @@ def _probe(browser: str, page: Path, profile: Path) -> dict[str, Any]:
 def test_report_loads_in_headless_chromium(tmp_path: Path) -> None:
     browser = _browser()
     if browser is None:
-        pytest.skip(f"no headless browser found (looked for {', '.join(BROWSERS)}); install chromium")
+        skip_or_fail(f"no headless browser found (looked for {', '.join(BROWSERS)}); install chromium")
     audit = make_audit()
     paths = write_report(audit, tmp_path / "report")
     page = paths["html"].with_name("probe.html")
@@ -101,7 +100,7 @@ def _screenshot(browser: str, report: Path, profile: Path, out: Path) -> None:
 def test_report_opens_with_the_findings_in_headless_chromium(tmp_path: Path) -> None:
     browser = _browser()
     if browser is None:
-        pytest.skip(f"no headless browser found (looked for {', '.join(BROWSERS)}); install chromium")
+        skip_or_fail(f"no headless browser found (looked for {', '.join(BROWSERS)}); install chromium")
     paths = write_report(findings_audit(), tmp_path / "report")
     page = paths["html"].with_name("probe.html")
     page.write_text(PROBE_PAGE)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import pytest
 import torch
@@ -24,7 +25,7 @@ from fairlora.regularizers.schedules import (
 from fairlora.tasks import get_task
 from fairlora.training import LossTerm, compose_loss
 from fairlora.training.step import StepState, make_optimizer, stop_if_not_finite, train_step
-from fairlora.training.trainer import keep_freed_memory
+from fairlora.training.trainer import warn_keep_freed_memory
 
 
 def test_schedules_are_pure_functions_of_the_step():
@@ -168,25 +169,18 @@ def test_a_nan_loss_on_one_rank_stops_every_rank():
     assert all("not finite at step 5 on at least one process" in outcome[r] for r in (0, 1)), outcome
 
 
-def test_keep_freed_memory_is_opt_in_and_scoped(monkeypatch):
+def test_keep_freed_memory_is_deprecated_and_leaves_glibc_alone(monkeypatch):
     import ctypes
 
-    calls = []
-
-    class FakeLibc:
-        def mallopt(self, option, value):
-            calls.append((option, value))
-
-    monkeypatch.setattr(ctypes, "CDLL", lambda name: FakeLibc())
+    loaded = []
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: loaded.append(name))  # mallopt would need libc
     assert build_config({}).train.keep_freed_memory is False
-    with keep_freed_memory(False):
-        pass
-    assert calls == []
-    with keep_freed_memory(True):
-        if not calls:
-            pytest.skip("not a Linux CPU machine")
-        assert calls == [(-3, 32 * 2**20), (-1, 2**30)]
-    assert calls[-2:] == [(-3, 128 * 1024), (-1, 128 * 1024)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_keep_freed_memory(False)
+    with pytest.warns(FutureWarning, match="MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=10"):
+        warn_keep_freed_memory(True)
+    assert loaded == []  # glibc's dynamic mmap threshold stays on: no mallopt call
 
 
 def test_make_optimizer_warms_up_and_uses_head_lr(tmp_path):

@@ -39,6 +39,11 @@ def check_run_dir(cfg: CollabConfig, overwrite: bool, resume: bool) -> None:
             f"{folder} already holds a collab run; pass --resume to continue it, --overwrite to replace it, "
             f"or choose another name (name=...)"
         )
+    check_same_config(cfg)
+
+
+def check_same_config(cfg: CollabConfig) -> None:
+    """--resume: ConfigError unless `cfg` is the config saved in the collab folder (when one is saved)."""
     saved = collab_file(cfg)
     if saved.is_file():
         previous = build_collab_config(yaml.safe_load(saved.read_text()) or {})

@@ -240,10 +240,12 @@ def serve_run(grid: Grid, cfg: CollabConfig, resume: bool) -> list[dict[str, Any
     """The whole run behind a ServerApp: the run folder (made here when nobody prepared it), every
     strategy (with `resume`, finished ones are kept and unfinished ones continue after their last saved
     round), collab.json and the report."""
-    from fairlora.collab.command import prepare_folder, run_facts
+    from fairlora.collab.command import check_same_config, prepare_folder, run_facts
     from fairlora.collab.report import write_collab_report
     from fairlora.collab.results import save_collab_results
 
+    if resume:
+        check_same_config(cfg)  # `flwr run ... resume=true` with other settings would mix two runs' states
     plan = make_plan(cfg)
     if not collab_file(cfg).is_file():
         prepare_folder(plan, overwrite=False)

@@ -79,6 +79,11 @@ def response_rows(labels: torch.Tensor) -> torch.Tensor:
     return mask.flatten().nonzero().squeeze(1)
 
 
+def _wide(tensor: torch.Tensor) -> torch.Tensor:
+    """At least fp32 (half-precision logits are upcast; float64 stays float64, e.g. under gradcheck)."""
+    return tensor if tensor.dtype == torch.float64 else tensor.float()
+
+
 def _flat(logits: torch.Tensor) -> torch.Tensor:
     return logits.reshape(-1, logits.shape[-1])  # a view of the model's contiguous logits: no copy
 
@@ -132,17 +137,17 @@ class _ResponseTerms(torch.autograd.Function):
         settings: TermSettings,
     ) -> torch.Tensor:
         m, t = len(rows), settings.temperature
-        values = torch.zeros(3, dtype=torch.float32, device=student.device)
+        values = torch.zeros(3, dtype=_wide(student[:0]).dtype, device=student.device)
         tops = []
         # SVDR needs the (M, V) response rows at once: gather them once, and the chunks are views of them
-        response = student[rows].float() if settings.svdr else None
+        response = _wide(student[rows]) if settings.svdr else None
         for start, chunk, t_chunk in zip(
             range(0, m, CHUNK_ROWS), rows.split(CHUNK_ROWS), teacher_rows.split(CHUNK_ROWS), strict=True
         ):
-            z = response[start : start + len(chunk)] if response is not None else student[chunk].float()
+            z = response[start : start + len(chunk)] if response is not None else _wide(student[chunk])
             if settings.cr:
                 log_s = F.log_softmax(z / t, dim=-1)
-                log_t = F.log_softmax(teacher[t_chunk].float() / t, dim=-1)
+                log_t = F.log_softmax(_wide(teacher[t_chunk]) / t, dim=-1)
                 values[0] += (log_t.exp() * (log_t - log_s)).sum()
             if settings.dr:
                 top = z.topk(min(settings.top_k, z.shape[-1]), dim=-1)
@@ -175,11 +180,11 @@ class _ResponseTerms(torch.autograd.Function):
         for start, chunk, t_chunk in zip(
             starts, rows.split(CHUNK_ROWS), teacher_rows.split(CHUNK_ROWS), strict=True
         ):
-            z = student[chunk].float()
+            z = _wide(student[chunk])
             # in-place updates below: every fresh M x V temporary costs page faults
             if g_cr:  # the student's softmax is the buffer itself: no zero fill, no extra pass
                 g = F.softmax(z / t, dim=-1).mul_(g_cr * t / m)
-                g.sub_(F.softmax(teacher[t_chunk].float() / t, dim=-1), alpha=g_cr * t / m)
+                g.sub_(F.softmax(_wide(teacher[t_chunk]) / t, dim=-1), alpha=g_cr * t / m)
             else:
                 g = torch.zeros_like(z)
             if g_dr:
@@ -258,7 +263,7 @@ def randomized_svd(
     matrix comes from a private, fixed-seed generator: deterministic, and torch's global RNG
     (dropout, shuffling) is untouched.
     """
-    matrix = matrix.float()
+    matrix = _wide(matrix)
     q = min(k + oversample, *matrix.shape)
     generator = torch.Generator(device=matrix.device).manual_seed(RANDOMIZED_SVD_SEED)
     omega = torch.randn(matrix.shape[1], q, generator=generator, device=matrix.device, dtype=matrix.dtype)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import sys
-from collections.abc import Iterator
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +10,12 @@ import pandas as pd
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from fairlora.config import RunConfig, TrainConfig
 from fairlora.methods.adapters import vectors_in_lora_modules
 from fairlora.methods.base import MethodSetup
+from fairlora.storage import write_text_atomic
 from fairlora.tasks import get_task
 from fairlora.training.losses import compose_loss
 from fairlora.training.step import TrainableCounter, make_optimizer, run_step_hooks, stop_if_not_finite
@@ -131,6 +129,33 @@ class CountTrainable(TrainerCallback):
             self.counter.record(model)
 
 
+COMPLETE_MARKER = "fairlora_complete"  # written last into a checkpoint folder: everything else is there
+
+
+class MarkComplete(TrainerCallback):
+    """Added after every other callback: marks a checkpoint complete once all its files are written.
+
+    HF writes a checkpoint file by file and a method adds its own state in `on_save` (AFLoRA's freezer),
+    so a process killed while saving leaves a folder that looks like the newest checkpoint.
+    """
+
+    def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        """After the checkpoint and every method's state are on disk."""
+        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if state.is_world_process_zero and folder.is_dir():
+            write_text_atomic(folder / COMPLETE_MARKER, str(state.global_step))
+
+
+def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
+    """The newest checkpoint whose saving finished (a folder a kill interrupted is passed over; with none,
+    training starts again from step 0)."""
+    if not checkpoint_dir.is_dir():
+        return None
+    folders = checkpoint_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+    complete = [p for p in folders if p.name.split("-")[-1].isdigit() and (p / COMPLETE_MARKER).is_file()]
+    return str(max(complete, key=lambda p: int(p.name.split("-")[-1]))) if complete else None
+
+
 def on_cpu() -> bool:
     """True when no GPU-like accelerator is present (processes then talk over gloo)."""
     xpu = getattr(torch, "xpu", None)
@@ -173,26 +198,24 @@ def training_arguments(cfg: RunConfig, output_dir: Path) -> TrainingArguments:
     )
 
 
-@contextlib.contextmanager
-def keep_freed_memory(enabled: bool) -> Iterator[None]:
-    """CPU/glibc, opt-in (train.keep_freed_memory): keep freed memory in the heap while training.
+FREED_MEMORY_ENV = "MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824"
 
-    Without it, every step page-faults its activation memory back (5k-21k faults per step, 1.5-4%
-    slower steps, measured with benchmarks/step_overhead.py). glibc's defaults are restored after.
+
+def warn_keep_freed_memory(enabled: bool) -> None:
+    """train.keep_freed_memory is deprecated: glibc's thresholds are the process's, set before it starts.
+
+    Setting them with mallopt() turns glibc's dynamic mmap threshold off for good (no call turns it back
+    on), so a library cannot scope the change to training; the environment variables do the same for
+    the whole process, visibly.
     """
-    libc = None
-    if enabled and on_cpu() and sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError):
-            libc = ctypes.CDLL("libc.so.6")
-    if libc is not None:
-        libc.mallopt(-3, 32 * 2**20)  # M_MMAP_THRESHOLD: the glibc maximum
-        libc.mallopt(-1, 2**30)  # M_TRIM_THRESHOLD
-    try:
-        yield
-    finally:
-        if libc is not None:
-            libc.mallopt(-3, 128 * 1024)  # glibc's defaults
-            libc.mallopt(-1, 128 * 1024)
+    if enabled:
+        warnings.warn(
+            f"train.keep_freed_memory is deprecated and does nothing; to keep freed memory in the heap "
+            f"(CPU, glibc) start the process with {FREED_MEMORY_ENV} (e.g. `{FREED_MEMORY_ENV} fairlora "
+            f"train ...`) and remove the key",
+            FutureWarning,
+            stacklevel=2,
+        )
 
 
 def build_trainer(
@@ -221,14 +244,15 @@ def build_trainer(
     for callback in validation.callbacks() if validation else []:
         trainer.add_callback(callback)
     trainer.add_callback(CountTrainable(trainer.counter))
+    trainer.add_callback(MarkComplete())  # last: runs after the methods' own on_save
     return trainer
 
 
 def run_training(trainer: FairloraTrainer, checkpoint_dir: Path, resume: bool) -> dict[str, float]:
-    """Train (resuming from the last checkpoint when asked and one exists); return train metrics and facts."""
-    last = get_last_checkpoint(str(checkpoint_dir)) if resume and checkpoint_dir.is_dir() else None
-    with keep_freed_memory(trainer.train_config.keep_freed_memory):
-        output = trainer.train(resume_from_checkpoint=last)
+    """Train (resuming from the last complete checkpoint when asked and one exists); return metrics, facts."""
+    last = last_complete_checkpoint(checkpoint_dir) if resume else None
+    warn_keep_freed_memory(trainer.train_config.keep_freed_memory)
+    output = trainer.train(resume_from_checkpoint=last)
     if checkpoint_dir.is_dir() and not any(checkpoint_dir.iterdir()):
         checkpoint_dir.rmdir()  # save_strategy=no leaves an empty folder behind
     metrics = {key: float(value) for key, value in output.metrics.items()}

@@ -10,6 +10,7 @@ resumes.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -102,7 +103,7 @@ def _train_shadows(
     from fairlora.ray_engine import Job, RayOptions, run_jobs
 
     jobs = [
-        Job(shadow.name, shadow_statistics, {"shadow": shadow, "data": shadow_data})
+        Job(shadow.name, shadow_statistics, {"shadow": shadow.model_dump(mode="json"), "data": shadow_data})
         for shadow, shadow_data in shadows
     ]
     options = RayOptions(audit.ray_address, audit.cpus_per_run, audit.gpus_per_run)
@@ -137,10 +138,11 @@ def _shadow_run(
     return shadow, TaskData(data.name, half, audit_rows, data.group_columns, data.label_names)
 
 
-def shadow_statistics(shadow: RunConfig, data: TaskData) -> np.ndarray:
+def shadow_statistics(shadow: RunConfig | dict[str, Any], data: TaskData) -> np.ndarray:
     """Train one shadow on its data (or reuse it) and score the audit rows (its test split)."""
     from fairlora.pipeline import train  # the audit reaches back only for shadows
 
+    shadow = shadow if isinstance(shadow, RunConfig) else build_config(shadow)  # a dict from a Ray task
     try:
         train(shadow, resume=True, data=data)
     except (ConfigError, RunDirError):  # a shadow of other settings: train it again

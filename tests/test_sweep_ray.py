@@ -1,0 +1,160 @@
+"""`fairlora sweep --engine ray` and `audit.engine: ray` on a local Ray cluster (ray.init(num_cpus=2)):
+the same run folders, results and summaries as the sequential engine; a SIGKILLed worker's cell is
+retried from its last checkpoint; a user error stops the sweep untried again; Ray is imported only
+when asked for."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import tiny_config
+from fairlora.errors import ConfigError, ModelError
+from fairlora.ray_engine import ATTEMPTS_DIR, probe_node
+from fairlora.sweeps import sweep
+
+GRID = ["method=lora,none", "seed=1,2"]
+SRC = Path(__file__).parents[1] / "src"
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One local 2-CPU Ray cluster for the module (its start costs seconds on 2 cores)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def _config(tmp_path: Path, folder: str, **train) -> Path:
+    config = tmp_path / f"{folder}.yaml"
+    cfg = tiny_config(tmp_path / folder, name="sw", eval={"splits": ["test", "train"]})
+    cfg["train"] |= train
+    config.write_text(yaml.safe_dump(cfg))
+    return config
+
+
+def _results(run_dir: Path) -> tuple[dict, pd.DataFrame]:
+    """results.json without its timings, and the predictions table."""
+    results = json.loads((run_dir / "results.json").read_text())
+    for key in [k for k in results["train"] if "runtime" in k or "per_second" in k]:
+        del results["train"][key]
+    return results, pd.read_parquet(run_dir / "predictions.parquet")
+
+
+def _assert_same_run(ours: Path, oracle: Path) -> None:
+    (results, predictions), (expected, expected_predictions) = _results(ours), _results(oracle)
+    assert results["splits"] == expected["splits"]
+    assert results["train"] == expected["train"]
+    pd.testing.assert_frame_equal(predictions, expected_predictions)
+
+
+def test_ray_engine_plumbing(tmp_path, ray_cluster):
+    """The storage probe passes on the local cluster and names what a node cannot see; bad overrides and
+    bad engine options fail before any task; a grid-wide user error from a worker is not retried."""
+    from fairlora.ray_engine import RayOptions, check_shared_storage
+
+    check_shared_storage(ray_cluster, tmp_path / "out")
+    assert not list((tmp_path / "out").iterdir())  # the probe files are gone
+    assert "does not exist there" in probe_node(str(tmp_path / "elsewhere"), "out", "t")
+    (tmp_path / "out" / ".probe-t").write_text("other")
+    assert "another token" in probe_node(str(tmp_path), "out", "t")
+    config = _config(tmp_path, "bad")
+    with pytest.raises(ConfigError, match="lora.r"):
+        sweep(config, ["lora.r=x,2"], progress=False, engine="ray")
+    assert not (tmp_path / "bad" / "runs").exists()  # refused before anything was written
+    with pytest.raises(ConfigError, match="--engine"):
+        sweep(config, ["seed=1"], engine="dask")
+    with pytest.raises(ModelError, match="no-such-model"):
+        sweep(config, ["model.name=no-such-model"], progress=False, engine="ray", ray_options=RayOptions())
+    attempts = list((tmp_path / "bad" / "runs" / "sw-sweep" / ATTEMPTS_DIR).glob("*.jsonl"))
+    assert len(attempts) == 1 and len(attempts[0].read_text().splitlines()) == 1  # not retried
+
+
+def test_no_engine_does_not_import_ray(tmp_path):
+    config = _config(tmp_path, "plain")
+    script = (
+        "import sys; from fairlora.cli import app; from typer.testing import CliRunner\n"
+        f"out = CliRunner().invoke(app, ['sweep', {str(config)!r}, '--grid', 'method=none'])\n"
+        "assert out.exit_code == 0, out.output\n"
+        "assert 'ray' not in sys.modules, 'ray was imported'\n"
+    )
+    env = os.environ | {"PYTHONPATH": str(SRC)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "plain" / "runs" / "sw-sweep" / "sweep.json").is_file()
+
+
+@pytest.mark.slow  # 4 tiny cells twice plus Ray workers importing torch: about a minute on 2 cores
+def test_ray_sweep_equals_the_sequential_sweep(tmp_path, ray_cluster):
+    sequential = sweep(_config(tmp_path, "seq"), GRID, progress=False)
+    on_ray = sweep(_config(tmp_path, "ray"), GRID, progress=False, engine="ray")
+    assert list(on_ray.cells["run"]) == list(sequential.cells["run"])
+    for name in sequential.cells["run"]:
+        _assert_same_run(on_ray.out_dir / name, sequential.out_dir / name)
+    pd.testing.assert_frame_equal(on_ray.summary, sequential.summary)
+    pd.testing.assert_frame_equal(on_ray.cells, sequential.cells)
+    assert (on_ray.out_dir / "sweep.md").read_text() == (sequential.out_dir / "sweep.md").read_text()
+    stamps = {p: p.stat().st_mtime_ns for p in on_ray.out_dir.glob("*/results.json")}
+    sweep(_config(tmp_path, "ray"), GRID, progress=False, engine="ray")  # finished cells: no task
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+@pytest.mark.slow  # a 40-step cell killed once and retried: about a minute on 2 cores
+def test_a_killed_worker_is_retried_from_its_checkpoint(tmp_path, ray_cluster):
+    import threading
+
+    train = {"max_steps": 40, "save_strategy": "steps", "save_steps": 4, "logging_steps": 4}
+    config = _config(tmp_path, "kill", **train)
+    out_dir = tmp_path / "kill" / "runs" / "sw-sweep"
+    victim = out_dir / "sw_seed-1"
+    killed: list[int] = []
+
+    def kill_after_first_checkpoint() -> None:
+        deadline = time.monotonic() + 240
+        attempts = out_dir / ATTEMPTS_DIR / "sw_seed-1.jsonl"
+        while time.monotonic() < deadline and not killed:
+            if attempts.is_file() and list((victim / "checkpoints").glob("checkpoint-*")):
+                pid = json.loads(attempts.read_text().splitlines()[0])["pid"]
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_after_first_checkpoint)
+    killer.start()
+    result = sweep(config, ["seed=1,2"], progress=False, engine="ray")
+    killer.join()
+    assert killed, "the cell finished before a checkpoint was seen"
+    lines = (out_dir / ATTEMPTS_DIR / "sw_seed-1.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and json.loads(lines[1])["pid"] != killed[0]  # retried in another process
+    assert len(result.cells) == 2 and result.cells["accuracy"].notna().all()
+    oracle = sweep(_config(tmp_path, "whole", **train), ["seed=1"], progress=False)
+    _assert_same_run(victim, oracle.out_dir / "sw_seed-1")
+
+
+@pytest.mark.slow  # 2 shadows twice: under a minute on 2 cores
+def test_lira_shadows_on_ray_equal_the_sequential_ones(tmp_path, ray_cluster):
+    import fairlora
+
+    cfg = tiny_config(tmp_path, eval={"splits": ["test", "train"]}, data={"identity": {"examples_per_group": 12}})
+    run = fairlora.train(cfg)
+    options = ["audit.sections=[lira]", "audit.lira.shadows=2", "audit.n_boot=0"]
+    sequential = fairlora.audit(run.run_dir, tmp_path / "seq", options, progress=False)
+    on_ray = fairlora.audit(run.run_dir, tmp_path / "ray", [*options, "audit.engine=ray"], progress=False)
+    lira = [a.runs[0].sections["membership/lira"].to_dict() for a in (sequential, on_ray)]
+    assert lira[0] == lira[1]
+    assert np.isfinite(lira[0]["overall"]["auc"]["value"])
+    for k in range(2):
+        shadow = Path("shadows") / "tiny" / f"shadow-{k}"
+        _assert_same_run(tmp_path / "ray" / shadow, tmp_path / "seq" / shadow)

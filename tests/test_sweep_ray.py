@@ -92,6 +92,21 @@ def test_ray_engine_plumbing(tmp_path, ray_cluster):
         sweep(config, ["seed=1"], engine="dask")
 
 
+def test_a_checkpoint_cut_short_by_a_kill_is_removed_before_resuming(tmp_path):
+    from fairlora.training.trainer import last_complete_checkpoint
+
+    for step, state in [(2, "{}"), (4, "{"), (6, None)]:  # 4: state cut mid-write; 6: not written yet
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "adapter_model.safetensors").write_bytes(b"")
+        if state is not None:
+            (folder / "trainer_state.json").write_text(state)
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2"]
+    (tmp_path / "checkpoint-2" / "trainer_state.json").unlink()
+    assert last_complete_checkpoint(tmp_path) is None
+
+
 def test_no_engine_does_not_import_ray(tmp_path):
     config = _config(tmp_path, "plain")
     script = (

@@ -171,6 +171,7 @@ def _collect(
 ) -> list[Any]:
     """Wait for every task, printing start/finish lines; cancel the rest on Ctrl-C or a failed task."""
     values: list[Any] = [None] * total
+    finished = 0
     pending = list(refs)
     columns = [TextColumn(f"{what}s"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     bar = Progress(*columns, console=watcher.console, disable=not progress)
@@ -185,12 +186,13 @@ def _collect(
                     output = _result(ray, ref, watcher.jobs[index].name)
                     values[index] = output["value"]
                     watcher.finished(index, output)
+                    finished += 1
                     bar.advance(bar_task)
     except BaseException:
         for ref in pending:
             ray.cancel(ref, force=True)
         watcher.console.print(
-            f"stopped: {sum(v is not None for v in values)} of {total} {what}s finished and kept, "
+            f"stopped: {finished} of {total} {what}s finished and kept, "
             f"{len(pending)} cancelled; run the same command to resume them"
         )
         raise

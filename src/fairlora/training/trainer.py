@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +15,7 @@ import pandas as pd
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import get_last_checkpoint
 
 from fairlora.config import RunConfig, TrainConfig
@@ -214,9 +217,21 @@ def build_trainer(
     return trainer
 
 
+def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
+    """The newest checkpoint whose trainer state (written last) reads back; a process killed while it
+    saved leaves a partial checkpoint, which is removed so that training resumes from the one before."""
+    while (last := get_last_checkpoint(str(checkpoint_dir))) is not None:
+        try:
+            json.loads((Path(last) / TRAINER_STATE_NAME).read_text())
+            return last
+        except (OSError, ValueError):
+            shutil.rmtree(last)
+    return None
+
+
 def run_training(trainer: FairloraTrainer, checkpoint_dir: Path, resume: bool) -> dict[str, float]:
     """Train (resuming from the last checkpoint when asked and one exists); return train metrics and facts."""
-    last = get_last_checkpoint(str(checkpoint_dir)) if resume and checkpoint_dir.is_dir() else None
+    last = last_complete_checkpoint(checkpoint_dir) if resume and checkpoint_dir.is_dir() else None
     with keep_freed_memory(trainer.train_config.keep_freed_memory):
         output = trainer.train(resume_from_checkpoint=last)
     if checkpoint_dir.is_dir() and not any(checkpoint_dir.iterdir()):

@@ -5,6 +5,7 @@ when asked for."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from rich.console import Console
 
 from conftest import tiny_config
 from fairlora.errors import ConfigError, ModelError
@@ -90,6 +92,33 @@ def test_ray_engine_plumbing(tmp_path, ray_cluster):
     assert not (tmp_path / "bad" / "runs").exists()  # refused before anything was written
     with pytest.raises(ConfigError, match="--engine"):
         sweep(config, ["seed=1"], engine="dask")
+
+
+class _CtrlCAtFirstFinish(Console):
+    """A console that raises KeyboardInterrupt when the first task's finish line is printed."""
+
+    def print(self, *objects, **kwargs):
+        super().print(*objects, **kwargs)
+        if str(objects[0]).startswith("finish"):
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_cancels_the_outstanding_tasks(tmp_path, ray_cluster):
+    from fairlora.ray_engine import Job, RayOptions, run_jobs
+
+    jobs = [Job("quick", time.sleep, args=(0.1,)), Job("slow", time.sleep, args=(120,))]
+    jobs.append(Job("queued", time.sleep, args=(120,)))
+    console = _CtrlCAtFirstFinish(file=io.StringIO(), width=200)
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_jobs(jobs, RayOptions(), tmp_path, console, progress=False, what="job")
+    assert time.monotonic() - start < 100  # the sleeping tasks did not run out
+    output = console.file.getvalue()
+    assert "finish quick" in output and "stopped: 1 of 3 jobs finished and kept, 2 cancelled" in output
+    deadline = time.monotonic() + 60
+    while ray_cluster.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ray_cluster.available_resources().get("CPU", 0) == 2  # the cancelled tasks hold no CPU
 
 
 def test_a_checkpoint_cut_short_by_a_kill_is_removed_before_resuming(tmp_path):

@@ -49,11 +49,12 @@ class RayOptions:
 
 @dataclass
 class Job:
-    """One task: a name for the progress lines and a picklable function with its keyword arguments."""
+    """One task: a name for the progress lines and a picklable function with its arguments."""
 
     name: str
     function: Callable[..., Any]
     kwargs: dict[str, Any] = field(default_factory=dict)
+    args: tuple[Any, ...] = ()
 
 
 def worker_name() -> str:
@@ -70,7 +71,7 @@ def _run_job(job: Job, cwd: str, attempts_file: str) -> dict[str, Any]:
     with contextlib.chdir(cwd):
         with open(attempts_file, "a") as log:
             log.write(json.dumps({"worker": worker, "pid": os.getpid(), "start": start}) + "\n")
-        value = job.function(**job.kwargs)
+        value = job.function(*job.args, **job.kwargs)
     return {"value": value, "worker": worker, "wall_s": time.time() - start}
 
 
@@ -185,8 +186,8 @@ def _collect(
                     index = refs[ref]
                     output = _result(ray, ref, watcher.jobs[index].name)
                     values[index] = output["value"]
-                    watcher.finished(index, output)
                     finished += 1
+                    watcher.finished(index, output)
                     bar.advance(bar_task)
     except BaseException:
         for ref in pending:

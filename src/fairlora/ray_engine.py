@@ -57,6 +57,15 @@ class Job:
     args: tuple[Any, ...] = ()
 
 
+@dataclass(frozen=True)
+class JobOutput:
+    """What a task returned, where it ran, and the seconds the job's function took there."""
+
+    value: Any
+    worker: str
+    wall_s: float
+
+
 def worker_name() -> str:
     """This process as `node-ip/pid`."""
     import ray
@@ -64,15 +73,15 @@ def worker_name() -> str:
     return f"{ray.util.get_node_ip_address()}/{os.getpid()}"
 
 
-def _run_job(job: Job, cwd: str, attempts_file: str) -> dict[str, Any]:
+def _run_job(job: Job, cwd: str, attempts_file: str) -> JobOutput:
     """The task body: record the attempt, run the job in the submitter's working directory."""
     worker = worker_name()
-    start = time.time()
     with contextlib.chdir(cwd):
         with open(attempts_file, "a") as log:
-            log.write(json.dumps({"worker": worker, "pid": os.getpid(), "start": start}) + "\n")
+            log.write(json.dumps({"worker": worker, "pid": os.getpid(), "start": time.time()}) + "\n")
+        start = time.perf_counter()
         value = job.function(*job.args, **job.kwargs)
-    return {"value": value, "worker": worker, "wall_s": time.time() - start}
+    return JobOutput(value, worker, time.perf_counter() - start)
 
 
 def probe_node(cwd: str, folder: str, token: str) -> str | None:
@@ -146,8 +155,8 @@ def run_jobs(
     console: Console | None = None,
     progress: bool = True,
     what: str = "run",
-) -> list[Any]:
-    """Run every job as a Ray task (as many at once as the cluster allows); their values, in job order."""
+) -> list[JobOutput]:
+    """Run every job as a Ray task (as many at once as the cluster allows); their outputs, in job order."""
     console = console or Console(stderr=True)
     with connected(options) as ray:
         check_shared_storage(ray, folder)
@@ -169,9 +178,9 @@ def run_jobs(
 
 def _collect(
     ray: Any, refs: dict[Any, int], watcher: _Watcher, total: int, progress: bool, what: str
-) -> list[Any]:
+) -> list[JobOutput]:
     """Wait for every task, printing start/finish lines; cancel the rest on Ctrl-C or a failed task."""
-    values: list[Any] = [None] * total
+    values: list[Any] = [None] * total  # JobOutput once finished
     finished = 0
     pending = list(refs)
     columns = [TextColumn(f"{what}s"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
@@ -184,8 +193,7 @@ def _collect(
                 watcher.poll()
                 for ref in done:
                     index = refs[ref]
-                    output = _result(ray, ref, watcher.jobs[index].name)
-                    values[index] = output["value"]
+                    values[index] = output = _result(ray, ref, watcher.jobs[index].name)
                     finished += 1
                     watcher.finished(index, output)
                     bar.advance(bar_task)
@@ -200,7 +208,7 @@ def _collect(
     return values
 
 
-def _result(ray: Any, ref: Any, name: str) -> dict[str, Any]:
+def _result(ray: Any, ref: Any, name: str) -> JobOutput:
     """A task's output, its user error as itself, or a TrainingError when its workers kept dying."""
     from ray.exceptions import RayTaskError, WorkerCrashedError
 
@@ -234,9 +242,7 @@ class _Watcher:
                 self.console.print(f"start  {job.name} on {record['worker']}{again}", highlight=False)
             self.seen[index] = max(self.seen[index], len(lines))
 
-    def finished(self, index: int, output: dict[str, Any]) -> None:
+    def finished(self, index: int, output: JobOutput) -> None:
         self.poll()
         name = self.jobs[index].name
-        self.console.print(
-            f"finish {name} on {output['worker']} in {output['wall_s']:.1f} s", highlight=False
-        )
+        self.console.print(f"finish {name} on {output.worker} in {output.wall_s:.1f} s", highlight=False)

@@ -6,7 +6,8 @@ import itertools
 import json
 import math
 import re
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from rich.console import Console
 from fairlora.config import load_config
 from fairlora.errors import ConfigError
 from fairlora.ray_engine import RayOptions
+from fairlora.runs import RESULTS_FILE
 from fairlora.storage import write_text_atomic
 
 SWEEP_FILE = "sweep.json"
@@ -57,6 +59,7 @@ class SweepResult:
     cells: pd.DataFrame  # one row per run: grid keys + metrics
     summary: pd.DataFrame  # one row per setting (grid keys but seed): metric_mean, metric_std, n_seeds
     out_dir: Path
+    wall_s: dict[str, float] = field(default_factory=dict)  # seconds of each cell trained by this call
 
 
 def cell_metrics(run_dir: Path) -> dict[str, float]:
@@ -107,10 +110,13 @@ def sweep(
         cell_overrides = [*(overrides or []), *(f"{k}={v}" for k, v in cell.items())]
         runs[name] = [*cell_overrides, f"name={name}", f"output_dir={out_dir}"]
     if engine == "ray":
-        train_on_ray(config, runs, out_dir, progress, ray_options or RayOptions())
+        wall_s = train_on_ray(config, runs, out_dir, progress, ray_options or RayOptions())
     else:
-        for cell_overrides in runs.values():
+        wall_s = {}
+        for name, cell_overrides in runs.items():
+            finished, start = (out_dir / name / RESULTS_FILE).is_file(), time.perf_counter()
             train(config, [*cell_overrides, *([] if progress else ["train.progress_bar=false"])], resume=True)
+            wall_s |= {} if finished else {name: time.perf_counter() - start}
     rows = [
         {**cell, "run": name, **cell_metrics(out_dir / name)}
         for cell, name in zip(grid_cells(grid), runs, strict=True)
@@ -119,13 +125,13 @@ def sweep(
     summary = summarise(cells, [k for k in grid if k != SEED_KEY])
     write_text_atomic(out_dir / SWEEP_FILE, json.dumps(_to_json(grid, cells, summary), indent=1) + "\n")
     write_text_atomic(out_dir / "sweep.md", summary_markdown(summary))
-    return SweepResult(cells, summary, out_dir)
+    return SweepResult(cells, summary, out_dir, wall_s)
 
 
 def train_on_ray(
     config: str | Path, runs: dict[str, list[str]], out_dir: Path, progress: bool, options: RayOptions
-) -> None:
-    """Every unfinished cell as a Ray task; every cell's config is validated here before any starts."""
+) -> dict[str, float]:
+    """Every unfinished cell as a Ray task (every cell's config is validated first); their wall seconds."""
     from fairlora.pipeline import finished_results
     from fairlora.ray_engine import Job, run_jobs
 
@@ -137,8 +143,8 @@ def train_on_ray(
             jobs.append(Job(name, train_cell, {"config": cfg.model_dump(mode="json")}))
         else:
             console.print(f"skip   {name} (finished)", highlight=False)
-    if jobs:
-        run_jobs(jobs, options, out_dir, console, progress, what="cell")
+    outputs = run_jobs(jobs, options, out_dir, console, progress, what="cell") if jobs else []
+    return {job.name: output.wall_s for job, output in zip(jobs, outputs, strict=True)}
 
 
 def train_cell(config: dict[str, Any]) -> None:

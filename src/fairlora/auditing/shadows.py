@@ -107,7 +107,8 @@ def _train_shadows(
         for shadow, shadow_data in shadows
     ]
     options = RayOptions(audit.ray_address, audit.cpus_per_run, audit.gpus_per_run)
-    return run_jobs(jobs, options, Path(out_dir) / "shadows" / cfg.name, progress=progress, what="shadow")
+    outputs = run_jobs(jobs, options, Path(out_dir) / "shadows" / cfg.name, progress=progress, what="shadow")
+    return [output.value for output in outputs]
 
 
 def _shadow_run(

@@ -223,3 +223,19 @@ def test_lira_shadows_on_ray_equal_the_sequential_ones(tmp_path, ray_cluster, on
     for k in range(2):
         shadow = Path("shadows") / "tiny" / f"shadow-{k}"
         _assert_same_run(tmp_path / "ray" / shadow, tmp_path / "seq" / shadow)
+
+
+@pytest.mark.slow  # Ray's start plus 2 tiny cells twice: about a minute on 2 cores
+def test_the_benchmark_runs_at_a_tiny_size(tmp_path):
+    out = tmp_path / "sweep_ray.json"
+    script = Path(__file__).parents[1] / "benchmarks" / "sweep_ray.py"
+    command = [sys.executable, str(script), "--cells", "2", "--steps", "2", "--out", str(out)]
+    env = os.environ | {"PYTHONPATH": str(SRC)}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures["parallelism"] == 2 and figures["ray_s"] > 0 and figures["speedup"] > 0
+    expected = (figures["ray_s"] - figures["cell_s_ray"] * 2 / 2) / 2
+    assert figures["overhead_per_cell_s"] == pytest.approx(expected)
+    assert figures["summary_max_abs_diff"] < 1e-6
+    assert "overhead_per_cell_s" in done.stdout

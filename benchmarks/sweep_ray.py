@@ -107,13 +107,13 @@ def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "cell_s_sequential": sum(sequential.wall_s.values()) / len(sequential.wall_s),
         "cell_s_ray": sum(ray_cells) / len(ray_cells),
         "overhead_per_cell_s": (ray_s - sum(ray_cells) / parallelism) / args.cells,
-        "summary_max_abs_diff": float((numeric(sequential.summary) - numeric(on_ray.summary)).abs().max(None)),
+        "summary_max_abs_diff": summary_diff(sequential.summary, on_ray.summary),
     }
 
 
-def numeric(frame: pd.DataFrame) -> pd.DataFrame:
-    """The number columns of a summary."""
-    return frame.select_dtypes("number")
+def summary_diff(first: pd.DataFrame, second: pd.DataFrame) -> float:
+    """The largest absolute difference between two summaries' number columns."""
+    return float((first.select_dtypes("number") - second.select_dtypes("number")).abs().max(None))
 
 
 def print_table(figures: dict[str, Any], console: Console) -> None:

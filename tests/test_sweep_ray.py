@@ -19,8 +19,10 @@ import pandas as pd
 import pytest
 import yaml
 from rich.console import Console
+from typer.testing import CliRunner
 
 from conftest import tiny_config
+from fairlora.cli import app
 from fairlora.errors import ConfigError, ModelError
 from fairlora.ray_engine import ATTEMPTS_DIR, probe_node
 from fairlora.sweeps import sweep
@@ -92,6 +94,8 @@ def test_ray_engine_plumbing(tmp_path, ray_cluster):
     assert not (tmp_path / "bad" / "runs").exists()  # refused before anything was written
     with pytest.raises(ConfigError, match="--engine"):
         sweep(config, ["seed=1"], engine="dask")
+    cli = CliRunner().invoke(app, ["sweep", str(config), "--grid", "seed=1", "--address", "auto"])
+    assert cli.exit_code == 2 and "need --engine ray" in cli.output
 
 
 class _CtrlCAtFirstFinish(Console):
@@ -163,16 +167,19 @@ def test_a_user_error_in_a_cell_stops_the_sweep_without_retries(tmp_path, ray_cl
 @pytest.mark.slow  # 4 tiny cells twice plus Ray workers importing torch: about a minute on 2 cores
 def test_ray_sweep_equals_the_sequential_sweep(tmp_path, ray_cluster, one_thread):
     sequential = sweep(_config(tmp_path, "seq"), GRID, progress=False)
-    on_ray = sweep(_config(tmp_path, "ray"), GRID, progress=False, engine="ray")
-    assert list(on_ray.cells["run"]) == list(sequential.cells["run"])
+    args = ["sweep", str(_config(tmp_path, "ray")), "--grid", GRID[0], "--grid", GRID[1], "--engine", "ray"]
+    cli = CliRunner().invoke(app, [*args, "--cpus-per-run", "1"])
+    assert cli.exit_code == 0, cli.output
+    assert "mean ± std" in cli.output
+    out_dir = tmp_path / "ray" / "runs" / "sw-sweep"
     for name in sequential.cells["run"]:
-        _assert_same_run(on_ray.out_dir / name, sequential.out_dir / name)
-    pd.testing.assert_frame_equal(on_ray.summary, sequential.summary)
-    pd.testing.assert_frame_equal(on_ray.cells, sequential.cells)
-    assert (on_ray.out_dir / "sweep.md").read_text() == (sequential.out_dir / "sweep.md").read_text()
-    stamps = {p: p.stat().st_mtime_ns for p in on_ray.out_dir.glob("*/results.json")}
-    sweep(_config(tmp_path, "ray"), GRID, progress=False, engine="ray")  # finished cells: no task
-    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+        _assert_same_run(out_dir / name, sequential.out_dir / name)
+    assert (out_dir / "sweep.json").read_text() == (sequential.out_dir / "sweep.json").read_text()
+    assert (out_dir / "sweep.md").read_text() == (sequential.out_dir / "sweep.md").read_text()
+    stamps = {p: p.stat().st_mtime_ns for p in out_dir.glob("*/results.json")}
+    again = sweep(_config(tmp_path, "ray"), GRID, progress=False, engine="ray")  # finished cells: no task
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps and again.wall_s == {}
+    pd.testing.assert_frame_equal(again.summary, sequential.summary)
 
 
 @pytest.mark.slow  # a 40-step cell killed once and retried: about a minute on 2 cores

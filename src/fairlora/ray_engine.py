@@ -139,7 +139,8 @@ def connected(options: RayOptions):  # type: ignore[no-untyped-def]
         yield ray
         return
     try:
-        ray.init(address=options.address, include_dashboard=False, configure_logging=False)
+        # the workers' own output (transformers' logs) stays in Ray's session logs on each node
+        ray.init(address=options.address, include_dashboard=False, configure_logging=False, log_to_driver=False)
     except (ConnectionError, ValueError) as error:
         raise ConfigError(f"--address {options.address}: cannot connect to a Ray cluster ({error})") from None
     try:

@@ -140,7 +140,8 @@ def connected(options: RayOptions):  # type: ignore[no-untyped-def]
         return
     try:
         # the workers' own output (transformers' logs) stays in Ray's session logs on each node
-        ray.init(address=options.address, include_dashboard=False, configure_logging=False, log_to_driver=False)
+        quiet = {"include_dashboard": False, "configure_logging": False, "log_to_driver": False}
+        ray.init(address=options.address, **quiet)
     except (ConnectionError, ValueError) as error:
         raise ConfigError(f"--address {options.address}: cannot connect to a Ray cluster ({error})") from None
     try:

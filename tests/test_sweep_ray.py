@@ -155,7 +155,6 @@ def test_no_engine_does_not_import_ray(tmp_path):
     assert (tmp_path / "plain" / "runs" / "sw-sweep" / "sweep.json").is_file()
 
 
-@pytest.mark.slow  # a Ray worker imports torch: 20-40 s on 2 cores
 def test_a_user_error_in_a_cell_stops_the_sweep_without_retries(tmp_path, ray_cluster):
     config = _config(tmp_path, "bad")
     with pytest.raises(ModelError, match="no-such-model"):
@@ -164,7 +163,6 @@ def test_a_user_error_in_a_cell_stops_the_sweep_without_retries(tmp_path, ray_cl
     assert len(attempts.read_text().splitlines()) == 1  # tried once, not retried
 
 
-@pytest.mark.slow  # 4 tiny cells twice plus Ray workers importing torch: about a minute on 2 cores
 def test_ray_sweep_equals_the_sequential_sweep(tmp_path, ray_cluster, one_thread):
     sequential = sweep(_config(tmp_path, "seq"), GRID, progress=False)
     args = ["sweep", str(_config(tmp_path, "ray")), "--grid", GRID[0], "--grid", GRID[1], "--engine", "ray"]
@@ -182,7 +180,7 @@ def test_ray_sweep_equals_the_sequential_sweep(tmp_path, ray_cluster, one_thread
     pd.testing.assert_frame_equal(again.summary, sequential.summary)
 
 
-@pytest.mark.slow  # a 40-step cell killed once and retried: about a minute on 2 cores
+@pytest.mark.slow  # a 40-step cell killed once and retried: 15-70 s on 2 cores
 def test_a_killed_worker_is_retried_from_its_checkpoint(tmp_path, ray_cluster, one_thread):
     import threading
 
@@ -214,7 +212,6 @@ def test_a_killed_worker_is_retried_from_its_checkpoint(tmp_path, ray_cluster, o
     _assert_same_run(victim, oracle.out_dir / "sw_seed-1")
 
 
-@pytest.mark.slow  # 2 shadows twice: under a minute on 2 cores
 def test_lira_shadows_on_ray_equal_the_sequential_ones(tmp_path, ray_cluster, one_thread):
     import fairlora
 

@@ -143,7 +143,10 @@ def connected(options: RayOptions):  # type: ignore[no-untyped-def]
         quiet = {"include_dashboard": False, "configure_logging": False, "log_to_driver": False}
         ray.init(address=options.address, **quiet)
     except (ConnectionError, ValueError) as error:
-        raise ConfigError(f"--address {options.address}: cannot connect to a Ray cluster ({error})") from None
+        raise ConfigError(
+            f"Ray address {options.address!r} (--address / audit.ray_address): cannot connect ({error}); "
+            f"start the cluster (`ray start --head`) or pass its address"
+        ) from None
     try:
         yield ray
     finally:

@@ -203,14 +203,23 @@ def _collect(
                     watcher.finished(index, output)
                     bar.advance(bar_task)
     except BaseException:
-        for ref in pending:
-            ray.cancel(ref, force=True)
+        _cancel(ray, pending)
         watcher.console.print(
             f"stopped: {finished} of {total} {what}s finished and kept, "
             f"{len(pending)} cancelled; run the same command to resume them"
         )
         raise
     return values
+
+
+def _cancel(ray: Any, refs: list[Any], rounds: int = 5) -> None:
+    """Cancel the tasks (killing their workers), again for any a cancel raced with its start."""
+    for _ in range(rounds):
+        for ref in refs:
+            ray.cancel(ref, force=True)
+        _, refs = ray.wait(refs, num_returns=len(refs), timeout=2.0)
+        if not refs:
+            return
 
 
 def _result(ray: Any, ref: Any, name: str) -> JobOutput:

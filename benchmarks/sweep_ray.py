@@ -113,7 +113,7 @@ def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 
 def summary_diff(first: pd.DataFrame, second: pd.DataFrame) -> float:
     """The largest absolute difference between two summaries' number columns."""
-    return float((first.select_dtypes("number") - second.select_dtypes("number")).abs().max(None))
+    return float((first.select_dtypes("number") - second.select_dtypes("number")).abs().max().max())
 
 
 def print_table(figures: dict[str, Any], console: Console) -> None:

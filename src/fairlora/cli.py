@@ -242,6 +242,13 @@ def report(
     console.print("written: " + ", ".join(str(p) for p in paths.values()))
 
 
+class SweepEngine(StrEnum):
+    """Where `fairlora sweep` trains its cells."""
+
+    sequential = "sequential"
+    ray = "ray"
+
+
 @app.command()
 def sweep(
     config: Annotated[Path, typer.Argument(help="YAML run config, the base of every cell")],
@@ -250,13 +257,25 @@ def sweep(
         typer.Option("--grid", "-g", help="key=v1,v2,... (repeat for more keys), e.g. lora.r=1,8,64"),
     ],
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides for every cell")] = None,
+    engine: Annotated[
+        SweepEngine, typer.Option(help="ray: each cell a Ray task on a cluster (pip install fairlora[ray])")
+    ] = SweepEngine.sequential,
+    address: Annotated[
+        str | None, typer.Option(help="--engine ray: auto, ray://HOST:PORT (default: RAY_ADDRESS or local)")
+    ] = None,
+    cpus_per_run: Annotated[float, typer.Option(min=0, help="--engine ray: CPUs each cell reserves")] = 1.0,
+    gpus_per_run: Annotated[float, typer.Option(min=0, help="--engine ray: GPUs each cell reserves")] = 0.0,
 ) -> None:
     """Train a grid of runs (finished cells are skipped) and tabulate mean +- std over seeds."""
+    from fairlora.ray_engine import RayOptions
     from fairlora.report.tables import sweep_table
     from fairlora.sweeps import sweep as run_sweep
 
     try:
-        result = run_sweep(config, grid, overrides or [])
+        if engine != SweepEngine.ray and (address is not None or cpus_per_run != 1.0 or gpus_per_run != 0.0):
+            raise ConfigError("--address, --cpus-per-run and --gpus-per-run need --engine ray")
+        options = RayOptions(address, cpus_per_run, gpus_per_run)
+        result = run_sweep(config, grid, overrides or [], engine=engine.value, ray_options=options)
     except FairloraError as error:
         raise _fail(error) from None
     console.print(sweep_table(result.summary))

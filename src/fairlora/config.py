@@ -228,6 +228,14 @@ class AuditConfig(_Section):
     seed: int = Field(0, description="seed of the bootstrap and of the LiRA audit-set draw")
     batch_size: int = Field(16, ge=1, description="generation / likelihood scoring batch size")
     lira: LiraConfig = Field(default_factory=LiraConfig)
+    engine: Literal["sequential", "ray"] = Field(
+        "sequential", description="where LiRA shadows train: ray = one Ray task each (fairlora[ray])"
+    )
+    ray_address: str | None = Field(
+        None, description="engine=ray: auto, ray://HOST:PORT (None = RAY_ADDRESS or a local cluster)"
+    )
+    cpus_per_run: float = Field(1.0, ge=0.0, description="engine=ray: CPUs each shadow reserves")
+    gpus_per_run: float = Field(0.0, ge=0.0, description="engine=ray: GPUs each shadow reserves")
     prompt_sets: list[Literal[PROMPT_SETS]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: ["occupations"], description="generation: winomt needs ../shared/data"
     )

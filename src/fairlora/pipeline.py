@@ -217,6 +217,11 @@ def _check_run_dir(cfg: RunConfig, overwrite: bool, resume: bool) -> RunResult |
     return load_results(run_dir) if (run_dir / RESULTS_FILE).exists() else None
 
 
+def finished_results(cfg: RunConfig) -> RunResult | None:
+    """The results of cfg's run when its folder holds it finished with the same config, else None."""
+    return _check_run_dir(cfg, overwrite=False, resume=True)
+
+
 def _init_run_dir(cfg: RunConfig, overwrite: bool) -> None:
     """Create (or with --overwrite, empty) the run folder and write the resolved config."""
     if overwrite and cfg.run_dir.exists():

@@ -6,19 +6,24 @@ import itertools
 import json
 import math
 import re
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from rich.console import Console
 
 from fairlora.config import load_config
 from fairlora.errors import ConfigError
+from fairlora.ray_engine import RayOptions
+from fairlora.runs import RESULTS_FILE
 from fairlora.storage import write_text_atomic
 
 SWEEP_FILE = "sweep.json"
 SEED_KEY = "seed"
+ENGINES = ("sequential", "ray")
 
 
 def parse_grid(items: list[str]) -> dict[str, list[str]]:
@@ -54,6 +59,7 @@ class SweepResult:
     cells: pd.DataFrame  # one row per run: grid keys + metrics
     summary: pd.DataFrame  # one row per setting (grid keys but seed): metric_mean, metric_std, n_seeds
     out_dir: Path
+    wall_s: dict[str, float] = field(default_factory=dict)  # seconds of each cell trained by this call
 
 
 def cell_metrics(run_dir: Path) -> dict[str, float]:
@@ -79,27 +85,73 @@ def cell_metrics(run_dir: Path) -> dict[str, float]:
 
 
 def sweep(
-    config: str | Path, grid_items: list[str], overrides: list[str] | None = None, progress: bool = True
+    config: str | Path,
+    grid_items: list[str],
+    overrides: list[str] | None = None,
+    progress: bool = True,
+    engine: str = "sequential",
+    ray_options: RayOptions | None = None,
 ) -> SweepResult:
-    """Train every grid cell (finished cells are reused, unfinished ones resume), then summarise."""
+    """Train every grid cell (finished cells are reused, unfinished ones resume), then summarise.
+
+    engine="ray": the cells run as Ray tasks (`ray_options`: address, cpus/gpus per run), see
+    `fairlora.ray_engine`; the run folders and the summary are the same as the sequential engine's.
+    """
     from fairlora.pipeline import train
 
+    if engine not in ENGINES:
+        raise ConfigError(f"--engine {engine!r}: use one of {', '.join(ENGINES)}")
     base = load_config(config, overrides)
     grid = parse_grid(grid_items)
     out_dir = Path(base.output_dir) / f"{base.name}-sweep"
-    rows = []
+    runs = {}
     for cell in grid_cells(grid):
         name = cell_name(base.name, cell)
         cell_overrides = [*(overrides or []), *(f"{k}={v}" for k, v in cell.items())]
-        cell_overrides += [f"name={name}", f"output_dir={out_dir}"]
-        cell_overrides += [] if progress else ["train.progress_bar=false"]
-        result = train(config, cell_overrides, resume=True)
-        rows.append({**cell, "run": name, **cell_metrics(result.run_dir or out_dir / name)})
+        runs[name] = [*cell_overrides, f"name={name}", f"output_dir={out_dir}"]
+    if engine == "ray":
+        wall_s = train_on_ray(config, runs, out_dir, progress, ray_options or RayOptions())
+    else:
+        wall_s = {}
+        for name, cell_overrides in runs.items():
+            finished, start = (out_dir / name / RESULTS_FILE).is_file(), time.perf_counter()
+            train(config, [*cell_overrides, *([] if progress else ["train.progress_bar=false"])], resume=True)
+            wall_s |= {} if finished else {name: time.perf_counter() - start}
+    rows = [
+        {**cell, "run": name, **cell_metrics(out_dir / name)}
+        for cell, name in zip(grid_cells(grid), runs, strict=True)
+    ]
     cells = pd.DataFrame(rows)
     summary = summarise(cells, [k for k in grid if k != SEED_KEY])
     write_text_atomic(out_dir / SWEEP_FILE, json.dumps(_to_json(grid, cells, summary), indent=1) + "\n")
     write_text_atomic(out_dir / "sweep.md", summary_markdown(summary))
-    return SweepResult(cells, summary, out_dir)
+    return SweepResult(cells, summary, out_dir, wall_s)
+
+
+def train_on_ray(
+    config: str | Path, runs: dict[str, list[str]], out_dir: Path, progress: bool, options: RayOptions
+) -> dict[str, float]:
+    """Every unfinished cell as a Ray task (every cell's config is validated first); their wall seconds."""
+    from fairlora.pipeline import finished_results
+    from fairlora.ray_engine import Job, run_jobs
+
+    console = Console(stderr=True)
+    jobs = []
+    for name, cell_overrides in runs.items():
+        cfg = load_config(config, [*cell_overrides, "train.progress_bar=false"])
+        if finished_results(cfg) is None:
+            jobs.append(Job(name, train_cell, {"config": cfg.model_dump(mode="json")}))
+        else:
+            console.print(f"skip   {name} (finished)", highlight=False)
+    outputs = run_jobs(jobs, options, out_dir, console, progress, what="cell") if jobs else []
+    return {job.name: output.wall_s for job, output in zip(jobs, outputs, strict=True)}
+
+
+def train_cell(config: dict[str, Any]) -> None:
+    """One cell on a worker: the public pipeline, resuming from the run's last checkpoint."""
+    from fairlora import train
+
+    train(config, resume=True)
 
 
 def summarise(cells: pd.DataFrame, keys: list[str]) -> pd.DataFrame:

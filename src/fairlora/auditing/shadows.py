@@ -10,6 +10,7 @@ resumes.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -54,12 +55,7 @@ def lira_table(
     data = load_task_data(cfg.data, cfg.task, cfg.seed)
     frame, pool = audit_set(data, cfg)
     target = _target_statistics(predictions, frame)
-    shadows = np.stack(
-        [
-            _shadow_statistics(cfg, k, pool, frame, data, out_dir, progress)
-            for k in range(cfg.audit.lira.shadows)
-        ]
-    )
+    shadows = np.stack(_train_shadows(cfg, pool, frame, data, Path(out_dir), progress))
     scores = lira_scores(target, shadows, global_variance=cfg.audit.lira.global_variance)
     table = attack_table(
         frame[MEMBER].to_numpy(),
@@ -94,7 +90,28 @@ def _target_statistics(predictions: pd.DataFrame, frame: pd.DataFrame) -> np.nda
     return _statistics(indexed.loc[keys].reset_index())
 
 
-def _shadow_statistics(
+def _train_shadows(
+    cfg: RunConfig, pool: pd.DataFrame, frame: pd.DataFrame, data: TaskData, out_dir: Path, progress: bool
+) -> list[np.ndarray]:
+    """The K shadows' statistics, trained one after another or as Ray tasks (audit.engine)."""
+    audit = cfg.audit
+    ray = audit.engine == "ray"
+    bars = progress and not ray  # Ray tasks print one line per shadow, not a bar per training
+    shadows = [_shadow_run(cfg, k, pool, frame, data, out_dir, bars) for k in range(audit.lira.shadows)]
+    if not ray:
+        return [shadow_statistics(shadow, shadow_data) for shadow, shadow_data in shadows]
+    from fairlora.ray_engine import Job, RayOptions, run_jobs
+
+    jobs = [
+        Job(shadow.name, shadow_statistics, {"shadow": shadow.model_dump(mode="json"), "data": shadow_data})
+        for shadow, shadow_data in shadows
+    ]
+    options = RayOptions(audit.ray_address, audit.cpus_per_run, audit.gpus_per_run)
+    outputs = run_jobs(jobs, options, Path(out_dir) / "shadows" / cfg.name, progress=progress, what="shadow")
+    return [output.value for output in outputs]
+
+
+def _shadow_run(
     cfg: RunConfig,
     k: int,
     pool: pd.DataFrame,
@@ -102,10 +119,8 @@ def _shadow_statistics(
     data: TaskData,
     out_dir: Path,
     progress: bool,
-) -> np.ndarray:
-    """Train shadow k on a random half of the pool (or reuse it) and score the audit rows."""
-    from fairlora.pipeline import train  # the audit reaches back only for shadows
-
+) -> tuple[RunConfig, TaskData]:
+    """Shadow k's config and data: trained like the run on a random half of the pool."""
     shadow_dir = Path(out_dir) / "shadows" / cfg.name
     # the audit's settings do not change a shadow: a new n_boot or min_group_size reuses it
     settings = cfg.model_dump(mode="json", exclude={"audit": True, "eval": {"min_group_size"}})
@@ -121,16 +136,23 @@ def _shadow_statistics(
     )
     half = pool.sample(frac=0.5, random_state=cfg.audit.seed * 1009 + k)
     audit_rows = frame.drop(columns=MEMBER)
-    shadow_data = TaskData(data.name, half, audit_rows, data.group_columns, data.label_names)
+    return shadow, TaskData(data.name, half, audit_rows, data.group_columns, data.label_names)
+
+
+def shadow_statistics(shadow: RunConfig | dict[str, Any], data: TaskData) -> np.ndarray:
+    """Train one shadow on its data (or reuse it) and score the audit rows (its test split)."""
+    from fairlora.pipeline import train  # the audit reaches back only for shadows
+
+    shadow = shadow if isinstance(shadow, RunConfig) else build_config(shadow)  # a dict from a Ray task
     try:
-        train(shadow, resume=True, data=shadow_data)
+        train(shadow, resume=True, data=data)
     except (ConfigError, RunDirError):  # a shadow of other settings: train it again
-        train(shadow, overwrite=True, data=shadow_data)
+        train(shadow, overwrite=True, data=data)
     predictions = pd.read_parquet(shadow.run_dir / PREDICTIONS_FILE)
     if (
-        len(predictions) != len(frame)
-        or (predictions["id"].astype(str).to_numpy() != frame["id"].astype(str)).any()
+        len(predictions) != len(data.test)
+        or (predictions["id"].astype(str).to_numpy() != data.test["id"].astype(str)).any()
     ):
-        train(shadow, overwrite=True, data=shadow_data)  # it was trained for another audit set
+        train(shadow, overwrite=True, data=data)  # it was trained for another audit set
         predictions = pd.read_parquet(shadow.run_dir / PREDICTIONS_FILE)
     return _statistics(predictions)

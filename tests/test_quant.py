@@ -39,18 +39,17 @@ def _llama_run(tmp_path: Path, name: str, **sections: object) -> dict:
 
 
 def test_first_bitsandbytes_import_runs_with_the_kernel_hub_offline(tmp_path):
-    """A fake `kernels` records whether the hub was offline when bitsandbytes asked it for its CPU kernel."""
+    """A stand-in get_kernel records whether the hub was offline when bitsandbytes asked it for its CPU kernel."""
     script = textwrap.dedent(
         """
-        import importlib.abc, sys, types
+        import importlib.abc, sys
+        import kernels
         from huggingface_hub import constants
         seen = []
-        kernels = types.ModuleType("kernels")
         def get_kernel(repo_id, version=None):
             seen.append((repo_id, constants.HF_HUB_OFFLINE))
             raise OSError("not in the local cache")
         kernels.get_kernel = get_kernel
-        sys.modules["kernels"] = kernels
         class ForceAvx512Bf16(importlib.abc.MetaPathFinder):  # take bitsandbytes' hub-kernel branch
             def find_spec(self, name, path=None, target=None):
                 if name == "bitsandbytes.backends.cpu.ops":

@@ -30,8 +30,8 @@ REFUSED_ON_QUANTIZED = {
     "initialize in fp32, then quantize the residual",
     "ba-lora": "BA-LoRA starts from PiSSA, which PEFT initializes on full-precision weights only; "
     "use method: lora with balora.enabled: true",
-    "aflora": "AFLoRA's shared frozen projections are built from the base's nn.Linear layers, "
-    "which quantized layers are not",
+    "aflora": "AFLoRA sizes its projections from the base layers' weight shapes, and a quantized layer "
+    "holds its weight packed (4-bit: two values per byte)",
 }
 REWRITING_INITS = ("pissa", "olora")
 

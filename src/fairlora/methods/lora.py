@@ -28,7 +28,7 @@ from fairlora.methods.adapters import (
     save_adapter,
     select_fraction,
 )
-from fairlora.methods.base import MethodSetup
+from fairlora.methods.base import HEAD_MODULES, MethodSetup
 from fairlora.methods.registry import Method, register_method
 from fairlora.models import LoadedModel
 from fairlora.quant import REWRITING_INITS
@@ -72,7 +72,9 @@ def lora_targets(cfg: RunConfig, module_names: list[str], model_type: str) -> li
     """Full names of the modules that get LoRA: the configured (or PEFT default) targets, fraction applied."""
     targets = cfg.lora.target_modules or default_targets(model_type, LORA_TARGETS, "lora")
     if targets == "all-linear":  # as PEFT: every linear layer but the output layer (and the task head)
-        targets = [n for n in module_names if n.split(".")[-1] not in OUTPUT_LAYERS]
+        targets = [
+            n for n in module_names if n.split(".")[-1] not in OUTPUT_LAYERS and n.split(".")[0] not in HEAD_MODULES
+        ]
     names = resolve_targets(module_names, targets, "lora", cfg.model.name)
     return select_fraction(names, cfg.lora.fraction, cfg.lora.fraction_from, cfg.seed)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_config
 from peft import PeftModel
 
 import fairlora
+from conftest import tiny_config
 from fairlora.config import build_config
 from fairlora.errors import ConfigError
 from fairlora.methods import describe_methods
@@ -35,7 +35,9 @@ def test_option_trains_and_reloads_in_plain_peft(tmp_path, option):
     result = fairlora.train(config)
     cfg = build_config(config)
     trained = load_trained_model(cfg, 2).model  # fairlora's own reload
-    plain = PeftModel.from_pretrained(load_model(cfg.model, "classification").model, str(result.run_dir / "adapter"))
+    plain = PeftModel.from_pretrained(
+        load_model(cfg.model, "classification").model, str(result.run_dir / "adapter")
+    )
     ids = torch.arange(5, 29).reshape(3, 8)
     trained.eval()
     plain.eval()
@@ -47,11 +49,19 @@ def test_option_trains_and_reloads_in_plain_peft(tmp_path, option):
 
 
 def test_options_reach_the_peft_config(tmp_path):
-    config = tiny_config(tmp_path, lora={"use_dora": True, "use_rslora": True, "bias": "all", "init": "gaussian"})
+    config = tiny_config(
+        tmp_path, lora={"use_dora": True, "use_rslora": True, "bias": "all", "init": "gaussian"}
+    )
     result = fairlora.train(config, ["train.max_steps=1"])
-    saved = PeftModel.from_pretrained(load_model(build_config(config).model, "classification").model,
-                                      str(result.run_dir / "adapter")).peft_config["default"]
-    assert (saved.use_dora, saved.use_rslora, saved.bias, saved.init_lora_weights) == (True, True, "all", "gaussian")
+    saved = PeftModel.from_pretrained(
+        load_model(build_config(config).model, "classification").model, str(result.run_dir / "adapter")
+    ).peft_config["default"]
+    assert (saved.use_dora, saved.use_rslora, saved.bias, saved.init_lora_weights) == (
+        True,
+        True,
+        "all",
+        "gaussian",
+    )
 
 
 def test_dora_is_listed_as_a_method():

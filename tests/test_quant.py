@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config
 from peft import PeftModel
 
 import fairlora
+from conftest import tiny_config
 from fairlora.config import ModelConfig, build_config
 from fairlora.errors import ConfigError
 from fairlora.models import load_model
@@ -39,7 +39,7 @@ def _llama_run(tmp_path: Path, name: str, **sections: object) -> dict:
 
 
 def test_first_bitsandbytes_import_runs_with_the_kernel_hub_offline(tmp_path):
-    """A stand-in get_kernel records whether the hub was offline when bitsandbytes asked it for its CPU kernel."""
+    """A stand-in get_kernel records whether the hub was offline when bitsandbytes asked for its kernel."""
     script = textwrap.dedent(
         """
         import importlib.abc, sys
@@ -67,7 +67,9 @@ def test_first_bitsandbytes_import_runs_with_the_kernel_hub_offline(tmp_path):
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300, check=True
     )
     # asked once, with the hub offline; online mode is back afterwards
-    assert out.stdout.strip().splitlines()[-1] == "[('kernels-community/quantization-bitsandbytes', True)] False"
+    assert (
+        out.stdout.strip().splitlines()[-1] == "[('kernels-community/quantization-bitsandbytes', True)] False"
+    )
 
 
 def test_kernel_hub_offline_fails_fast_without_a_connection(monkeypatch):
@@ -124,7 +126,9 @@ def test_vera_and_balora_terms_train_on_a_4bit_base(tmp_path, method):
         extra = {"method": "vera", "vera": {"target_modules": ["q_proj", "v_proj"]}}
     else:
         extra = {"balora": {"enabled": True}}
-    config = _llama_run(tmp_path, method.replace("+", "-"), task="causal_lm", model={"quantization": "4bit"}, **extra)
+    config = _llama_run(
+        tmp_path, method.replace("+", "-"), task="causal_lm", model={"quantization": "4bit"}, **extra
+    )
     result = fairlora.train(config)
     assert (result.run_dir / "adapter" / "adapter_config.json").is_file()
 
@@ -159,3 +163,22 @@ def test_bf16_training_trains_and_reloads(tmp_path):
     assert result.train["train_loss"] > 0 and len(before) > 0
     again = fairlora.evaluate(result.run_dir)
     assert again.splits["test"].overall["accuracy"].value == result.splits["test"].overall["accuracy"].value
+
+
+def test_group_by_length_uses_hf_length_grouped_sampler(tmp_path):
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from fairlora.collab.client import batch_indices
+    from fairlora.data import load_task_data
+    from fairlora.methods import apply_method
+    from fairlora.training.trainer import build_trainer
+
+    cfg = build_config(tiny_config(tmp_path, train={"group_by_length": True}))
+    data = load_task_data(cfg.data, cfg.task, cfg.seed)
+    loaded = load_model(cfg.model, cfg.task, 2)
+    trainer = build_trainer(cfg, apply_method(cfg, loaded), loaded.tokenizer, data.train, tmp_path / "ck")
+    assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler)
+    lengths = tuple([4, 40] * 50)  # train_step's batches (collaboration): the same sampler groups lengths
+    grouped = batch_indices(0, 0, 1, 5, 100, lengths)
+    assert len({lengths[i] for i in grouped}) == 1
+    assert sorted(batch_indices(0, 0, 0, 100, 100, lengths)) == list(range(100))

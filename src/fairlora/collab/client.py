@@ -154,7 +154,9 @@ def local_step(client: Client, run: RunConfig, collate: Any) -> dict[str, float]
     step = client.step_state.step
     micro = []
     lengths = (
-        tuple(len(row["input_ids"]) for row in client.data.train_examples) if run.train.group_by_length else None
+        tuple(len(row["input_ids"]) for row in client.data.train_examples)
+        if run.train.group_by_length
+        else None
     )
     for m in range(accum):
         rows = batch_indices(run.seed, client.index, step * accum + m, size, client.size, lengths)

@@ -61,7 +61,9 @@ class LoraSection(BaseModel):
         "base weights and are saved as plain LoRA on the original base",
     )
     use_dora: bool = Field(False, description="DoRA: weight-decomposed LoRA (a trained magnitude vector)")
-    use_rslora: bool = Field(False, description="rank-stabilized scaling alpha / sqrt(r) instead of alpha / r")
+    use_rslora: bool = Field(
+        False, description="rank-stabilized scaling alpha / sqrt(r) instead of alpha / r"
+    )
     bias: Literal["none", "all", "lora_only"] = Field("none", description="which biases train and are saved")
     modules_to_save: list[str] = Field(
         default_factory=list, description="further modules trained in full and saved (beyond the task head)"
@@ -73,7 +75,9 @@ def lora_targets(cfg: RunConfig, module_names: list[str], model_type: str) -> li
     targets = cfg.lora.target_modules or default_targets(model_type, LORA_TARGETS, "lora")
     if targets == "all-linear":  # as PEFT: every linear layer but the output layer (and the task head)
         targets = [
-            n for n in module_names if n.split(".")[-1] not in OUTPUT_LAYERS and n.split(".")[0] not in HEAD_MODULES
+            n
+            for n in module_names
+            if n.split(".")[-1] not in OUTPUT_LAYERS and n.split(".")[0] not in HEAD_MODULES
         ]
     names = resolve_targets(module_names, targets, "lora", cfg.model.name)
     return select_fraction(names, cfg.lora.fraction, cfg.lora.fraction_from, cfg.seed)

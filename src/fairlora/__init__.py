@@ -6,6 +6,9 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any
 
+from fairlora.quant import guard_bitsandbytes_import
+
+guard_bitsandbytes_import()  # bitsandbytes, imported by peft, must not wait on a kernel hub download
 __version__ = "0.1.0"
 __all__ = [
     "RunConfig",

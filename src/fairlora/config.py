@@ -34,6 +34,11 @@ class ModelConfig(_Section):
     gguf_file: str | None = Field(None, description="GGUF file inside `name` to dequantize and load")
     revision: str | None = None
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    quantization: Literal["none", "4bit", "8bit"] = Field(
+        "none",
+        description="QLoRA: load the base in 4-bit nf4 (double quantization, compute in model.dtype) "
+        "or 8-bit through bitsandbytes (pip install fairlora[quant])",
+    )
     max_length: int = Field(128, ge=8, description="tokens per example (longer texts are truncated)")
     trust_remote_code: bool = False
 
@@ -143,6 +148,12 @@ class TrainConfig(_Section):
     )
     report_to: list[str] = Field(default_factory=list, description="tensorboard, wandb, mlflow, ...")
     gradient_checkpointing: bool = False
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="mixed precision (autocast); fp16 adds loss scaling and needs a CUDA GPU"
+    )
+    group_by_length: bool = Field(
+        False, description="batches of similar lengths (HF's length-grouped sampler): less padding"
+    )
     progress_bar: bool = True
     keep_freed_memory: bool = Field(
         False, description="deprecated, does nothing: set MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_"

@@ -29,6 +29,7 @@ from transformers.pytorch_utils import Conv1D
 
 from fairlora.config import ModelConfig
 from fairlora.errors import ModelError
+from fairlora.quant import prepare_quantized, quantization_config
 from fairlora.tasks import Task, get_task
 from fairlora.tiny_models import TINY_MODELS, tiny_config, tiny_processor
 
@@ -121,6 +122,8 @@ def load_model(cfg: ModelConfig, task: Task | str, num_labels: int = 2) -> Loade
             torch.manual_seed(_TINY_SEED)
             model = auto_cls.from_config(config)
         model = model.to(dtype)
+        if cfg.quantization != "none":
+            model = _quantize_tiny(cfg, auto_cls, model)
         tokenizer = tiny_processor(cfg.name)
     else:
         location, kwargs = _source(cfg)  # smollm2: builds the cache on first use
@@ -132,16 +135,29 @@ def load_model(cfg: ModelConfig, task: Task | str, num_labels: int = 2) -> Loade
         processor = getattr(task, "processor_class", AutoTokenizer)
         what = "tokenizer" if processor is AutoTokenizer else "image processor"
         tokenizer = _guard(cfg, location, what, processor.from_pretrained, location, **kwargs)
+        if cfg.quantization != "none":
+            head["quantization_config"] = quantization_config(cfg)
         model = _guard(
             cfg, location, "model", auto_cls.from_pretrained, location, dtype=dtype, **head, **kwargs
         )
         if getattr(model, "hf_quantizer", None) is not None and kwargs.get("gguf_file"):
             model.hf_quantizer.remove_quantization_config(model)
+    if cfg.quantization != "none":
+        model = prepare_quantized(model)
     if is_decoder:
         _ensure_pad_token(cfg, model, tokenizer)
     elif getattr(tokenizer, "pad_token_id", None) is not None and model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return LoadedModel(model=model, tokenizer=tokenizer, name=cfg.name, is_decoder=is_decoder)
+
+
+def _quantize_tiny(cfg: ModelConfig, auto_cls: Any, model: PreTrainedModel) -> PreTrainedModel:
+    """A tiny random model loaded again through bitsandbytes (quantization happens in from_pretrained)."""
+    with tempfile.TemporaryDirectory(prefix="fairlora-tiny-") as folder:
+        model.save_pretrained(folder)
+        return auto_cls.from_pretrained(
+            folder, dtype=model.dtype, quantization_config=quantization_config(cfg)
+        )
 
 
 def _check_task(cfg: ModelConfig, config: PretrainedConfig, task: Task) -> bool:

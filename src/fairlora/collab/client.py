@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from fairlora.config import RunConfig
 from fairlora.methods import MethodSetup, apply_method
@@ -90,7 +92,9 @@ def new_step_state(setup: MethodSetup, run: RunConfig, total_steps: int) -> Step
     """A fresh AdamW + LR schedule for `setup` (never shared, never aggregated)."""
     setup.activate()
     optimizer, scheduler = make_optimizer(setup, run.train, total_steps)
-    return StepState(setup, optimizer, scheduler, total_steps, run.train.max_grad_norm)
+    return StepState(
+        setup, optimizer, scheduler, total_steps, run.train.max_grad_norm, precision=run.train.precision
+    )
 
 
 def make_client(
@@ -119,16 +123,28 @@ def reset_client(client: Client, run: RunConfig, total_steps: int, shared_init: 
     client.rng = rng_state(client_seed(run.seed, client.index, shared_init))
 
 
-def _order(seed: int, index: int, epoch: int, count: int) -> np.ndarray:
-    return np.random.default_rng([seed % 2**32, index, epoch]).permutation(count)
+@functools.lru_cache(maxsize=8)
+def _order(
+    seed: int, index: int, epoch: int, count: int, lengths: tuple[int, ...] | None = None, group: int = 1
+) -> np.ndarray:
+    rng = np.random.default_rng([seed % 2**32, index, epoch])
+    if lengths is None:
+        return rng.permutation(count)
+    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    return np.asarray(list(LengthGroupedSampler(group, lengths=list(lengths), generator=generator)))
 
 
-def batch_indices(seed: int, index: int, batch: int, batch_size: int, count: int) -> list[int]:
-    """Rows of global batch number `batch`: consecutive slices of a seeded permutation per epoch."""
+def batch_indices(
+    seed: int, index: int, batch: int, batch_size: int, count: int, lengths: tuple[int, ...] | None = None
+) -> list[int]:
+    """Rows of global batch number `batch`: consecutive slices of a seeded permutation per epoch.
+
+    With `lengths` (train.group_by_length) the permutation is HF's LengthGroupedSampler's, as in training.
+    """
     rows = []
     for position in range(batch * batch_size, (batch + 1) * batch_size):
         epoch, offset = divmod(position, count)
-        rows.append(int(_order(seed, index, epoch, count)[offset]))
+        rows.append(int(_order(seed, index, epoch, count, lengths, batch_size)[offset]))
     return rows
 
 
@@ -137,8 +153,13 @@ def local_step(client: Client, run: RunConfig, collate: Any) -> dict[str, float]
     accum, size = run.train.grad_accum, run.train.batch_size
     step = client.step_state.step
     micro = []
+    lengths = (
+        tuple(len(row["input_ids"]) for row in client.data.train_examples)
+        if run.train.group_by_length
+        else None
+    )
     for m in range(accum):
-        rows = batch_indices(run.seed, client.index, step * accum + m, size, client.size)
+        rows = batch_indices(run.seed, client.index, step * accum + m, size, client.size, lengths)
         micro.append(collate([client.data.train_examples[r] for r in rows]))
     torch.set_rng_state(client.rng)
     losses = train_step(client.step_state, micro)

@@ -23,6 +23,7 @@ from fairlora.methods.registry import (
     register_section,
 )
 from fairlora.models import LoadedModel
+from fairlora.quant import check_precision, check_quantization
 from fairlora.regularizers.teacher_cache import TeacherCache
 
 __all__ = [
@@ -47,10 +48,32 @@ def validate_method(
 
     `module_names` come from the meta device; `num_labels` (classification) checks balora.svd_k.
     """
+    check_lora_options(cfg)
+    check_quantization(cfg)
+    check_precision(cfg)
     check = get_method(cfg.method).check
     if check is not None:
         check(cfg, module_names, model_type)
     check_balora(cfg, num_labels)
+
+
+LORA_OPTIONS = ("use_dora", "use_rslora", "bias", "modules_to_save", "init")
+
+
+def check_lora_options(cfg: RunConfig) -> None:
+    """PEFT LoRA options (lora.use_dora, ...) are set only for methods that read the lora: section."""
+    section = get_method(cfg.method).section
+    lora = getattr(cfg, "lora", None)
+    if lora is None or (section is not None and section[0] == "lora"):
+        return
+    defaults = type(lora)()
+    changed = [key for key in LORA_OPTIONS if getattr(lora, key) != getattr(defaults, key)]
+    if changed:
+        readers = [name for name in method_names() if (get_method(name).section or ("",))[0] == "lora"]
+        raise ConfigError(
+            f"lora.{changed[0]}: method {cfg.method} does not read the lora: section (PEFT LoRA options "
+            f"apply to {', '.join(readers)}); remove lora.{changed[0]} or change the method"
+        )
 
 
 def apply_method(cfg: RunConfig, loaded: LoadedModel, adapter_name: str = DEFAULT_ADAPTER) -> MethodSetup:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
 
 from fairlora.config import RunConfig
+from fairlora.errors import ConfigError
 from fairlora.methods.adapters import (
     adapter_setup,
     attach,
@@ -26,10 +28,13 @@ from fairlora.methods.adapters import (
     save_adapter,
     select_fraction,
 )
-from fairlora.methods.base import MethodSetup
+from fairlora.methods.base import HEAD_MODULES, MethodSetup
 from fairlora.methods.registry import Method, register_method
 from fairlora.models import LoadedModel
+from fairlora.quant import REWRITING_INITS
 from fairlora.tasks import get_task
+
+OUTPUT_LAYERS = ("lm_head", "embed_out", "output")
 
 
 class LoraSection(BaseModel):
@@ -40,32 +45,61 @@ class LoraSection(BaseModel):
     r: int = Field(8, ge=1, description="rank; use method=none for the base model")
     alpha: float = Field(16.0, gt=0.0)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    target_modules: list[str] | None = Field(
-        None, description="module name suffixes; None = PEFT's default for the model type (attention q/v)"
+    target_modules: list[str] | Literal["all-linear"] | None = Field(
+        None,
+        description="module name suffixes, or all-linear (every linear layer but the output and the head); "
+        "None = PEFT's default for the model type (attention q/v)",
     )
     fraction: float = Field(1.0, gt=0.0, le=1.0, description="share of target modules that get LoRA")
     fraction_from: Literal["front", "back", "random"] = "front"
     pissa_niter: int | None = Field(
         None, ge=1, description="pissa: randomized SVD iterations (pissa_niter_K); None = full SVD"
     )
+    init: Literal["default", "gaussian", "orthogonal", "olora", "pissa"] = Field(
+        "default",
+        description="PEFT's init_lora_weights (default = B zero, A Kaiming); olora / pissa start from the "
+        "base weights and are saved as plain LoRA on the original base",
+    )
+    use_dora: bool = Field(False, description="DoRA: weight-decomposed LoRA (a trained magnitude vector)")
+    use_rslora: bool = Field(
+        False, description="rank-stabilized scaling alpha / sqrt(r) instead of alpha / r"
+    )
+    bias: Literal["none", "all", "lora_only"] = Field("none", description="which biases train and are saved")
+    modules_to_save: list[str] = Field(
+        default_factory=list, description="further modules trained in full and saved (beyond the task head)"
+    )
 
 
 def lora_targets(cfg: RunConfig, module_names: list[str], model_type: str) -> list[str]:
     """Full names of the modules that get LoRA: the configured (or PEFT default) targets, fraction applied."""
     targets = cfg.lora.target_modules or default_targets(model_type, LORA_TARGETS, "lora")
+    if targets == "all-linear":  # as PEFT: every linear layer but the output layer (and the task head)
+        targets = [
+            n
+            for n in module_names
+            if n.split(".")[-1] not in OUTPUT_LAYERS and n.split(".")[0] not in HEAD_MODULES
+        ]
     names = resolve_targets(module_names, targets, "lora", cfg.model.name)
     return select_fraction(names, cfg.lora.fraction, cfg.lora.fraction_from, cfg.seed)
 
 
 def peft_config(cfg: RunConfig, target_names: list[str], init: bool | str = True) -> LoraConfig:
-    """The PEFT LoraConfig for this run."""
+    """The PEFT LoraConfig for this run (lora.use_dora / use_rslora / bias / modules_to_save included)."""
+    task_kwargs = peft_task_kwargs(get_task(cfg.task))
+    to_save = [*(task_kwargs.pop("modules_to_save", None) or []), *cfg.lora.modules_to_save]
+    if init is True and cfg.lora.init in ("gaussian", "orthogonal"):
+        init = cfg.lora.init
     return LoraConfig(
-        **peft_task_kwargs(get_task(cfg.task)),
+        **task_kwargs,
         r=cfg.lora.r,
         lora_alpha=cfg.lora.alpha,
         lora_dropout=cfg.lora.dropout,
         target_modules=target_names,
         init_lora_weights=init,
+        use_dora=cfg.lora.use_dora or cfg.method == "dora",
+        use_rslora=cfg.lora.use_rslora,
+        bias=cfg.lora.bias,
+        modules_to_save=to_save or None,
     )
 
 
@@ -74,7 +108,12 @@ def _targets_of(cfg: RunConfig, loaded: LoadedModel) -> list[str]:
 
 
 def apply_lora(cfg: RunConfig, loaded: LoadedModel, adapter_name: str) -> MethodSetup:
-    """Add a LoRA adapter named `adapter_name`; saving writes a standard PEFT adapter folder."""
+    """Add a LoRA adapter named `adapter_name`; saving writes a standard PEFT adapter folder.
+
+    lora.init olora / pissa start from the base weights: they go the PiSSA way (saved as plain LoRA).
+    """
+    if cfg.lora.init in REWRITING_INITS:
+        return apply_pissa(cfg, loaded, adapter_name)
     model = attach(loaded, peft_config(cfg, _targets_of(cfg, loaded)), adapter_name)
     return adapter_setup(model, adapter_name)
 
@@ -90,12 +129,13 @@ def apply_pissa(cfg: RunConfig, loaded: LoadedModel, adapter_name: str) -> Metho
     """
     niter = cfg.lora.pissa_niter
     targets = _targets_of(cfg, loaded)
+    start = "olora" if cfg.lora.init == "olora" else "pissa"
     if isinstance(loaded.model, PeftModel):
         initial = pissa_start(loaded.model, peft_config(cfg, targets))
         model = attach(loaded, peft_config(cfg, targets), adapter_name)
         set_peft_model_state_dict(model, initial, adapter_name=adapter_name)
     else:
-        init = f"pissa_niter_{niter}" if niter else "pissa"
+        init = f"pissa_niter_{niter}" if niter and start == "pissa" else start
         model = attach(loaded, peft_config(cfg, targets, init), adapter_name)
         initial = get_peft_model_state_dict(model, adapter_name=adapter_name)
     initial_name = f"{adapter_name}-init"
@@ -154,13 +194,34 @@ def pissa_to_lora(adapter_dir: Path, initial: dict[str, torch.Tensor]) -> None:
     save_file(state, str(weights_file), metadata={"format": "pt"})
     config_file = adapter_dir / "adapter_config.json"
     config = json.loads(config_file.read_text())
-    config |= {"r": 2 * config["r"], "lora_alpha": 2 * config["lora_alpha"], "init_lora_weights": True}
+    # r doubles: alpha / r keeps its value with alpha doubled, alpha / sqrt(r) (rsLoRA) with alpha * sqrt(2)
+    alpha = config["lora_alpha"] * (math.sqrt(2) if config.get("use_rslora") else 2)
+    config |= {"r": 2 * config["r"], "lora_alpha": alpha, "init_lora_weights": True}
     config_file.write_text(json.dumps(config, indent=2))
 
 
 def check_lora(cfg: RunConfig, module_names: list[str], model_type: str) -> None:
-    """The targets exist in the model (checked on the meta device, before anything is written)."""
+    """The targets exist in the model and the options fit together (meta device, nothing written)."""
     lora_targets(cfg, module_names, model_type)
+    pissa = cfg.method in ("pissa", "ba-lora")
+    if pissa and cfg.lora.init not in ("default", "pissa"):
+        raise ConfigError(f"lora.init: {cfg.lora.init} conflicts with method: {cfg.method}; remove lora.init")
+    rewrites = pissa or cfg.lora.init in REWRITING_INITS
+    if rewrites and (cfg.lora.use_dora or cfg.method == "dora"):
+        raise ConfigError(
+            "lora.use_dora: a DoRA magnitude cannot be carried over to the original base when the "
+            "init rewrites it (pissa / olora); use lora.init: default or use_dora: false"
+        )
+    if rewrites and (cfg.lora.bias != "none" or cfg.lora.modules_to_save):
+        raise ConfigError(
+            "lora.bias / lora.modules_to_save: pissa / olora adapters are saved as plain LoRA on the "
+            "original base, which keeps only the LoRA matrices; leave them at their defaults"
+        )
+
+
+def apply_dora(cfg: RunConfig, loaded: LoadedModel, adapter_name: str) -> MethodSetup:
+    """DoRA: LoRA with lora.use_dora on."""
+    return apply_lora(cfg, loaded, adapter_name)
 
 
 SECTION = ("lora", LoraSection)
@@ -169,6 +230,17 @@ register_method(
         name="lora",
         description="LoRA (PEFT): r, alpha, dropout, target modules, fractional rank",
         apply=apply_lora,
+        load=load_adapter,
+        weights_dir="adapter",
+        section=SECTION,
+        check=check_lora,
+    )
+)
+register_method(
+    Method(
+        name="dora",
+        description="DoRA (PEFT): LoRA with a trained weight magnitude (lora.use_dora: true)",
+        apply=apply_dora,
         load=load_adapter,
         weights_dir="adapter",
         section=SECTION,

@@ -55,9 +55,15 @@ def diversity_nlu(logits: torch.Tensor) -> torch.Tensor:
     return off_diagonal.pow(2).sum() / d
 
 
+def full_precision(tensor: torch.Tensor) -> torch.autocast:
+    """Autocast off on `tensor`'s device: the SVDs run in fp32 whatever train.precision is."""
+    return torch.autocast(device_type=tensor.device.type, enabled=False)
+
+
 def svd_nlu(logits: torch.Tensor, k: int) -> torch.Tensor:
-    """SVDR: -(sum of the top-k singular values) / (sum of all), gradients through the SVD."""
-    sigma = torch.linalg.svdvals(logits.float())
+    """SVDR: -(sum of the top-k singular values) / (sum of all), gradients through the SVD (in fp32)."""
+    with full_precision(logits):
+        sigma = torch.linalg.svdvals(logits.float())
     return -(sigma[:k].sum() / sigma.sum().clamp_min(EPS))
 
 
@@ -105,7 +111,7 @@ def top_singular(
     response: torch.Tensor, k: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(U_k, sigma_k, V_k, ||Z||_F) of the fp32 response rows Z (M, V) (randomized for wide V)."""
-    with torch.no_grad():
+    with torch.no_grad(), full_precision(response):
         if response.shape[-1] > RANDOMIZED_SVD_ABOVE:
             u, sigma, v = randomized_svd(response, k)
         else:

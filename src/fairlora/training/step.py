@@ -80,9 +80,15 @@ def stop_if_not_finite(loss: torch.Tensor, parts: dict[str, torch.Tensor], step:
     )
 
 
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 @dataclass
 class StepState:
-    """What one learner owns between steps: its setup, optimizer, LR schedule and progress."""
+    """What one learner owns between steps: its setup, optimizer, LR schedule and progress.
+
+    `precision` (train.precision) runs forward and loss under autocast; fp16 scales the loss.
+    """
 
     setup: MethodSetup
     optimizer: Any
@@ -91,6 +97,22 @@ class StepState:
     max_grad_norm: float = 1.0
     step: int = 0
     counter: TrainableCounter = field(default_factory=TrainableCounter)
+    precision: str = "fp32"
+    scaler: Any = None
+
+    def __post_init__(self) -> None:
+        if self.precision == "fp16" and self.scaler is None:
+            self.scaler = torch.amp.GradScaler(self.device_type)
+
+    @property
+    def device_type(self) -> str:
+        """Device type of the model's parameters ("cpu", "cuda", ...)."""
+        return next(self.setup.model.parameters()).device.type
+
+    def autocast(self) -> torch.autocast:
+        """Autocast to train.precision (disabled for fp32)."""
+        dtype = AUTOCAST_DTYPES.get(self.precision)
+        return torch.autocast(self.device_type, dtype=dtype, enabled=dtype is not None)
 
 
 def train_step(state: StepState, micro_batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
@@ -100,26 +122,35 @@ def train_step(state: StepState, micro_batches: list[dict[str, torch.Tensor]]) -
     model.train()
     state.counter.record(model)  # the parameters this step trains
     sums: dict[str, float] = {}
+    scaler = state.scaler
     for batch in micro_batches:
-        loss, parts, _ = compose_loss(
-            model,
-            batch,
-            setup.loss_terms,
-            state.step,
-            state.total_steps,
-            setup.teacher_context,
-            setup.task_loss,
-            setup.teacher_cache,
-        )
+        with state.autocast():
+            loss, parts, _ = compose_loss(
+                model,
+                batch,
+                setup.loss_terms,
+                state.step,
+                state.total_steps,
+                setup.teacher_context,
+                setup.task_loss,
+                setup.teacher_cache,
+            )
         stop_if_not_finite(loss, parts, state.step, "Lower train.lr or check the data")
-        (loss / len(micro_batches)).backward()
+        scaled = loss.float() / len(micro_batches)
+        (scaler.scale(scaled) if scaler is not None else scaled).backward()
         for name, value in parts.items():
             sums[name] = sums.get(name, 0.0) + value.detach().float().item() / len(micro_batches)
+    if scaler is not None:
+        scaler.unscale_(state.optimizer)  # clipping and the step hooks see true gradients
     run_step_hooks(setup, state.optimizer, state.step, state.total_steps)  # unclipped gradients
     params = [p for p in model.parameters() if p.requires_grad]
     if state.max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_(params, state.max_grad_norm)
-    state.optimizer.step()
+    if scaler is not None:
+        scaler.step(state.optimizer)  # skipped when the scaled gradients overflowed
+        scaler.update()
+    else:
+        state.optimizer.step()
     state.scheduler.step()
     state.optimizer.zero_grad(set_to_none=True)
     state.step += 1

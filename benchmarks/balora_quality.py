@@ -73,7 +73,7 @@ LM_VARIANTS: dict[str, dict[str, Any]] = {
 }
 CLAIM_VARIANTS = ["lora", "lora+balanced", "pissa", "ba-lora", *(f"ba-lora-no-{t}" for t in TERMS)]
 PRESETS: dict[str, dict[str, Any]] = {  # --claim NAME: these defaults (explicit flags still win)
-    "minority-recall": {"parts": "agnews", "seeds": 3, "steps": 1000, "agnews_examples": 20000},
+    "minority-recall": {"parts": "agnews", "seeds": 3, "steps": 1000, "agnews_examples": 0},
     "generation": {"parts": "asdiv,humaneval", "asdiv_seeds": 3, "asdiv_steps": 300, "asdiv_examples": 0},
 }
 PRESETS["minority-recall"]["variants"] = ",".join(CLAIM_VARIANTS)

@@ -1,19 +1,22 @@
-"""BA-LoRA quality: what the regularizers do to accuracy, minority-class recall and group gaps.
+"""BA-LoRA quality: what the regularizers do to accuracy, minority-class recall, group gaps and generation.
 
-Three settings, each variant trained and evaluated with fairlora's pipeline over several seeds
-(mean and a t-based 95% CI over seeds):
-  (a) agnews:   AG News on minilm-l6 with World down-sampled to 10% of train (data.class_ratio);
-                variants lora, lora + class-weighted loss (the practitioner's first fix), pissa,
-                ba-lora, and each regularizer alone on PiSSA (cr / dr / svdr);
-  (b) identity: the generated identity set with label bias injected into two groups, on minilm-l6;
-                the same variants;
-  (c) asdiv:    smollm2-135m instruction-tuned on ASDiv (Alpaca prompts): base vs lora vs pissa vs
-                ba-lora, exact match of the generated answers (small numbers expected at this scale).
-Figures: test accuracy, the minority class's recall (agnews: World; identity: the worse class),
-worst-group accuracy and the best-worst gap; asdiv: exact match and test loss.
+Four parts, each variant trained and evaluated with fairlora's pipeline over several seeds (mean and
+a t-based 95% CI over seeds; claims as paired differences over seeds):
+  (a) agnews:    AG News on minilm-l6 with World down-sampled to 10% of train (data.class_ratio);
+                 variants lora, lora + class-weighted loss, pissa, ba-lora, each regularizer alone on
+                 PiSSA (pissa+cr / dr / svdr) and BA-LoRA without each term (ba-lora-no-cr / dr / svdr);
+  (b) identity:  the generated identity set with label bias injected into two groups; the same variants;
+  (c) asdiv:     smollm2-135m instruction-tuned on ASDiv (Alpaca prompts): base / lora / pissa / ba-lora,
+                 exact match of the generated answers (small numbers expected at this scale);
+  (d) humaneval: the same instruction-tuned runs (and the base) evaluated on HumanEval with code
+                 execution, pass@1; skipped with a message where the installed fairlora has no
+                 `humaneval` dataset or no `eval.code_execution`.
+Every (part, variant, seed) is persisted to <out>.units.jsonl when it finishes; --resume skips the
+finished ones, --max-minutes stops before a unit that would not fit and writes a partial JSON.
 
-    .venv/bin/python benchmarks/balora_quality.py [--parts agnews,identity,asdiv] [--seeds 3]
-        [--steps 80] [--asdiv-steps 40] [--out benchmarks/results/balora_quality.json]
+    .venv/bin/python benchmarks/balora_quality.py [--claim minority-recall|generation]
+        [--parts agnews,identity,asdiv,humaneval] [--variants lora,ba-lora,...] [--seeds 3] [--steps 80]
+        [--resume] [--max-minutes M] [--output-dir runs/balora-quality] [--out JSON]
 
 Needs ../shared/data/ag_news (or $FAIRLORA_DATA_DIR) for (a); a part whose data is absent is skipped.
 """
@@ -21,57 +24,91 @@ Needs ../shared/data/ag_news (or $FAIRLORA_DATA_DIR) for (a); a part whose data 
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import statistics
 import sys
-import tempfile
 import time
 import warnings
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
 from rich.table import Table
-from scipy import stats
 
-from fairlora.errors import DataError
+import fairlora
+from fairlora.config import EvalConfig, build_config
+from fairlora.data.registry import list_datasets, load_task_data
+from fairlora.errors import ConfigError, DataError
 from fairlora.pipeline import train
+from resumable import (
+    Budget,
+    UnitStore,
+    claims_markdown,
+    estimate,
+    fmt_ci,
+    greater_verdict,
+    paired,
+    t_interval,
+    units_file,
+    write_json_atomic,
+)
 
 console = Console(width=None if sys.stdout.isatty() else 170)
-ONLY = {"cr": {"dr": False, "svdr": False}, "dr": {"cr": False, "svdr": False}}
-ONLY |= {"svdr": {"cr": False, "dr": False}}
+TERMS = ("cr", "dr", "svdr")
 NLU_VARIANTS: dict[str, dict[str, Any]] = {
     "lora": {"method": "lora"},
     "lora+balanced": {"method": "lora", "train": {"class_weight": "balanced"}},
     "pissa": {"method": "pissa"},
     "ba-lora": {"method": "ba-lora"},
-    **{f"pissa+{term}": {"method": "ba-lora", "balora": off} for term, off in ONLY.items()},
+    **{
+        f"pissa+{term}": {"method": "ba-lora", "balora": {t: False for t in TERMS if t != term}}
+        for term in TERMS
+    },
+    **{f"ba-lora-no-{term}": {"method": "ba-lora", "balora": {term: False}} for term in TERMS},
 }
-ASDIV_VARIANTS: dict[str, dict[str, Any]] = {
+LM_VARIANTS: dict[str, dict[str, Any]] = {
     "base": {"method": "none"},
     "lora": {"method": "lora"},
     "pissa": {"method": "pissa"},
     "ba-lora": {"method": "ba-lora"},
 }
+CLAIM_VARIANTS = ["lora", "lora+balanced", "pissa", "ba-lora", *(f"ba-lora-no-{t}" for t in TERMS)]
+PRESETS: dict[str, dict[str, Any]] = {  # --claim NAME: these defaults (explicit flags still win)
+    "minority-recall": {"parts": "agnews", "seeds": 3, "steps": 1000, "agnews_examples": 0},
+    "generation": {"parts": "asdiv,humaneval", "asdiv_seeds": 3, "asdiv_steps": 300, "asdiv_examples": 0},
+}
+PRESETS["minority-recall"]["variants"] = ",".join(CLAIM_VARIANTS)
+RECALL = "minority_recall"
+# (claim, variant a, variant b, metric): "a > b" on the paired difference a - b over seeds
+CLAIMS = [
+    ("BA-LoRA improves minority-class recall over LoRA", "ba-lora", "lora", RECALL),
+    ("BA-LoRA improves minority-class recall over class-weighted LoRA", "ba-lora", "lora+balanced", RECALL),
+    ("PiSSA improves minority-class recall over LoRA", "pissa", "lora", RECALL),
+    ("BA-LoRA improves minority-class recall over PiSSA", "ba-lora", "pissa", RECALL),
+    *(
+        (f"{t.upper()} adds minority-class recall to BA-LoRA", "ba-lora", f"ba-lora-no-{t}", RECALL)
+        for t in TERMS
+    ),
+]
+RULE = "confirmed: the paired 95% t-interval of a - b over seeds lies above 0; false: below 0; null: spans 0"
 
 
 def nlu_config(part: str, opts: argparse.Namespace) -> dict[str, Any]:
-    """The shared config of a classification part (minilm-l6, LoRA r 8 on query/value)."""
+    """The shared config of a classification part (LoRA r 8 on query/value)."""
     data: dict[str, Any]
     if part == "agnews":
-        data = {"name": "ag_news", "class_ratio": {"World": 0.1}, "max_examples": opts.agnews_examples}
+        data = {
+            "name": "ag_news",
+            "class_ratio": {"World": 0.1},
+            "max_examples": opts.agnews_examples or None,
+        }
     else:
         bias = {"bias_groups": ["religion_muslim", "race_black"], "bias_rate": 0.4}
-        identity = {"examples_per_group": opts.identity_examples, **bias}
-        data = {"name": "identity", "identity": identity}
+        data = {"name": "identity", "identity": {"examples_per_group": opts.identity_examples, **bias}}
     return {
         "model": {"name": opts.nlu_model, "max_length": opts.max_length},
         "data": data,
         "lora": {"r": 8, "alpha": 16},
-        "train": {"max_steps": opts.steps, "batch_size": 16, "lr": 2e-3, "warmup_ratio": 0.05},
+        "train": {"max_steps": opts.steps, "batch_size": opts.batch, "lr": 2e-3, "warmup_ratio": 0.05},
     }
 
 
@@ -80,8 +117,8 @@ def asdiv_config(opts: argparse.Namespace) -> dict[str, Any]:
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     return {
         "task": "causal_lm",
-        "model": {"name": opts.lm_model, "max_length": 256},
-        "data": {"name": "asdiv", "prompt_template": "alpaca", "max_examples": opts.asdiv_examples},
+        "model": {"name": opts.lm_model, "max_length": opts.lm_max_length},
+        "data": {"name": "asdiv", "prompt_template": "alpaca", "max_examples": opts.asdiv_examples or None},
         "lora": {"r": 8, "alpha": 8, "target_modules": targets, "pissa_niter": 4},
         "train": {"max_steps": opts.asdiv_steps, "batch_size": 4, "lr": 3e-4, "warmup_ratio": 0.05},
         "eval": {"exact_match": True, "max_new_tokens": opts.max_new_tokens, "batch_size": 16},
@@ -96,18 +133,46 @@ def merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_figures(config: dict[str, Any], part: str) -> dict[str, float | None]:
-    """Train + evaluate one run; return its test figures."""
-    result = train(config)
-    table = result.splits["test"]
+def unit_config(part: str, variant: str, seed: int, opts: argparse.Namespace) -> dict[str, Any]:
+    """The run config of one unit (humaneval: the instruction-tuned asdiv run it evaluates)."""
+    lm = part in ("asdiv", "humaneval")
+    base = asdiv_config(opts) if lm else nlu_config(part, opts)
+    extra = (LM_VARIANTS if lm else NLU_VARIANTS)[variant]
+    source = "asdiv" if lm else part
+    common = {
+        "name": f"{source}-{variant.replace('+', '_')}-s{seed}",
+        "seed": seed,
+        "output_dir": opts.output_dir,
+    }
+    config = merged(merged(base, extra), common)
+    checkpoints = {"save_strategy": "steps", "save_steps": opts.save_steps, "save_total_limit": 1}
+    config["train"] = {**config["train"], **checkpoints, "progress_bar": False}
+    config["eval"] = {**config.get("eval", {}), "splits": ["test"], "n_boot": 0, "min_group_size": 10}
+    return config
 
-    def value(where: dict, key: str) -> float | None:
-        estimate = where.get(key)
-        return None if estimate is None else estimate.value
 
+def value(where: dict, key: str) -> float | None:
+    """A metric's point estimate, or None when the table lacks it."""
+    estimate_ = where.get(key)
+    return None if estimate_ is None else estimate_.value
+
+
+def minority_facts(config: dict[str, Any], steps: int, batch: int) -> dict[str, float]:
+    """World's share of the train split and how many World examples training sees (steps x batch x share)."""
+    data = load_task_data(build_config(config).data, "classification", config["seed"])
+    share = float((data.train["label"] == data.label_names.index("World")).mean())
+    return {"minority_share": share, "minority_seen": steps * batch * share}
+
+
+def run_unit(part: str, variant: str, seed: int, opts: argparse.Namespace) -> dict[str, Any]:
+    """Train (or resume) and evaluate one unit; return its test figures."""
+    config = unit_config(part, variant, seed, opts)
+    if part == "humaneval":
+        return humaneval_figures(train(config, resume=True), opts)
+    table = train(config, overwrite=not opts.resume, resume=opts.resume).splits["test"]
     if part == "asdiv":
         return {"exact_match": value(table.overall, "exact_match"), "loss": value(table.overall, "loss")}
-    return {
+    figures = {
         "accuracy": value(table.overall, "accuracy"),
         "minority_recall": value(table.overall, "recall_class_0")
         if part == "agnews"
@@ -115,128 +180,212 @@ def run_figures(config: dict[str, Any], part: str) -> dict[str, float | None]:
         "worst_group_accuracy": value(table.summary, "worst_group_accuracy"),
         "gap": value(table.summary, "best_worst_gap"),
     }
+    return figures | (minority_facts(config, opts.steps, opts.batch) if part == "agnews" else {})
 
 
-def mean_ci(values: list[float]) -> dict[str, Any]:
-    """Mean with a t-based 95% CI over seeds."""
-    clean = [v for v in values if v is not None and math.isfinite(v)]
-    if not clean:
-        return {"mean": None, "ci": None, "values": values}
-    mean = statistics.fmean(clean)
-    if len(clean) < 2:
-        return {"mean": mean, "ci": None, "values": values}
-    half = stats.t.ppf(0.975, len(clean) - 1) * statistics.stdev(clean) / math.sqrt(len(clean))
-    return {"mean": mean, "ci": [mean - half, mean + half], "values": values}
+def humaneval_support() -> str | None:
+    """Why the installed fairlora cannot run the humaneval part (None when it can)."""
+    if "code_execution" not in EvalConfig.model_fields:
+        return "the installed fairlora has no eval.code_execution (HumanEval needs sandboxed code execution)"
+    if "humaneval" not in {info.name for info in list_datasets()}:
+        return "the installed fairlora has no registered `humaneval` dataset"
+    return None
 
 
-def run_part(part: str, opts: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """Every variant of one part over the seeds (variants interleaved within a seed)."""
-    base = asdiv_config(opts) if part == "asdiv" else nlu_config(part, opts)
-    variants = ASDIV_VARIANTS if part == "asdiv" else NLU_VARIANTS
+def humaneval_figures(run: Any, opts: argparse.Namespace) -> dict[str, Any]:
+    """pass@1 of a finished instruction-tuned run on HumanEval (an evaluation set of the run)."""
+    data = {"name": "humaneval", "max_examples": opts.humaneval_problems or None}
+    overrides = ["eval.code_execution=true", f"eval.max_new_tokens={opts.humaneval_tokens}", "eval.n_boot=0"]
+    result = fairlora.evaluate(run.run_dir, data, overrides, name="humaneval", overwrite=True)
+    table = next(iter(result.splits.values()))
+    figures: dict[str, Any] = {"pass_at_1": value(table.overall, "pass_at_1")}
+    if figures["pass_at_1"] is None:
+        figures["note"] = (
+            "the evaluation set carries no pass_at_1 (the installed fairlora did not score code)"
+        )
+    return figures
+
+
+def part_variants(part: str, opts: argparse.Namespace) -> list[str]:
+    """The variants of a part, in the order they run (--variants filters them)."""
+    names = list(LM_VARIANTS if part in ("asdiv", "humaneval") else NLU_VARIANTS)
     if part == "identity":
-        variants = {k: v for k, v in variants.items() if k != "lora+balanced"}  # classes are balanced
-    runs: dict[str, list[dict[str, float | None]]] = {name: [] for name in variants}
-    started = time.perf_counter()
-    seeds = opts.asdiv_seeds if part == "asdiv" else opts.seeds
-    for seed in range(seeds):
-        for name, extra in variants.items():
-            if name == "base" and seed > 0:
-                runs[name].append(runs[name][0])  # the base model does not depend on the seed
-                continue
-            common = {
-                "name": f"{part}-{name.replace('+', '_')}-s{seed}",
-                "seed": seed,
-                "output_dir": str(workdir),
-            }
-            config = merged(merged(base, extra), common)
-            config["train"] = {**config.get("train", {}), "progress_bar": False}
-            config["eval"] = {**config.get("eval", {}), "splits": ["test"], "n_boot": 0, "min_group_size": 10}
-            runs[name].append(run_figures(config, part))
-            console.print(f"{part} {name} seed {seed}: {runs[name][-1]}")
-    figures = {
-        name: {metric: mean_ci([r[metric] for r in results]) for metric in results[0]}
-        for name, results in runs.items()
-    }
-    minutes = (time.perf_counter() - started) / 60
-    return {"part": part, "config": base, "seeds": seeds, "minutes": minutes, "variants": figures}
+        names.remove("lora+balanced")  # its classes are balanced
+    wanted = [v.strip() for v in opts.variants.split(",") if v.strip()] if opts.variants else names
+    return [name for name in names if name in wanted]
+
+
+def part_seeds(part: str, variant: str, opts: argparse.Namespace) -> range:
+    """The seeds of a unit (the base model does not depend on the seed: one run)."""
+    if variant == "base":
+        return range(1)
+    return range(opts.asdiv_seeds if part in ("asdiv", "humaneval") else opts.seeds)
+
+
+def planned_units(parts: list[str], opts: argparse.Namespace) -> list[tuple[str, str, int]]:
+    """Every (part, variant, seed), seeds outer and variants inner within a part."""
+    units = []
+    for part in parts:
+        seeds = opts.asdiv_seeds if part in ("asdiv", "humaneval") else opts.seeds
+        for seed in range(seeds):
+            units += [(part, v, seed) for v in part_variants(part, opts) if seed in part_seeds(part, v, opts)]
+    return units
+
+
+def run_units(opts: argparse.Namespace, store: UnitStore, budget: Budget) -> dict[str, str]:
+    """Run every planned unit not yet in the store; return the skipped parts -> why."""
+    parts = [p.strip() for p in opts.parts.split(",") if p.strip()]
+    skipped: dict[str, str] = {}
+    if "humaneval" in parts and (why := humaneval_support()) is not None:
+        skipped["humaneval"] = why
+        console.print(f"[yellow]humaneval skipped: {why}[/yellow]")
+    for part, variant, seed in planned_units(parts, opts):
+        key = f"{part}/{variant}/s{seed}"
+        if part in skipped or key in store.done:
+            continue
+        if not budget.allows(estimate([r for r in store.done.values() if r["part"] == part])):
+            console.print(f"[yellow]{budget.stopped}[/yellow]")
+            break
+        started = time.perf_counter()
+        try:
+            figures = run_unit(part, variant, seed, opts)
+        except (DataError, ConfigError) as exc:
+            skipped[part] = str(exc)
+            console.print(f"[yellow]{part} skipped: {exc}[/yellow]")
+            continue
+        record = {"part": part, "variant": variant, "seed": seed, "figures": figures}
+        store.add(key, record | {"seconds": time.perf_counter() - started})
+        console.print(f"{key}: {figures}")
+    return skipped
+
+
+def summarise(opts: argparse.Namespace, store: UnitStore) -> list[dict[str, Any]]:
+    """Per part: mean [95% CI] over seeds of each figure per variant."""
+    results = []
+    for part in dict.fromkeys(r["part"] for r in store.done.values()):
+        records = [r for r in store.done.values() if r["part"] == part]
+        variants: dict[str, Any] = {}
+        for variant in part_variants(part, opts):
+            runs = [r["figures"] for r in records if r["variant"] == variant]
+            if runs:
+                metrics = [m for m, v in runs[0].items() if not isinstance(v, str)]
+                variants[variant] = {
+                    m: {**t_interval([r[m] for r in runs]), "values": [r[m] for r in runs]} for m in metrics
+                }
+                variants[variant]["seeds"] = len(runs)
+        minutes = sum(r["seconds"] for r in records) / 60
+        config = unit_config(part, "lora", 0, opts)
+        results.append({"part": part, "config": config, "minutes": minutes, "variants": variants})
+    return results
+
+
+def claims(opts: argparse.Namespace, store: UnitStore) -> list[dict[str, Any]]:
+    """Each minority-recall claim per classification part: paired difference over seeds and verdict."""
+    found = []
+    for part in ("agnews", "identity"):
+        by_variant: dict[str, dict[int, float | None]] = {}
+        for record in store.done.values():
+            if record["part"] == part:
+                by_variant.setdefault(record["variant"], {})[record["seed"]] = record["figures"][
+                    "minority_recall"
+                ]
+        for claim, a, b, metric in CLAIMS:
+            if a in by_variant and b in by_variant:
+                diff = paired(by_variant[a], by_variant[b])
+                seeds = len(diff["seeds"])
+                setting = f"{part}, {opts.nlu_model}, {opts.steps} steps x batch {opts.batch}, {seeds} seeds"
+                found.append(
+                    {"claim": claim, "part": part, "a": a, "b": b, "metric": metric, "setting": setting}
+                    | {"difference": diff, "confirmed": greater_verdict(diff), "rule": RULE}
+                )
+    return found
 
 
 def print_part(result: dict[str, Any]) -> None:
     """One table per part: mean [95% CI] of each figure per variant."""
     variants = result["variants"]
-    metrics = list(next(iter(variants.values())))
-    table = Table(title=f"{result['part']}: mean [95% CI] over {result['seeds']} seeds")
-    table.add_column("variant")
-    for metric in metrics:
-        table.add_column(metric)
+    metrics = [m for m in next(iter(variants.values())) if m != "seeds"]
+    table = Table(title=f"{result['part']}: mean [95% CI] over seeds")
+    for column in ("variant", "seeds", *metrics):
+        table.add_column(column)
     for name, figures in variants.items():
-        cells = []
-        for metric in metrics:
-            fig = figures[metric]
-            if fig["mean"] is None:
-                cells.append("n/a")
-            elif fig["ci"] is None:
-                cells.append(f"{fig['mean']:.3f}")
-            else:
-                cells.append(f"{fig['mean']:.3f} [{fig['ci'][0]:.3f}, {fig['ci'][1]:.3f}]")
-        table.add_row(name, *cells)
+        table.add_row(name, str(figures["seeds"]), *(fmt_ci(figures[m]) for m in metrics))
     console.print(table)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line options."""
+    """Command-line options (--claim NAME sets a preset's defaults; explicit flags still win)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--claim", choices=sorted(PRESETS), help="the deciding-budget preset of a claim")
     parser.add_argument("--parts", default="agnews,identity,asdiv")
+    parser.add_argument("--variants", default="", help="comma-separated variants to run (default: all)")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--asdiv-seeds", type=int, default=3, help="seeds of the asdiv part")
+    parser.add_argument("--asdiv-seeds", type=int, default=3, help="seeds of the asdiv and humaneval parts")
     parser.add_argument("--max-length", type=int, default=64, help="classification tokens per example")
-    parser.add_argument("--steps", type=int, default=80, help="classification training steps (batch 16)")
-    parser.add_argument("--agnews-examples", type=int, default=3000, help="AG News rows before the split")
+    parser.add_argument("--steps", type=int, default=80, help="classification training steps")
+    parser.add_argument("--batch", type=int, default=16, help="classification batch size")
+    parser.add_argument(
+        "--agnews-examples", type=int, default=3000, help="AG News rows before the split (0 = all)"
+    )
     parser.add_argument("--identity-examples", type=int, default=60, help="generated rows per identity group")
     parser.add_argument("--asdiv-steps", type=int, default=40, help="ASDiv training steps (batch 4)")
-    parser.add_argument("--asdiv-examples", type=int, default=400, help="ASDiv rows before the split")
+    parser.add_argument(
+        "--asdiv-examples", type=int, default=400, help="ASDiv rows before the split (0 = all)"
+    )
     parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--humaneval-problems", type=int, default=0, help="HumanEval problems (0 = all 164)")
+    parser.add_argument("--humaneval-tokens", type=int, default=256, help="tokens generated per completion")
     parser.add_argument("--nlu-model", default="minilm-l6")
     parser.add_argument("--lm-model", default="smollm2-135m")
+    parser.add_argument("--lm-max-length", type=int, default=256, help="asdiv tokens per example")
+    parser.add_argument("--save-steps", type=int, default=200, help="checkpoint interval of each run")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument(
+        "--resume", action="store_true", help="skip the units finished by an earlier invocation"
+    )
+    parser.add_argument(
+        "--max-minutes", type=float, default=None, help="stop before a unit that would not fit"
+    )
+    parser.add_argument("--output-dir", default="runs/balora-quality", help="the run folders")
     parser.add_argument("--out", default="benchmarks/results/balora_quality.json")
+    preset = parser.parse_known_args(argv)[0].claim
+    if preset:
+        parser.set_defaults(**PRESETS[preset])
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run the parts, print their tables, write the JSON."""
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the units, print the tables and the claims, write the JSON; return it."""
     opts = parse_args(argv)
     torch.set_num_threads(opts.threads)
     warnings.filterwarnings("ignore")
-    results: list[dict[str, Any]] = []
-    skipped: dict[str, str] = {}
-    with tempfile.TemporaryDirectory(prefix="balora_quality_") as tmp:
-        for part in [p.strip() for p in opts.parts.split(",") if p.strip()]:
-            try:
-                results.append(run_part(part, opts, Path(tmp)))
-            except DataError as exc:
-                skipped[part] = str(exc)
-                console.print(f"[yellow]{part} skipped: {exc}[/yellow]")
-                continue
-            print_part(results[-1])
-            write_report(opts, results, skipped)  # after every part: a long run keeps what it finished
-    write_report(opts, results, skipped)
-
-
-def write_report(opts: argparse.Namespace, results: list[dict[str, Any]], skipped: dict[str, str]) -> None:
-    """The JSON report of the parts finished so far."""
+    store = UnitStore(units_file(opts.out), vars(opts), opts.resume)
+    budget = Budget(opts.max_minutes)
+    skipped = run_units(opts, store, budget)
+    results = summarise(opts, store)
+    for result in results:
+        print_part(result)
+    found = claims(opts, store)
+    if found:
+        console.print(claims_markdown(found), highlight=False)
+    parts = [p.strip() for p in opts.parts.split(",") if p.strip() and p.strip() not in skipped]
+    planned = {f"{p}/{v}/s{s}" for p, v, s in planned_units(parts, opts)}
+    done, total = len(planned & set(store.done)), len(planned)
     report = {
         "benchmark": "balora_quality",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "settings": vars(opts),
         "torch": torch.__version__,
+        "partial": budget.stopped is not None or done < total,
+        "stopped": budget.stopped,
+        "units_done": done,
+        "units_total": total,
         "results": results,
+        "claims": found,
         "skipped": skipped,
     }
-    out = Path(opts.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    console.print(f"wrote {out}")
+    console.print(f"wrote {write_json_atomic(opts.out, report)} ({done}/{total} units)")
+    return report
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
 """Flower deployment on loopback with real processes and no shared disk: a SuperLink and 3 SuperNodes,
 each SuperNode in its own temporary working directory and HOME, unable to read the submitter's config
 file and output folder (both under this test's tmp_path). Root reads every file, so as root (here and
-in CI) each SuperNode runs either as the user `nobody` (`setpriv`; tmp_path is 0700) when this Python
-is readable by `nobody`, or else in its own mount namespace (`unshare --mount`) with an empty tmpfs
-mounted over tmp_path; the test first checks that the SuperNode's view cannot read the config. As
-another user the SuperNodes run as that user (they are not given the paths, but could read them).
-Everything comes back through messages:
-the submitter's run folder holds every client's results and adapter, `fairlora audit` reads them, and
-`--resume` works. Slow: each message starts a ClientApp process (minutes on 2 cores)."""
+in CI) each SuperNode runs either as the user `nobody` (`setpriv`; tmp_path is 0700) when `nobody` can
+start this Python and its children, or else in its own mount namespace (`unshare --mount`) with an
+empty tmpfs mounted over tmp_path; the test first checks that the SuperNode's view cannot read the
+config. As another user the SuperNodes run as that user (they are not given the paths, but could read
+them). Everything comes back through messages: the submitter's run folder holds every client's results
+and adapter, `fairlora audit` reads them, and `--resume` works. Slow: each message starts a ClientApp
+process (minutes on 2 cores)."""
 
 from __future__ import annotations
 
@@ -82,7 +82,10 @@ def _isolated(hidden: Path, env: dict[str, str]) -> Callable[[list[str]], list[s
         mount = 'mount -t tmpfs fairlora-hidden "$0" && exec "$@"'
         return ["unshare", "--mount", "sh", "-c", mount, str(hidden), *command]
 
-    probe = [sys.executable, "-c", "import flwr, numpy, torch, fairlora"]
+    # A SuperNode starts its children by path (flower-superexec, flwr-clientapp), so probe a child: a
+    # wrapper may exec this Python where its children cannot (an interpreter under a 0700 home)
+    spawn = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'import flwr'], check=True)"
+    probe = [sys.executable, "-c", spawn]
     for wrap in (as_nobody, unshared):
         if subprocess.run(wrap(probe), env=env, cwd="/", capture_output=True).returncode == 0:
             return wrap
@@ -103,10 +106,17 @@ def _supernode(
     command = [str(BIN / "flower-supernode"), "--insecure", "--superlink", "127.0.0.1:8000"]
     command += ["--node-config", f"partition-id={partition}", "--port", str(9300 + partition)]
     node_env = env | {"HOME": str(home), "FLWR_HOME": str(home / ".flwr"), "TMPDIR": str(home)}
-    process = subprocess.Popen(
-        isolated(command), env=node_env, cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    with (home / "supernode.log").open("wb") as log:
+        process = subprocess.Popen(isolated(command), env=node_env, cwd=home, stdout=log, stderr=log)
     return process, home
+
+
+def _started(processes: list[subprocess.Popen], homes: list[Path]) -> None:
+    """Fail at once, with its log, when a SuperNode did not stay up (instead of waiting out the timeout)."""
+    time.sleep(5)
+    for process, home in zip(processes, homes, strict=True):
+        log = (home / "supernode.log").read_text(errors="replace")
+        assert process.poll() is None, f"a SuperNode exited with {process.returncode}:\n{log[-3000:]}"
 
 
 def test_supernodes_without_the_submitters_disk_match_in_process(tmp_path: Path) -> None:
@@ -142,6 +152,7 @@ def test_supernodes_without_the_submitters_disk_match_in_process(tmp_path: Path)
             process, home = _supernode(partition, env, isolated)
             processes.append(process)
             homes.append(home)
+        _started(processes[1:], homes)
         fairlora = [str(BIN / "fairlora"), "collab"]
         subprocess.run([*fairlora, str(config)], env=env, check=True, timeout=1800)
         client_dir = tmp_path / "out" / "loop" / "naive" / "client-1"

@@ -10,7 +10,7 @@ folder on sys.path) reading its program from stdin, started by a small scheduler
 - no network and no way to raise its own rlimits where `unshare -rn` works (a user namespace
   without network interfaces; detected once per `Sandbox`, else a logged note and plain processes);
 - a Python audit hook installed before the completion runs that refuses: opening, listing, creating
-  or removing paths outside the sample's folder (reads of the Python installation excepted, so
+  or removing paths outside the sample's folder (reading or listing the Python installation excepted, so
   imports work), starting processes (os.system, subprocess, exec, fork, spawn), sockets, and ctypes.
 
 A sample passes only when the process exits with 0 AND its last stdout line is a random token that
@@ -75,6 +75,7 @@ def _install_guard(root, readable):
     checked = {"os.listdir": 1, "os.scandir": 1, "os.remove": 1, "os.rmdir": 1, "os.mkdir": 1,
                "os.rename": 2, "os.symlink": 2, "os.link": 2, "os.chmod": 1, "os.chown": 1,
                "os.truncate": 1, "os.utime": 1, "shutil.rmtree": 1, "shutil.copyfile": 2, "os.chdir": 1}
+    listing = ("os.listdir", "os.scandir")
     def inside(path, roots):
         if isinstance(path, int):
             return True
@@ -89,8 +90,9 @@ def _install_guard(root, readable):
             if not inside(args[0], (root,) if writes else (root, *readable)):
                 raise PermissionError(f"sandbox: {args[0]!r} is outside the sample's folder")
         elif event in checked:
+            roots = (root, *readable) if event in listing else (root,)  # imports list the stdlib
             for path in args[: checked[event]]:
-                if path is not None and not inside(path, (root,)):
+                if path is not None and not inside(path, roots):
                     raise PermissionError(f"sandbox: {event} {path!r} is outside the sample's folder")
     _sys.addaudithook(hook)
 _install_guard(_os.path.realpath(_os.getcwd()), tuple(

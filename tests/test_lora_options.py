@@ -75,6 +75,10 @@ def test_dora_is_listed_as_a_method():
         (["method=pissa", "lora.use_dora=true"], "DoRA magnitude"),
         (["method=pissa", "lora.init=gaussian"], "conflicts with method: pissa"),
         (["lora.init=olora", "lora.bias=all"], "saved as plain LoRA"),
+        (
+            ["lora.modules_to_save=[pooler.dens]"],
+            "modules_to_save: no module of tiny-bert is named 'pooler.dens'",
+        ),
     ],
 )
 def test_bad_lora_options_fail_before_anything_is_written(tmp_path, overrides, message):

@@ -92,20 +92,29 @@ def linear_module_shapes(
     cfg: ModelConfig, task: Task | str, num_labels: int = 2
 ) -> dict[str, tuple[int, int]]:
     """(in, out) features of every nn.Linear (and GPT-2 Conv1D) of the task model, from the meta device."""
+    shapes = {}
+    for name, module in _meta_model(cfg, task, num_labels).named_modules():
+        if isinstance(module, torch.nn.Linear):
+            shapes[name] = (module.in_features, module.out_features)
+        elif isinstance(module, Conv1D):  # weight is (in, out)
+            shapes[name] = (module.weight.shape[0], module.weight.shape[1])
+    return shapes
+
+
+def module_names(cfg: ModelConfig, task: Task | str, num_labels: int = 2) -> list[str]:
+    """Dotted names of every module of the task model (layers, norms, heads), from the meta device."""
+    return [name for name, _ in _meta_model(cfg, task, num_labels).named_modules() if name]
+
+
+def _meta_model(cfg: ModelConfig, task: Task | str, num_labels: int) -> torch.nn.Module:
+    """The task model built on the meta device (no weights); checks that the model fits the task."""
     task = get_task(task)
     config = _load_config(cfg)
     _check_task(cfg, config, task)
     for key, value in task.model_kwargs(num_labels).items():
         setattr(config, key, value)
     with torch.device("meta"):
-        model = task.auto_class.from_config(config, trust_remote_code=cfg.trust_remote_code)
-    shapes = {}
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear):
-            shapes[name] = (module.in_features, module.out_features)
-        elif isinstance(module, Conv1D):  # weight is (in, out)
-            shapes[name] = (module.weight.shape[0], module.weight.shape[1])
-    return shapes
+        return task.auto_class.from_config(config, trust_remote_code=cfg.trust_remote_code)
 
 
 def load_model(cfg: ModelConfig, task: Task | str, num_labels: int = 2) -> LoadedModel:

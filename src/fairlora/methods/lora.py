@@ -30,7 +30,7 @@ from fairlora.methods.adapters import (
 )
 from fairlora.methods.base import HEAD_MODULES, MethodSetup
 from fairlora.methods.registry import Method, register_method
-from fairlora.models import LoadedModel
+from fairlora.models import LoadedModel, module_names
 from fairlora.quant import REWRITING_INITS
 from fairlora.tasks import get_task
 
@@ -200,9 +200,10 @@ def pissa_to_lora(adapter_dir: Path, initial: dict[str, torch.Tensor]) -> None:
     config_file.write_text(json.dumps(config, indent=2))
 
 
-def check_lora(cfg: RunConfig, module_names: list[str], model_type: str) -> None:
+def check_lora(cfg: RunConfig, linear: list[str], model_type: str) -> None:
     """The targets exist in the model and the options fit together (meta device, nothing written)."""
-    lora_targets(cfg, module_names, model_type)
+    lora_targets(cfg, linear, model_type)
+    _check_modules_to_save(cfg)
     pissa = cfg.method in ("pissa", "ba-lora")
     if pissa and cfg.lora.init not in ("default", "pissa"):
         raise ConfigError(f"lora.init: {cfg.lora.init} conflicts with method: {cfg.method}; remove lora.init")
@@ -217,6 +218,20 @@ def check_lora(cfg: RunConfig, module_names: list[str], model_type: str) -> None
             "lora.bias / lora.modules_to_save: pissa / olora adapters are saved as plain LoRA on the "
             "original base, which keeps only the LoRA matrices; leave them at their defaults"
         )
+
+
+def _check_modules_to_save(cfg: RunConfig) -> None:
+    """Each lora.modules_to_save entry names a module of the model (PEFT matches the end of the name)."""
+    if not cfg.lora.modules_to_save:
+        return
+    names = module_names(cfg.model, cfg.task)
+    for wanted in cfg.lora.modules_to_save:
+        if not any(name.endswith(wanted) for name in names):
+            shown = ", ".join(n for n in names if n.count(".") <= 1)
+            raise ConfigError(
+                f"lora.modules_to_save: no module of {cfg.model.name} is named {wanted!r} (or ends with "
+                f"it); modules near the top: {shown}"
+            )
 
 
 def apply_dora(cfg: RunConfig, loaded: LoadedModel, adapter_name: str) -> MethodSetup:

@@ -61,10 +61,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         for repeat in range(args.repeats):
             for key, grouped in (("off", False), ("on", True)):
                 result = fairlora.train(run_config(args, out_dir, grouped, repeat))
+                accuracy = result.splits["test"].overall["accuracy"]
                 runs[key].append(
                     {
                         "train_seconds": result.train["train_runtime"],
-                        "test_accuracy": result.splits["test"].overall["accuracy"].value,
+                        "test_accuracy": accuracy.value,
+                        "test_accuracy_ci95": [accuracy.low, accuracy.high],
+                        "test_examples": accuracy.n,
                     }
                 )
     ratios = [
@@ -99,11 +102,15 @@ def main() -> None:
         **measured,
     }
     table = Table(title=f"group_by_length on {args.data}, {args.model}, {args.rows} rows")
-    for column in ("run", "train s", "test accuracy"):
+    for column in ("run", "train s", "test accuracy [95% CI]", "test n"):
         table.add_column(column)
     for key, runs in measured["runs"].items():
         for index, run in enumerate(runs):
-            table.add_row(f"{key} #{index}", f"{run['train_seconds']:.2f}", f"{run['test_accuracy']:.4f}")
+            low, high = (f"{x:.4f}" if x is not None else "-" for x in run["test_accuracy_ci95"])
+            accuracy = f"{run['test_accuracy']:.4f} [{low}, {high}]"
+            table.add_row(
+                f"{key} #{index}", f"{run['train_seconds']:.2f}", accuracy, str(run["test_examples"])
+            )
     Console().print(table)
     print(f"time_ratio (on / off, median of pairs): {measured['time_ratio']:.3f}  (goal <= 0.8)")
     if args.out:

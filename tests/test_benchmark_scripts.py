@@ -65,7 +65,16 @@ TINY: dict[str, tuple[list[str], set[str]]] = {
         {"benchmark", "settings", "runs"},
     ),
     "reproduce_study": (
-        ["--seeds", "1", "--detail-seed", "1", "--output-dir", "{tmp}/runs", "model.name=tiny-bert"]
+        [
+            "--seeds",
+            "1",
+            "--detail-seed",
+            "1",
+            "--output-dir",
+            "{tmp}/runs",
+            "model.name=tiny-bert",
+            "data.name=identity",
+        ]
         + ["train.max_steps=2"],
         {"config", "seeds", "headline"},
     ),

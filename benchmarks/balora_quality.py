@@ -24,6 +24,7 @@ Needs ../shared/data/ag_news (or $FAIRLORA_DATA_DIR) for (a); a part whose data 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 import warnings
@@ -259,6 +260,12 @@ def run_units(opts: argparse.Namespace, store: UnitStore, budget: Budget) -> dic
     return skipped
 
 
+def bounds(metric: str) -> tuple[float, float]:
+    """Where a figure can lie: rates and shares in [0, 1] (their intervals are clipped there)."""
+    unbounded = metric in ("loss", "minority_seen")
+    return (-math.inf, math.inf) if unbounded else (0.0, 1.0)
+
+
 def summarise(opts: argparse.Namespace, store: UnitStore) -> list[dict[str, Any]]:
     """Per part: mean [95% CI] over seeds of each figure per variant."""
     results = []
@@ -270,7 +277,8 @@ def summarise(opts: argparse.Namespace, store: UnitStore) -> list[dict[str, Any]
             if runs:
                 metrics = [m for m, v in runs[0].items() if not isinstance(v, str)]
                 variants[variant] = {
-                    m: {**t_interval([r[m] for r in runs]), "values": [r[m] for r in runs]} for m in metrics
+                    m: {**t_interval([r[m] for r in runs], bounds(m)), "values": [r[m] for r in runs]}
+                    for m in metrics
                 }
                 variants[variant]["seeds"] = len(runs)
         minutes = sum(r["seconds"] for r in records) / 60

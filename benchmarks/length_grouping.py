@@ -28,6 +28,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from scipy.stats import binomtest
 
 import fairlora
 from fairlora.errors import DataError
@@ -54,6 +55,12 @@ def run_config(args: argparse.Namespace, out_dir: str, grouped: bool, repeat: in
     }
 
 
+def wilson(accuracy: float, n: int) -> list[float]:
+    """The 95% Wilson interval of an accuracy over n test examples."""
+    interval = binomtest(round(accuracy * n), n).proportion_ci(method="wilson")
+    return [interval.low, interval.high]
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Alternate off / on runs; per-run time and accuracy, and the median on/off time ratio."""
     runs: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
@@ -66,7 +73,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     {
                         "train_seconds": result.train["train_runtime"],
                         "test_accuracy": accuracy.value,
-                        "test_accuracy_ci95": [accuracy.low, accuracy.high],
+                        "test_accuracy_ci95": wilson(accuracy.value, accuracy.n),
                         "test_examples": accuracy.n,
                     }
                 )
@@ -106,7 +113,7 @@ def main() -> None:
         table.add_column(column)
     for key, runs in measured["runs"].items():
         for index, run in enumerate(runs):
-            low, high = (f"{x:.4f}" if x is not None else "-" for x in run["test_accuracy_ci95"])
+            low, high = (f"{x:.4f}" for x in run["test_accuracy_ci95"])
             accuracy = f"{run['test_accuracy']:.4f} [{low}, {high}]"
             table.add_row(
                 f"{key} #{index}", f"{run['train_seconds']:.2f}", accuracy, str(run["test_examples"])

@@ -4,7 +4,7 @@ Two comparisons, each in one run through fairlora's `train_step`, same batches (
 `--seq` random tokens), steps alternating A, B, A, B, ... (the first `--warmup` of each dropped):
   quant:      --model (smollm2-135m, causal LM) with model.quantization none vs 4bit
   precision:  --precision-model (minilm-l6, classification) with train.precision fp32 vs bf16
-Reported per variant: median step seconds and peak memory (peak resident set of a separate process
+Reported per variant: median step seconds and peak memory (peak resident set, VmHWM, of a separate process
 that loads the variant and trains `--memory-steps` steps; CUDA: max allocated), and the B / A ratios.
 
     .venv/bin/python benchmarks/quantization.py [--compare quant,precision] [--model smollm2-135m]
@@ -89,6 +89,14 @@ def peak_memory(model: str, comparison: str, index: int, args: argparse.Namespac
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def peak_rss_mib() -> float:
+    """This process's own peak resident set (VmHWM; ru_maxrss would carry the parent's over fork/exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # no /proc: an upper bound
+
+
 def memory_child(spec: str, args: argparse.Namespace) -> None:
     """Run in the subprocess: train a few steps, print the peak memory in MiB."""
     comparison, index, model = spec.split(":", 2)
@@ -100,7 +108,7 @@ def memory_child(spec: str, args: argparse.Namespace) -> None:
     if torch.cuda.is_available():
         print(torch.cuda.max_memory_allocated() / 2**20)
     else:
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # Linux: KiB
+        print(peak_rss_mib())
 
 
 def main() -> None:

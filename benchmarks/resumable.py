@@ -100,8 +100,10 @@ def estimate(records: Sequence[dict[str, Any]]) -> float | None:
     return statistics.fmean(seconds) if seconds else None
 
 
-def t_interval(values: Sequence[float | None]) -> dict[str, Any]:
-    """Mean with a 95% t-interval over seeds (`ci` None from fewer than two finite values)."""
+def t_interval(
+    values: Sequence[float | None], bounds: tuple[float, float] = (-math.inf, math.inf)
+) -> dict[str, Any]:
+    """Mean with a 95% t-interval over seeds, clipped to `bounds` (`ci` None from fewer than two values)."""
     clean = [v for v in values if v is not None and math.isfinite(v)]
     if not clean:
         return {"mean": None, "ci": None, "n": 0}
@@ -109,7 +111,7 @@ def t_interval(values: Sequence[float | None]) -> dict[str, Any]:
     if len(clean) < 2:
         return {"mean": mean, "ci": None, "n": 1}
     half = stats.t.ppf(0.975, len(clean) - 1) * statistics.stdev(clean) / math.sqrt(len(clean))
-    return {"mean": mean, "ci": [mean - half, mean + half], "n": len(clean)}
+    return {"mean": mean, "ci": [max(mean - half, bounds[0]), min(mean + half, bounds[1])], "n": len(clean)}
 
 
 def paired(a: dict[Any, float | None], b: dict[Any, float | None], scale: float = 1.0) -> dict[str, Any]:

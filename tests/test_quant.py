@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,17 @@ def test_group_by_length_uses_hf_length_grouped_sampler(tmp_path):
     grouped = batch_indices(0, 0, 1, 5, 100, lengths)
     assert len({lengths[i] for i in grouped}) == 1
     assert sorted(batch_indices(0, 0, 0, 100, 100, lengths)) == list(range(100))
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_warns(tmp_path, monkeypatch):
+    from fairlora import quant
+
+    cfg = build_config(tiny_config(tmp_path, train={"precision": "bf16"}))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(quant, "_native_cpu_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="emulated"):
+        quant.check_precision(cfg)
+    monkeypatch.setattr(quant, "_native_cpu_bf16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quant.check_precision(cfg)

@@ -14,7 +14,9 @@ import contextlib
 import importlib.abc
 import importlib.util
 import sys
+import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -124,6 +126,21 @@ def check_precision(cfg: RunConfig) -> None:
             "cast back and forth) and fp16's narrow range needs loss scaling for no gain there; on CPU use "
             "train.precision: bf16 (fp32's range, no scaling) or fp32"
         )
+    if cfg.train.precision == "bf16" and not torch.cuda.is_available() and not _native_cpu_bf16():
+        warnings.warn(
+            "train.precision: bf16 on a CPU without bf16 instructions (avx512_bf16 / amx_bf16) is emulated "
+            "and can be far slower than fp32 (minilm-l6: 23x in benchmarks/quantization.py); use fp32 here",
+            stacklevel=2,
+        )
+
+
+def _native_cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (Linux: its flags; elsewhere assumed so)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return True
+    flags = set(cpuinfo.read_text(errors="replace").split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def quantization_config(cfg: ModelConfig) -> Any:

@@ -129,7 +129,7 @@ def check_precision(cfg: RunConfig) -> None:
     if cfg.train.precision == "bf16" and not torch.cuda.is_available() and not _native_cpu_bf16():
         warnings.warn(
             "train.precision: bf16 on a CPU without bf16 instructions (avx512_bf16 / amx_bf16) is emulated "
-            "and can be far slower than fp32 (minilm-l6: 23x in benchmarks/quantization.py); use fp32 here",
+            "and can be far slower than fp32 (minilm-l6: ~20x in benchmarks/quantization.py); use fp32 here",
             stacklevel=2,
         )
 

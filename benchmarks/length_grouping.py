@@ -26,12 +26,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
-from scipy.stats import binomtest
 
 import fairlora
 from fairlora.errors import DataError
+from fairlora.metrics.bootstrap import wilson_interval
 
 
 def run_config(args: argparse.Namespace, out_dir: str, grouped: bool, repeat: int) -> dict[str, Any]:
@@ -57,8 +58,8 @@ def run_config(args: argparse.Namespace, out_dir: str, grouped: bool, repeat: in
 
 def wilson(accuracy: float, n: int) -> list[float]:
     """The 95% Wilson interval of an accuracy over n test examples."""
-    interval = binomtest(round(accuracy * n), n).proportion_ci(method="wilson")
-    return [interval.low, interval.high]
+    low, high = wilson_interval(np.array([accuracy]), np.array([n]), 0.95)
+    return [float(low[0]), float(high[0])]
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:

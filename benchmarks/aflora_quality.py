@@ -75,7 +75,12 @@ VARIANTS: dict[str, dict[str, Any]] = {  # every adapter on the same modules (th
 
 REFERENCE, AFLORA = "lora r=8", "aflora r=4"
 PRESETS: dict[str, dict[str, Any]] = {
-    "within-1-point": {"steps": 1200, "variants": [REFERENCE, "vera r=256", AFLORA]},
+    "within-1-point": {
+        "steps": 1200,
+        "variants": [REFERENCE, "vera r=256", AFLORA],
+        "output_dir": "runs/claim-aflora",  # never the default run's folders
+        "out": "benchmarks/results/claim_aflora.json",
+    },
 }
 RULE = (
     "confirmed: the paired 95% t-interval of AFLoRA - LoRA (accuracy points) lies in [-{margin:g}, "

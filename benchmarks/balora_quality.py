@@ -77,6 +77,9 @@ PRESETS: dict[str, dict[str, Any]] = {  # --claim NAME: these defaults (explicit
     "minority-recall": {"parts": "agnews", "seeds": 3, "steps": 1000, "agnews_examples": 0},
     "generation": {"parts": "asdiv,humaneval", "asdiv_seeds": 3, "asdiv_steps": 300, "asdiv_examples": 0},
 }
+for claim_name, preset in PRESETS.items():  # a claim's runs and JSON never meet the default run's
+    preset["output_dir"] = f"runs/claim-{claim_name}"
+    preset["out"] = f"benchmarks/results/claim_{claim_name.replace('-', '_')}.json"
 PRESETS["minority-recall"]["variants"] = ",".join(CLAIM_VARIANTS)
 RECALL = "minority_recall"
 # (claim, variant a, variant b, metric): "a > b" on the paired difference a - b over seeds

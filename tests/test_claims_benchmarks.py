@@ -67,6 +67,11 @@ def test_balora_quality_presets_variants_and_unsupported_humaneval(tmp_path: Pat
     assert (opts.parts, opts.steps, opts.seeds) == ("agnews", 1000, 3)
     assert opts.variants.split(",") == bench.CLAIM_VARIANTS
     assert bench.parse_args(["--claim", "minority-recall", "--steps", "1200"]).steps == 1200
+    # a claim keeps its own run folders and JSON, apart from the default run's (and the other claim's)
+    generation = bench.parse_args(["--claim", "generation"])
+    default = bench.parse_args([])
+    assert len({opts.output_dir, generation.output_dir, default.output_dir}) == 3
+    assert opts.out == "benchmarks/results/claim_minority_recall.json" != default.out
     # "without each term" switches exactly that term off; "pissa+X" keeps only X
     assert bench.NLU_VARIANTS["ba-lora-no-dr"] == {"method": "ba-lora", "balora": {"dr": False}}
     assert bench.NLU_VARIANTS["pissa+cr"]["balora"] == {"dr": False, "svdr": False}
@@ -126,6 +131,8 @@ def test_aflora_claim_preset_and_plateau_rule() -> None:
     bench = script("aflora_quality")
     opts = bench.parse_args(["--claim", "within-1-point"])
     assert opts.steps == 1200 and opts.variants == ["lora r=8", "vera r=256", "aflora r=4"]
+    default = bench.parse_args([])
+    assert opts.output_dir != default.output_dir and opts.out == "benchmarks/results/claim_aflora.json"
     with pytest.raises(SystemExit):
         bench.parse_args(["--variants", "lora r=9"])
     falling = [[step, 1.0 - step / 100] for step in range(1, 101)]  # 0.2 lower over the last 20%

@@ -19,6 +19,7 @@ from fairlora.methods import apply_method
 from fairlora.methods.balora import balora_schedules, balora_terms, svd_k
 from fairlora.models import load_model
 from fairlora.pipeline import train
+from fairlora.regularizers import balora
 from fairlora.regularizers.balora import (
     TermSettings,
     balora_loss_terms,
@@ -370,8 +371,13 @@ def test_full_fine_tuning_runs_dr_and_svdr_without_a_teacher(tmp_path: Path) -> 
     assert any("balora_svdr" in row and "balora_cr" not in row for row in log)
 
 
+@pytest.mark.parametrize("rows_per_chunk", [None, 2])  # one chunk; chunks of 2, 2 and 1 of the 5 rows
 @pytest.mark.parametrize("vocab", [9, 5000])  # exact SVD, and the randomized one (full rank here: exact)
-def test_chunked_nlg_gradients_match_the_plain_formulas(vocab: int) -> None:
+def test_chunked_nlg_gradients_match_the_plain_formulas(
+    vocab: int, rows_per_chunk: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if rows_per_chunk:
+        monkeypatch.setattr(balora, "CHUNK_BYTES", rows_per_chunk * 4 * vocab)
     logits, teacher, labels = _lm_batch(vocab=vocab)
     rows = [(0, 2), (0, 3), (0, 4), (1, 1), (1, 2)]
     for term in ("cr", "dr", "svdr"):
@@ -391,7 +397,13 @@ def test_chunked_nlg_gradients_match_the_plain_formulas(vocab: int) -> None:
         assert torch.allclose(fast.grad, plain.grad, atol=1e-6), term
 
 
-def test_one_fused_pass_equals_the_terms_apart_and_takes_response_only_teacher_logits() -> None:
+@pytest.mark.parametrize("rows_per_chunk", [None, 2])
+def test_one_fused_pass_equals_the_terms_apart_and_takes_response_only_teacher_logits(
+    rows_per_chunk: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if rows_per_chunk:
+        monkeypatch.setattr(balora, "CHUNK_BYTES", rows_per_chunk * 4 * 11)
+        assert balora.chunk_rows(11) == rows_per_chunk
     logits, teacher, labels = _lm_batch(vocab=11)
     weights = torch.tensor([0.7, 0.0, 1.3])  # DR gated off: it adds no gradient
     fused = logits.clone().requires_grad_(True)

@@ -23,7 +23,15 @@ from fairlora.regularizers.terms import LossTerm, TermInputs, label_positions
 RANDOMIZED_SVD_ABOVE = 4096  # NLG SVDR: vocabularies wider than this use a randomized SVD
 RANDOMIZED_SVD_SEED = 0  # a fixed test matrix: the term is deterministic and draws nothing from torch's RNG
 EPS = 1e-12
-CHUNK_ROWS = 64  # causal_lm CR / DR: rows of the vocabulary-wide logits processed at once
+# causal_lm CR / DR: the vocabulary-wide logits are processed a few MiB of rows at a time, so the
+# temporaries stay in cache and the allocator reuses them (64 rows of 49,152 took twice as long)
+CHUNK_BYTES = 3 << 20
+
+
+def chunk_rows(vocab: int) -> int:
+    """Rows of fp32 logits per chunk of the causal-LM terms' pass (at least 1)."""
+    return max(1, CHUNK_BYTES // (4 * vocab))
+
 
 # ---------------------------------------------------------------- NLU: logits N x D
 
@@ -94,6 +102,13 @@ def _flat(logits: torch.Tensor) -> torch.Tensor:
     return logits.reshape(-1, logits.shape[-1])  # a view of the model's contiguous logits: no copy
 
 
+def _teacher_chunk(
+    teacher: torch.Tensor, teacher_rows: torch.Tensor | None, start: int, n: int
+) -> torch.Tensor:
+    """The teacher's logits of response rows start..start+n: a view when it holds the response rows only."""
+    return teacher[start : start + n] if teacher_rows is None else teacher[teacher_rows[start : start + n]]
+
+
 @dataclass(frozen=True)
 class TermSettings:
     """Which terms to compute and their settings (CR temperature and mode, DR top-K, SVDR k)."""
@@ -142,18 +157,18 @@ class _ResponseTerms(torch.autograd.Function):
         teacher_rows: Any,
         settings: TermSettings,
     ) -> torch.Tensor:
-        m, t = len(rows), settings.temperature
+        m, t, step = len(rows), settings.temperature, chunk_rows(student.shape[-1])
         values = torch.zeros(3, dtype=_wide(student[:0]).dtype, device=student.device)
         tops = []
         # SVDR needs the (M, V) response rows at once: gather them once, and the chunks are views of them
         response = _wide(student[rows]) if settings.svdr else None
-        for start, chunk, t_chunk in zip(
-            range(0, m, CHUNK_ROWS), rows.split(CHUNK_ROWS), teacher_rows.split(CHUNK_ROWS), strict=True
-        ):
+        for start in range(0, m, step):
+            chunk = rows[start : start + step]
             z = response[start : start + len(chunk)] if response is not None else _wide(student[chunk])
             if settings.cr:
                 log_s = F.log_softmax(z / t, dim=-1)
-                log_t = F.log_softmax(_wide(teacher[t_chunk]) / t, dim=-1)
+                t_chunk = _wide(_teacher_chunk(teacher, teacher_rows, start, len(chunk)))
+                log_t = F.log_softmax(t_chunk / t, dim=-1)
                 values[0] += (log_t.exp() * (log_t - log_s)).sum()
             if settings.dr:
                 top = z.topk(min(settings.top_k, z.shape[-1]), dim=-1)
@@ -181,16 +196,15 @@ class _ResponseTerms(torch.autograd.Function):
         grad_student = grad_logits if grad_logits.is_contiguous() else grad_logits.contiguous()
         if not (g_cr or g_dr or g_svdr):
             return grad_student, None, None, None, None  # the task loss's gradient, bit for bit
-        t = settings.temperature
-        starts = range(0, m, CHUNK_ROWS)
-        for start, chunk, t_chunk in zip(
-            starts, rows.split(CHUNK_ROWS), teacher_rows.split(CHUNK_ROWS), strict=True
-        ):
+        t, step = settings.temperature, chunk_rows(student.shape[-1])
+        for start in range(0, m, step):
+            chunk = rows[start : start + step]
             z = _wide(student[chunk])
             # in-place updates below: every fresh M x V temporary costs page faults
             if g_cr:  # the student's softmax is the buffer itself: no zero fill, no extra pass
                 g = F.softmax(z / t, dim=-1).mul_(g_cr * t / m)
-                g.sub_(F.softmax(_wide(teacher[t_chunk]) / t, dim=-1), alpha=g_cr * t / m)
+                t_chunk = _wide(_teacher_chunk(teacher, teacher_rows, start, len(chunk)))
+                g.sub_(F.softmax(t_chunk / t, dim=-1), alpha=g_cr * t / m)
             else:
                 g = torch.zeros_like(z)
             if g_dr:
@@ -235,9 +249,9 @@ def routed_response_terms(
         teacher = teacher.detach()
         response_only = teacher.dim() == 2
         teacher_flat = teacher if response_only else _flat(teacher)
-        teacher_rows = torch.arange(len(rows), device=rows.device) if response_only else rows
+        teacher_rows = None if response_only else rows
     else:
-        teacher_flat, teacher_rows = flat.new_zeros(0), rows
+        teacher_flat, teacher_rows = flat.new_zeros(0), None
     values, passed = _ResponseTerms.apply(flat, teacher_flat, rows, teacher_rows, settings)
     return values, passed.view_as(student)
 
@@ -274,8 +288,8 @@ def randomized_svd(
     generator = torch.Generator(device=matrix.device).manual_seed(RANDOMIZED_SVD_SEED)
     omega = torch.randn(matrix.shape[1], q, generator=generator, device=matrix.device, dtype=matrix.dtype)
     basis = torch.linalg.qr(matrix @ omega).Q
-    for _ in range(niter):
-        basis = torch.linalg.qr(matrix @ torch.linalg.qr(matrix.mT @ basis).Q).Q
+    for _ in range(niter):  # (Q^T A)^T, not A^T Q: the same product, read row-major (about twice as fast)
+        basis = torch.linalg.qr(matrix @ torch.linalg.qr((basis.mT @ matrix).mT).Q).Q
     u_small, sigma, vh = torch.linalg.svd(basis.mT @ matrix, full_matrices=False)
     return basis @ u_small, sigma, vh.mT
 

@@ -274,6 +274,19 @@ def svd_nlg(logits: torch.Tensor, labels: torch.Tensor, k: int = 10) -> torch.Te
     return response_terms(logits, labels, settings=TermSettings(cr=False, dr=False, svd_k=k))[2]
 
 
+# The range finder's products with the wide (M, V) matrix A, each written as thin^T-times-something so
+# that A is read along its rows: (Q^T A)^T for A^T Q and (Q^T A^T)^T for A Q, the same products,
+# about twice as fast on CPU (measured on 512 x 49,152).
+def _thin_times(thin: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """matrix^T @ thin for a thin (M, q) `thin`."""
+    return (thin.mT @ matrix).mT
+
+
+def _times_thin(matrix: torch.Tensor, thin: torch.Tensor) -> torch.Tensor:
+    """matrix @ thin for a thin (V, q) `thin`."""
+    return (thin.mT @ matrix.mT).mT
+
+
 def randomized_svd(
     matrix: torch.Tensor, k: int, oversample: int = 5, niter: int = 2
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -287,11 +300,12 @@ def randomized_svd(
     q = min(k + oversample, *matrix.shape)
     generator = torch.Generator(device=matrix.device).manual_seed(RANDOMIZED_SVD_SEED)
     omega = torch.randn(matrix.shape[1], q, generator=generator, device=matrix.device, dtype=matrix.dtype)
-    basis = torch.linalg.qr(matrix @ omega).Q
-    for _ in range(niter):  # (Q^T A)^T, not A^T Q: the same product, read row-major (about twice as fast)
-        basis = torch.linalg.qr(matrix @ torch.linalg.qr((basis.mT @ matrix).mT).Q).Q
-    u_small, sigma, vh = torch.linalg.svd(basis.mT @ matrix, full_matrices=False)
-    return basis @ u_small, sigma, vh.mT
+    basis = torch.linalg.qr(_times_thin(matrix, omega)).Q
+    for _ in range(niter):
+        basis = torch.linalg.qr(_times_thin(matrix, torch.linalg.qr(_thin_times(basis, matrix)).Q)).Q
+    # B = Q^T A (q, V) through the SVD of its tall transpose B^T = V S U_B^T (about 9x faster than B's)
+    v, sigma, u_small_t = torch.linalg.svd(_thin_times(basis, matrix), full_matrices=False)
+    return basis @ u_small_t.mT, sigma, v
 
 
 # ---------------------------------------------------------------- loss terms

@@ -161,7 +161,7 @@ def teacher_forward_s(state: StepState, batches: list[dict], repeats: int = 3) -
 
 
 def ratio_ci(ratios: list[float], n_boot: int = 2000) -> tuple[float, float]:
-    """Bootstrap 95% CI of the median of paired per-block ratios."""
+    """Bootstrap 95% CI of the median of paired per-block figures (ratios, terms shares)."""
     rng = random.Random(SEED)
     medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(n_boot))
     return medians[int(0.025 * n_boot)], medians[int(0.975 * n_boot) - 1]
@@ -173,32 +173,35 @@ def time_model(model: str, opts: argparse.Namespace) -> dict[str, Any]:
     states = {m: build_state(model, m, opts) for m in METHODS}
     for state, batches in states.values():
         run_block(state, batches, 1)  # warm up both paths before timing
-    per_block: dict[str, list[float]] = {m: [] for m in METHODS}
+    per_block: dict[str, list[float]] = {m: [] for m in (*METHODS, "teacher")}
     for block in range(opts.blocks):
         order = METHODS if block % 2 == 0 else METHODS[::-1]
         for method in order:
             per_block[method].append(block_time(*states[method], opts, task))
-    ratios = [b / p for p, b in zip(per_block["pissa"], per_block["ba-lora"], strict=True)]
-    low, high = ratio_ci(ratios)
-    teacher = teacher_forward_s(*states["ba-lora"])
+        per_block["teacher"].append(teacher_forward_s(*states["ba-lora"]))  # in the block: same drift
+    pissa, balora, teacher = per_block["pissa"], per_block["ba-lora"], per_block["teacher"]
+    ratios = [b / p for p, b in zip(pissa, balora, strict=True)]
     steps = opts.epochs * opts.epoch_batches if task == "classification" else None
     cache = states["ba-lora"][0].setup.teacher_cache
-    pissa_step = statistics.median(per_block["pissa"]) / (steps or 1)
-    share = teacher / pissa_step
-    in_run = share * cache.forwards / steps if cache is not None else share  # cached: epoch 1 only
+    forwards = cache.forwards if cache is not None else 1  # per block: a cached run's epoch 1, else per step
+    shares = [t * forwards / p for t, p in zip(teacher, pissa, strict=True)]  # the teacher's part of a ratio
+    terms = [r - 1 - s for r, s in zip(ratios, shares, strict=True)]
     ratio = statistics.median(ratios)
     return {
-        "median_step_s": {m: statistics.median(v) / (steps or 1) for m, v in per_block.items()},
+        "median_step_s": {m: statistics.median(per_block[m]) / (steps or 1) for m in METHODS},
         "steps_per_block": steps or opts.block,
         "teacher_cached": cache is not None,
         "teacher_forwards_per_run": cache.forwards if cache is not None else None,
-        "teacher_forward_s": teacher,
-        "teacher_share_of_pissa_step": share,
-        "teacher_share_in_run": in_run,
-        "terms_share": ratio - 1 - in_run,
+        "teacher_forward_s": statistics.median(teacher),
+        "teacher_share_of_pissa_step": statistics.median(shares) * (steps or 1) / forwards,
+        "teacher_share_in_run": statistics.median(shares),
+        "terms_share": statistics.median(terms),
+        "terms_share_ci": list(ratio_ci(terms)),
         "time_ratio": ratio,
-        "time_ratio_ci": [low, high],
+        "time_ratio_ci": list(ratio_ci(ratios)),
         "block_ratios": ratios,
+        "block_terms_shares": terms,
+        "block_s": per_block,
     }
 
 

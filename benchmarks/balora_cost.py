@@ -11,8 +11,9 @@ started with an empty teacher cache (the teacher runs in the first epoch only, a
 block's time is the sum of its step times. Causal LM (the teacher runs on every batch): a block is
 `--block` steps after a dropped first step, its time the median step time. The time ratio is the
 median over blocks of the paired per-block ratio, with a bootstrap 95% CI. The teacher's forward
-alone is timed too: its share of a pissa step, times the share of steps that ran it
-(`teacher_share_in_run`), is the teacher's part of the ratio; `terms_share` = ratio - 1 - that part
+alone is timed in every block too: its share of the block's pissa time, times the share of steps that
+ran it (`teacher_share_in_run`), is the teacher's part of the ratio; `terms_share` = ratio - 1 - that
+part, per block (so a drift of the machine between blocks cancels) and then the median with its CI,
 is what the terms themselves cost. Bars: classification ratio <= 1.15, causal-LM terms_share <= 0.10.
 
 Memory comes from one subprocess per method and repeat: the increment of the training peak above the

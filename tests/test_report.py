@@ -307,6 +307,14 @@ def test_terminal_tables_name_a_constant_predictor() -> None:
     assert "flat: constant predictor: predicts class 0 for every example" in compared
 
 
+def test_the_terminal_table_of_a_generation_run_shows_exact_match_and_pass_at_k() -> None:
+    overall = {"loss": Estimate(0.55, n=12), "perplexity": Estimate(1.74, n=12)}
+    overall |= {"exact_match": Estimate(0.25, n=12), "pass_at_1": Estimate(0.125, n=12)}
+    table = MetricTable("utility", overall=overall)
+    text = _printed(run_table(RunResult("asdiv", "ba-lora", "m", "asdiv", "causal_lm", {"test": table})))
+    assert "exact_match" in text and "0.250" in text and "pass_at_1" in text and "0.125" in text
+
+
 def test_reports_name_a_constant_predictor_and_the_brier_definition() -> None:
     run = _constant_run()
     table = run.splits["test"]

@@ -22,7 +22,11 @@ def _fmt(estimate: Estimate | None) -> str:
 
 
 def _columns(table: MetricTable) -> tuple[str, ...]:
-    return CLASSIFICATION_COLUMNS if "accuracy" in table.overall else LM_COLUMNS
+    """Classification figures; or the LM's loss and perplexity, then exact match and pass@k where scored."""
+    if "accuracy" in table.overall:
+        return CLASSIFICATION_COLUMNS
+    scored = tuple(m for m in table.overall if m == "exact_match" or m.startswith("pass_at_"))
+    return LM_COLUMNS + scored
 
 
 def _size(table: MetricTable) -> int:

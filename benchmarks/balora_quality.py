@@ -48,6 +48,7 @@ from resumable import (
     fmt_ci,
     greater_verdict,
     paired,
+    parse_shard,
     t_interval,
     units_file,
     write_json_atomic,
@@ -243,9 +244,10 @@ def run_units(opts: argparse.Namespace, store: UnitStore, budget: Budget) -> dic
     if "humaneval" in parts and (why := humaneval_support()) is not None:
         skipped["humaneval"] = why
         console.print(f"[yellow]humaneval skipped: {why}[/yellow]")
-    for part, variant, seed in planned_units(parts, opts):
+    shard, shards = opts.shard
+    for index, (part, variant, seed) in enumerate(planned_units(parts, opts)):
         key = f"{part}/{variant}/s{seed}"
-        if part in skipped or key in store.done:
+        if part in skipped or key in store.done or index % shards != shard:
             continue
         if not budget.allows(estimate([r for r in store.done.values() if r["part"] == part])):
             console.print(f"[yellow]{budget.stopped}[/yellow]")
@@ -357,6 +359,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--max-minutes", type=float, default=None, help="stop before a unit that would not fit"
     )
+    parser.add_argument(
+        "--shard", type=parse_shard, default=(0, 1), help="K/N: run every N-th unit from the K-th"
+    )
     parser.add_argument("--output-dir", default="runs/balora-quality", help="the run folders")
     parser.add_argument("--out", default="benchmarks/results/balora_quality.json")
     preset = parser.parse_known_args(argv)[0].claim
@@ -373,6 +378,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     store = UnitStore(units_file(opts.out), vars(opts), opts.resume)
     budget = Budget(opts.max_minutes)
     skipped = run_units(opts, store, budget)
+    store.refresh()  # units other shards finished meanwhile
     results = summarise(opts, store)
     for result in results:
         print_part(result)

@@ -4,10 +4,13 @@ A benchmark is a list of units (part, variant, seed). Each finished unit is appe
 next to the --out JSON (`<out>.units.jsonl`), whose first line holds the settings it was run with;
 `--resume` skips the units found there and refuses a file written with other settings. A `Budget`
 (`--max-minutes`) stops before a unit that would not fit, estimated from the units done so far.
+`--shard K/N` runs every N-th planned unit from the K-th: N invocations with K = 0..N-1 share one
+units file and split the work between them (e.g. two 1-thread processes on two cores).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -20,13 +23,24 @@ from typing import Any
 from scipy import stats
 
 # settings that do not change a unit's figures: a resumed run may change them
-RUNTIME_SETTINGS = ("resume", "max_minutes", "threads", "out", "output_dir")
+RUNTIME_SETTINGS = ("resume", "max_minutes", "threads", "out", "output_dir", "shard")
 
 
 def units_file(out: str | Path) -> Path:
     """The JSONL of finished units that belongs to the --out JSON."""
     out = Path(out)
     return out.with_name(out.stem + ".units.jsonl")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`K/N` -> (K, N): this invocation runs the planned units whose index is K modulo N."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        index, count = -1, 0
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"--shard {text!r}: expected K/N with 0 <= K < N, e.g. 0/2")
+    return index, count
 
 
 def comparable(settings: dict[str, Any]) -> dict[str, Any]:
@@ -41,22 +55,31 @@ class UnitStore:
     def __init__(self, path: Path, settings: dict[str, Any], resume: bool) -> None:
         self.path = path
         self.done: dict[str, dict[str, Any]] = {}
-        wanted = comparable(settings)
-        if resume and path.is_file():
-            lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            stored = lines[0].get("settings") if lines else None
-            if stored != wanted:
-                changed = sorted(
-                    k for k in {*(stored or {}), *wanted} if (stored or {}).get(k) != wanted.get(k)
-                )
-                raise SystemExit(
-                    f"--resume: {path} was written with other settings (differ: {', '.join(changed)}); "
-                    f"resume with the same settings, or run without --resume to start over"
-                )
-            self.done = {line["unit"]: line for line in lines[1:]}
-            return
+        self.wanted = comparable(settings)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"settings": wanted}) + "\n")
+        header = json.dumps({"settings": self.wanted}) + "\n"
+        if not resume:
+            path.write_text(header)
+            return
+        try:  # exclusive: a shard starting at the same moment keeps the other's header
+            with path.open("x") as handle:
+                handle.write(header)
+        except FileExistsError:
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Read the units finished so far, by this invocation or another shard."""
+        lines = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        stored = lines[0].get("settings") if lines else None
+        if stored != self.wanted:
+            changed = sorted(
+                k for k in {*(stored or {}), *self.wanted} if (stored or {}).get(k) != self.wanted.get(k)
+            )
+            raise SystemExit(
+                f"--resume: {self.path} was written with other settings (differ: {', '.join(changed)}); "
+                f"resume with the same settings, or run without --resume to start over"
+            )
+        self.done = {line["unit"]: line for line in lines[1:]}
 
     def add(self, unit: str, record: dict[str, Any]) -> dict[str, Any]:
         """Persist one finished unit (appended and flushed to disk at once)."""

@@ -61,6 +61,21 @@ def test_balora_quality_tiny_run_resume_and_budget(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "p.json").read_text())["units_total"] == 4
 
 
+def test_balora_quality_shards_split_the_units_and_share_one_file(tmp_path: Path) -> None:
+    bench = script("balora_quality")
+    first = bench.main(balora_argv(tmp_path, "--resume", "--shard", "0/2"))
+    assert first["units_done"] == 2 and first["partial"] is True
+    lines = [json.loads(line) for line in (tmp_path / "bq.units.jsonl").read_text().splitlines()]
+    assert [line["unit"] for line in lines[1:]] == ["identity/lora/s0", "identity/lora/s1"]
+    # the other shard appends its units to the same file; its JSON holds all four
+    second = bench.main(balora_argv(tmp_path, "--resume", "--shard", "1/2", "--threads", "1"))
+    assert second["units_done"] == 4 and second["partial"] is False
+    assert {v: f["seeds"] for v, f in second["results"][0]["variants"].items()} == {"lora": 2, "ba-lora": 2}
+    for bad in ("2/2", "1", "a/b", "-1/2"):
+        with pytest.raises(SystemExit):
+            bench.parse_args(["--shard", bad])
+
+
 def test_balora_quality_presets_variants_and_unsupported_humaneval(tmp_path: Path, monkeypatch) -> None:
     bench = script("balora_quality")
     opts = bench.parse_args(["--claim", "minority-recall"])

@@ -138,14 +138,19 @@ def merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def run_name(part: str, variant: str, seed: int) -> str:
+    """The run folder a unit trains (a humaneval unit evaluates its asdiv run)."""
+    source = "asdiv" if part in ("asdiv", "humaneval") else part
+    return f"{source}-{variant.replace('+', '_')}-s{seed}"
+
+
 def unit_config(part: str, variant: str, seed: int, opts: argparse.Namespace) -> dict[str, Any]:
     """The run config of one unit (humaneval: the instruction-tuned asdiv run it evaluates)."""
     lm = part in ("asdiv", "humaneval")
     base = asdiv_config(opts) if lm else nlu_config(part, opts)
     extra = (LM_VARIANTS if lm else NLU_VARIANTS)[variant]
-    source = "asdiv" if lm else part
     common = {
-        "name": f"{source}-{variant.replace('+', '_')}-s{seed}",
+        "name": run_name(part, variant, seed),
         "seed": seed,
         "output_dir": opts.output_dir,
     }
@@ -228,13 +233,20 @@ def part_seeds(part: str, variant: str, opts: argparse.Namespace) -> range:
 
 
 def planned_units(parts: list[str], opts: argparse.Namespace) -> list[tuple[str, str, int]]:
-    """Every (part, variant, seed), seeds outer and variants inner within a part."""
+    """Every (part, variant, seed), seeds outer and variants inner within a part; the units of one
+    run folder next to each other (asdiv, then humaneval), so a resume in a fresh checkout retrains less."""
     units = []
     for part in parts:
         seeds = opts.asdiv_seeds if part in ("asdiv", "humaneval") else opts.seeds
         for seed in range(seeds):
             units += [(part, v, seed) for v in part_variants(part, opts) if seed in part_seeds(part, v, opts)]
-    return units
+    runs = list(dict.fromkeys(run_name(*unit) for unit in units))
+    return sorted(units, key=lambda unit: runs.index(run_name(*unit)))
+
+
+def shard_of(unit: tuple[str, str, int], runs: list[str], shards: int) -> int:
+    """The shard that runs a unit: by its run folder, so no two shards ever train one run."""
+    return runs.index(run_name(*unit)) % shards
 
 
 def run_units(opts: argparse.Namespace, store: UnitStore, budget: Budget) -> dict[str, str]:
@@ -245,9 +257,11 @@ def run_units(opts: argparse.Namespace, store: UnitStore, budget: Budget) -> dic
         skipped["humaneval"] = why
         console.print(f"[yellow]humaneval skipped: {why}[/yellow]")
     shard, shards = opts.shard
-    for index, (part, variant, seed) in enumerate(planned_units(parts, opts)):
+    units = planned_units(parts, opts)
+    runs = list(dict.fromkeys(run_name(*unit) for unit in units))
+    for part, variant, seed in units:
         key = f"{part}/{variant}/s{seed}"
-        if part in skipped or key in store.done or index % shards != shard:
+        if part in skipped or key in store.done or shard_of((part, variant, seed), runs, shards) != shard:
             continue
         if not budget.allows(estimate([r for r in store.done.values() if r["part"] == part])):
             console.print(f"[yellow]{budget.stopped}[/yellow]")
@@ -360,7 +374,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--max-minutes", type=float, default=None, help="stop before a unit that would not fit"
     )
     parser.add_argument(
-        "--shard", type=parse_shard, default=(0, 1), help="K/N: run every N-th unit from the K-th"
+        "--shard",
+        type=parse_shard,
+        default=(0, 1),
+        help="K/N: run every N-th run folder's units from the K-th",
     )
     parser.add_argument("--output-dir", default="runs/balora-quality", help="the run folders")
     parser.add_argument("--out", default="benchmarks/results/balora_quality.json")

@@ -76,6 +76,28 @@ def test_balora_quality_shards_split_the_units_and_share_one_file(tmp_path: Path
             bench.parse_args(["--shard", bad])
 
 
+def test_balora_quality_generation_plan_keeps_each_run_in_one_shard() -> None:
+    bench = script("balora_quality")
+    opts = bench.parse_args(["--claim", "generation"])
+    units = bench.planned_units(opts.parts.split(","), opts)
+    assert len(units) == 20  # base once, lora / pissa / ba-lora x 3 seeds, on asdiv and on humaneval
+    # a run's humaneval unit follows its asdiv unit (it evaluates that run folder)
+    assert units[:4] == [
+        ("asdiv", "base", 0),
+        ("humaneval", "base", 0),
+        ("asdiv", "lora", 0),
+        ("humaneval", "lora", 0),
+    ]
+    runs = list(dict.fromkeys(bench.run_name(*unit) for unit in units))
+    assert len(runs) == 10
+    for shards in (2, 3, 4, 10):
+        owners: dict[str, set[int]] = {}
+        for unit in units:
+            owners.setdefault(bench.run_name(*unit), set()).add(bench.shard_of(unit, runs, shards))
+        assert all(len(owner) == 1 for owner in owners.values())  # no two shards train one run folder
+        assert set().union(*owners.values()) == set(range(shards))
+
+
 def test_balora_quality_presets_variants_and_unsupported_humaneval(tmp_path: Path, monkeypatch) -> None:
     bench = script("balora_quality")
     opts = bench.parse_args(["--claim", "minority-recall"])

@@ -94,6 +94,8 @@ CLAIMS = [
         for t in TERMS
     ),
 ]
+# HumanEval's longest prompt + canonical solution is 581 smollm2 tokens (the runs train at 256)
+HUMANEVAL_MAX_LENGTH = 1024
 RULE = "confirmed: the paired 95% t-interval of a - b over seeds lies above 0; false: below 0; null: spans 0"
 
 
@@ -206,6 +208,7 @@ def humaneval_figures(run: Any, opts: argparse.Namespace) -> dict[str, Any]:
     """pass@1 of a finished instruction-tuned run on HumanEval (an evaluation set of the run)."""
     data = {"name": "humaneval", "max_examples": opts.humaneval_problems or None}
     overrides = ["eval.code_execution=true", f"eval.max_new_tokens={opts.humaneval_tokens}", "eval.n_boot=0"]
+    overrides += ["eval.exact_match=false", f"model.max_length={HUMANEVAL_MAX_LENGTH}"]
     result = fairlora.evaluate(run.run_dir, data, overrides, name="humaneval", overwrite=True)
     table = next(iter(result.splits.values()))
     figures: dict[str, Any] = {"pass_at_1": value(table.overall, "pass_at_1")}

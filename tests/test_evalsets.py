@@ -145,7 +145,7 @@ def test_a_set_name_is_never_reused_or_a_run_split_without_overwrite(run, tmp_pa
     [
         (["--data", "missing.csv", "--as", "x"], "file missing.csv not found"),
         (["--data", "nowhere.yaml"], "--data file nowhere.yaml not found"),
-        (["--data", "hatecheck", "lora.r=2"], "takes data.* and eval.* overrides only"),
+        (["--data", "hatecheck", "lora.r=2"], "takes data.*, eval.* and model.max_length overrides only"),
         (["--as", "x"], "no dataset to evaluate on: pass --data NAME"),
         (["--data", "org/missing-dataset"], "'org/missing-dataset' is not a registered dataset"),
         (["--data", "hatecheck", "--label-map", "hateful"], "'hateful' is not label=class"),

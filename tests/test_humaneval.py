@@ -12,12 +12,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from conftest import tiny_config
+from fairlora import evaluate
 from fairlora.config import DataConfig
 from fairlora.data.generation import humaneval_file, read_humaneval
 from fairlora.data.registry import load_prepared
-from fairlora.errors import ConfigError
+from fairlora.errors import ConfigError, DataError
 from fairlora.metrics.passk import pass_at_k, reported_k
 from fairlora.metrics.utility import utility_table
 from fairlora.pipeline import train
@@ -152,12 +154,13 @@ def test_humaneval_loader_keeps_the_code_columns() -> None:
     assert first["prompt"].rstrip().endswith('"""') and first["entry_point"] == "has_close_elements"
 
 
-def _code_file(tmp_path: Path, rows: int = 6) -> Path:
+def _code_file(tmp_path: Path, rows: int = 6, docstring: str = "Add.") -> Path:
+    tmp_path.mkdir(exist_ok=True)
     file = tmp_path / "code.jsonl"
     pd.DataFrame(
         {
             "task_id": [f"t/{i}" for i in range(rows)],
-            "prompt": [f'def f{i}(a, b):\n    """Add."""\n' for i in range(rows)],
+            "prompt": [f'def f{i}(a, b):\n    """{docstring}"""\n' for i in range(rows)],
             "canonical_solution": ["    return a + b\n"] * rows,
             "test": ["def check(candidate):\n    assert candidate(1, 2) == 3\n"] * rows,
             "entry_point": [f"f{i}" for i in range(rows)],
@@ -183,6 +186,35 @@ def test_code_execution_lands_in_predictions_and_results(tmp_path: Path) -> None
     overall = result.splits["test"].overall
     assert overall["pass_at_1"].value == pytest.approx(predictions["samples_passed"].mean() / 3)
     assert np.isfinite(overall["loss"].value)
+
+
+def test_a_run_is_evaluated_on_longer_prompts_than_it_trained_on(tmp_path: Path) -> None:
+    config = tiny_config(
+        tmp_path,
+        task="causal_lm",
+        model={"name": "tiny-llama", "max_length": 48},
+        data={"name": "humaneval", "path": str(_code_file(tmp_path)), "test_size": 0.5},
+        lora={"target_modules": ["q_proj", "v_proj"]},
+        train={"max_steps": 1, "batch_size": 2},
+        eval={"splits": ["test"], "exact_match": True, "max_new_tokens": 2},
+    )
+    run = train(config).run_dir
+    long_file = _code_file(tmp_path / "long", docstring="Add the two numbers. " * 20)
+    code = {"name": "humaneval", "path": str(long_file)}
+    overrides = ["eval.code_execution=true", "eval.max_new_tokens=4"]
+    with pytest.raises(ConfigError, match="eval.exact_match=false"):  # the run's own eval settings carry over
+        evaluate(run, code, [*overrides, "model.max_length=512"], name="long")
+    overrides.append("eval.exact_match=false")
+    with pytest.raises(DataError, match="raise model.max_length"):
+        evaluate(run, code, overrides, name="long")
+    assert not (run / "evals" / "long").exists()
+    result = evaluate(run, code, [*overrides, "model.max_length=512"], name="long")
+    assert np.isfinite(result.splits["long"].overall["loss"].value)
+    assert "pass_at_1" in result.splits["long"].overall
+    assert yaml.safe_load((run / "evals" / "long" / "eval.yaml").read_text())["max_length"] == 512
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["max_length"] == 48
+    with pytest.raises(ConfigError, match="model.max_length overrides only"):
+        evaluate(run, code, ["model.name=tiny-bert"], name="other")
 
 
 def test_code_execution_needs_code_data(tmp_path: Path) -> None:

@@ -60,7 +60,9 @@ def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="a run folder written by `fairlora train`")],
     overrides: Annotated[
         list[str] | None,
-        typer.Argument(help="with --data: data.* / eval.* key=value, e.g. data.label_column=y"),
+        typer.Argument(
+            help="with --data: data.* / eval.* / model.max_length key=value, e.g. data.label_column=y"
+        ),
     ] = None,
     data: Annotated[
         str | None,

@@ -49,11 +49,18 @@ def evaluate_on(
     """Evaluate a finished run on another dataset; writes RUN/evals/<name>/ and returns its results.
 
     `data`: a dataset name (registered, a local table, an HF id), a YAML file with a `data:` section,
-    a mapping of data keys, or a DataConfig; `overrides`: data.* / eval.* key=value pairs.
+    a mapping of data keys, or a DataConfig; `overrides`: data.* / eval.* / model.max_length key=value pairs.
     `name` defaults to the dataset's name; `label_map` maps the data's labels to the run's classes
     (names or class ids), e.g. "hateful=1,non-hateful=0".
     """
-    from fairlora.pipeline import BOOTSTRAP_SEED, load_trained_model, run_label_names, trained_weights
+    from fairlora.pipeline import (
+        BOOTSTRAP_SEED,
+        load_trained_model,
+        run_label_names,
+        trained_weights,
+        with_generation_scores,
+    )
+    from fairlora.tasks.codegen import check_generation_options
 
     data_overrides, eval_overrides = _split_overrides(overrides or [])
     requested_map = parse_label_map(label_map)  # a malformed map fails before any data is read
@@ -64,6 +71,7 @@ def evaluate_on(
     prepared = load_prepared(data_cfg, cfg.task, cfg.seed)
     task = get_task(cfg.task)
     task.check_frame(prepared.frame)
+    check_generation_options(cfg.eval, cfg.task, data_cfg.prompt_template, prepared.frame.columns)
     class_names = run_label_names(cfg)
     frame, mapping = prepared.frame, {}
     if task.classifies:
@@ -87,6 +95,7 @@ def evaluate_on(
         groups,
         cfg.train.progress_bar,
     )
+    predictions = with_generation_scores(cfg, loaded.model, loaded.tokenizer, frame, predictions)
     utility = utility_table(
         predictions,
         groups,
@@ -111,6 +120,7 @@ def evaluate_on(
         "rows": len(predictions),
         "labels": {label: class_names[i] for label, i in mapping.items()},
         "data": data_cfg.model_dump(mode="json"),
+        "max_length": cfg.model.max_length,
     }
     folder = cfg.run_dir / EVALS_DIR / set_name
     write_dir_atomic(folder, lambda path: _write_set(path, predictions, result, record))
@@ -125,16 +135,21 @@ def _write_set(path: Path, predictions: pd.DataFrame, result: RunResult, record:
 
 
 def _split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
-    """(data.* overrides, eval.* overrides); any other key is a ConfigError."""
+    """(data.* overrides, run overrides: eval.* and model.max_length); any other key is a ConfigError.
+
+    model.max_length only sets how far the evaluation set's rows are encoded (longer prompts than the
+    run trained on); the weights are the run's.
+    """
     data = [o for o in overrides if o.strip().startswith("data.")]
-    evaluation = [o for o in overrides if o.strip().startswith("eval.")]
-    other = [o for o in overrides if o not in data and o not in evaluation]
+    run = [o for o in overrides if o.strip().startswith(("eval.", "model.max_length="))]
+    other = [o for o in overrides if o not in data and o not in run]
     if other:
         raise ConfigError(
-            f"override {other[0]!r}: an evaluation on other data takes data.* and eval.* overrides only "
-            f"(e.g. data.label_column=y, eval.batch_size=16); the run's model and training are fixed"
+            f"override {other[0]!r}: an evaluation on other data takes data.*, eval.* and "
+            f"model.max_length overrides only (e.g. data.label_column=y, eval.batch_size=16); the run's "
+            f"model and training are fixed"
         )
-    return data, evaluation
+    return data, run
 
 
 def eval_data_config(

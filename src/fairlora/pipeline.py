@@ -148,21 +148,12 @@ def _with_planned_steps(cfg: RunConfig, train_rows: int) -> RunConfig:
 def _check_task_options(cfg: RunConfig, data: TaskData) -> None:
     """The data has the task's inputs; train.class_weight and eval.exact_match fit the task and the data."""
     get_task(cfg.task).check_frame(data.train)  # e.g. an image task on a text dataset
-    classifies = get_task(cfg.task).classifies
-    if cfg.train.class_weight != "none" and not classifies:
+    if cfg.train.class_weight != "none" and not get_task(cfg.task).classifies:
         raise ConfigError(
             f"train.class_weight: {cfg.train.class_weight} weights classes, but task {cfg.task!r} has none; "
             f"remove it"
         )
-    check_generation_options(cfg, data.train.columns)
-    if cfg.eval.exact_match:
-        if classifies:
-            raise ConfigError("eval.exact_match: scores generated answers; it needs task: causal_lm")
-        if PROMPT not in data.train.columns:
-            raise ConfigError(
-                "eval.exact_match: the model answers each prompt, but the data has no prompt column; "
-                "set data.prompt_column to the question column (or use data.name: asdiv)"
-            )
+    check_generation_options(cfg.eval, cfg.task, cfg.data.prompt_template, data.train.columns)
 
 
 def formatted(cfg: RunConfig, data: TaskData, tokenizer: Any) -> TaskData:
@@ -257,10 +248,7 @@ def _evaluate(cfg: RunConfig, model: Any, tokenizer: Any, data: TaskData, facts:
             data.group_columns,
             cfg.train.progress_bar,
         )
-        if cfg.eval.code_execution:
-            table = with_executed_code(cfg, model, tokenizer, data.split(split), table)
-        elif cfg.eval.exact_match:
-            table = _with_generated(cfg, model, tokenizer, data.split(split), table)
+        table = with_generation_scores(cfg, model, tokenizer, data.split(split), table)
         tables.append(table)
         splits[split] = utility_table(
             table,
@@ -285,10 +273,14 @@ def _evaluate(cfg: RunConfig, model: Any, tokenizer: Any, data: TaskData, facts:
     return result
 
 
-def _with_generated(
+def with_generation_scores(
     cfg: RunConfig, model: Any, tokenizer: Any, frame: pd.DataFrame, table: pd.DataFrame
 ) -> pd.DataFrame:
-    """eval.exact_match: greedy answers to the split's prompts, scored against the target's number."""
+    """The prediction table plus what eval.code_execution (pass@k) or eval.exact_match scores."""
+    if cfg.eval.code_execution:
+        return with_executed_code(cfg, model, tokenizer, frame, table)
+    if not cfg.eval.exact_match:
+        return table
     generated = generate_answers(
         model,
         tokenizer,

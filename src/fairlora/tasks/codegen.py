@@ -11,7 +11,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from fairlora.config import RunConfig
+from fairlora.config import EvalConfig, RunConfig
 from fairlora.data.generation import CODE_COLUMNS
 from fairlora.errors import ConfigError
 from fairlora.metrics.passk import pass_at_k_columns
@@ -117,9 +117,21 @@ def add_pass_at_k(
     return table
 
 
-def check_generation_options(cfg: RunConfig, columns: pd.Index) -> None:
-    """eval.code_execution needs causal_lm code data (prompt, test, entry_point) without a prompt template."""
-    evaluation = cfg.eval
+def check_generation_options(
+    evaluation: EvalConfig, task: str, prompt_template: str, columns: pd.Index
+) -> None:
+    """eval.exact_match / eval.code_execution against the task and the data they score (before any work).
+
+    code_execution needs causal_lm code data (prompt, test, entry_point) without a prompt template.
+    """
+    if evaluation.exact_match:
+        if task != "causal_lm":
+            raise ConfigError("eval.exact_match: scores generated answers; it needs task: causal_lm")
+        if "prompt" not in columns:
+            raise ConfigError(
+                "eval.exact_match: the model answers each prompt, but the data has no prompt column; "
+                "set data.prompt_column to the question column (or use data.name: asdiv)"
+            )
     if evaluation.num_samples > 1 and not evaluation.code_execution:
         raise ConfigError(
             "eval.num_samples: sampled completions are scored by eval.code_execution; set it true"
@@ -127,8 +139,11 @@ def check_generation_options(cfg: RunConfig, columns: pd.Index) -> None:
     if not evaluation.code_execution:
         return
     if evaluation.exact_match:
-        raise ConfigError("eval.code_execution and eval.exact_match: choose one way to score generations")
-    if cfg.task != "causal_lm":
+        raise ConfigError(
+            "eval.code_execution and eval.exact_match are both true: choose one way to score generations "
+            "(e.g. eval.exact_match=false when a run trained with exact match is evaluated on code)"
+        )
+    if task != "causal_lm":
         raise ConfigError("eval.code_execution: runs generated code; it needs task: causal_lm")
     missing = [c for c in ("prompt", *CODE_COLUMNS) if c not in columns]
     if missing:
@@ -136,7 +151,7 @@ def check_generation_options(cfg: RunConfig, columns: pd.Index) -> None:
             f"eval.code_execution: the data lacks the columns {missing} (prompt, test, entry_point); "
             f"use data.name: humaneval, or a HumanEval-format file in data.path"
         )
-    if cfg.data.prompt_template != "none":
+    if prompt_template != "none":
         raise ConfigError(
             "eval.code_execution: the program is the prompt + the completion, so the prompt must be the "
             "code itself; set data.prompt_template: none"

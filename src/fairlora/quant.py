@@ -164,4 +164,16 @@ def prepare_quantized(model: Any, gradient_checkpointing: bool = False) -> Any:
     """PEFT's prepare_model_for_kbit_training: frozen base, norms in fp32, input grads for checkpointing."""
     from peft import prepare_model_for_kbit_training
 
+    _keep_plain_cpu_path(model)
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+
+
+def _keep_plain_cpu_path(model: Any) -> None:
+    """bitsandbytes 0.50 repacks 4-bit weights for no-grad CPU inference where the CPU has AVX512-BF16,
+    and fails on layers whose input width is not a multiple of the block size (e.g. tiny models);
+    those layers keep the plain 4-bit path."""
+    for module in model.modules():
+        state = getattr(getattr(module, "weight", None), "quant_state", None)
+        plain = state is not None and state.shape[-1] % state.blocksize
+        if hasattr(module, "support_avx512bf16_for_cpu") and plain:
+            module.support_avx512bf16_for_cpu = False

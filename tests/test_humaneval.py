@@ -169,17 +169,22 @@ def _code_file(tmp_path: Path, rows: int = 6, docstring: str = "Add.") -> Path:
     return file
 
 
-def test_code_execution_lands_in_predictions_and_results(tmp_path: Path) -> None:
-    config = tiny_config(
+def _code_run_config(tmp_path: Path, max_length: int, evaluation: dict) -> dict:
+    """A one-step tiny-llama run on the code file, evaluated as `evaluation` says."""
+    return tiny_config(
         tmp_path,
         task="causal_lm",
-        model={"name": "tiny-llama", "max_length": 64},
+        model={"name": "tiny-llama", "max_length": max_length},
         data={"name": "humaneval", "path": str(_code_file(tmp_path)), "test_size": 0.5},
         lora={"target_modules": ["q_proj", "v_proj"]},
         train={"max_steps": 1, "batch_size": 2},
-        eval={"code_execution": True, "num_samples": 3, "max_new_tokens": 4, "splits": ["test"]},
+        eval=evaluation,
     )
-    result = train(config)
+
+
+def test_code_execution_lands_in_predictions_and_results(tmp_path: Path) -> None:
+    evaluation = {"code_execution": True, "num_samples": 3, "max_new_tokens": 4, "splits": ["test"]}
+    result = train(_code_run_config(tmp_path, 64, evaluation))
     predictions = pd.read_parquet(result.run_dir / "predictions.parquet")
     assert {"generated", "completions", "samples_passed", "pass_at_1"} <= set(predictions.columns)
     assert (predictions["samples"] == 3).all() and "pass_at_3" in predictions.columns
@@ -189,16 +194,8 @@ def test_code_execution_lands_in_predictions_and_results(tmp_path: Path) -> None
 
 
 def test_a_run_is_evaluated_on_longer_prompts_than_it_trained_on(tmp_path: Path) -> None:
-    config = tiny_config(
-        tmp_path,
-        task="causal_lm",
-        model={"name": "tiny-llama", "max_length": 48},
-        data={"name": "humaneval", "path": str(_code_file(tmp_path)), "test_size": 0.5},
-        lora={"target_modules": ["q_proj", "v_proj"]},
-        train={"max_steps": 1, "batch_size": 2},
-        eval={"splits": ["test"], "exact_match": True, "max_new_tokens": 2},
-    )
-    run = train(config).run_dir
+    evaluation = {"splits": ["test"], "exact_match": True, "max_new_tokens": 2}
+    run = train(_code_run_config(tmp_path, 48, evaluation)).run_dir
     long_file = _code_file(tmp_path / "long", docstring="Add the two numbers. " * 20)
     code = {"name": "humaneval", "path": str(long_file)}
     overrides = ["eval.code_execution=true", "eval.max_new_tokens=4"]

@@ -94,6 +94,13 @@ CLAIMS = [
         for t in TERMS
     ),
 ]
+# the BA-LoRA paper's generation ordering (GSM8K, HumanEval): LoRA < PiSSA < BA-LoRA; "a > b" as above
+GENERATION_CLAIMS = [("pissa", "lora"), ("ba-lora", "pissa"), ("ba-lora", "lora")]
+GENERATION_METRICS = {
+    "asdiv": ("exact_match", "ASDiv exact match"),
+    "humaneval": ("pass_at_1", "HumanEval pass@1"),
+}
+NAMES = {"lora": "LoRA", "pissa": "PiSSA", "ba-lora": "BA-LoRA"}
 # HumanEval's longest prompt + canonical solution is 581 smollm2 tokens (the runs train at 256)
 HUMANEVAL_MAX_LENGTH = 1024
 RULE = "confirmed: the paired 95% t-interval of a - b over seeds lies above 0; false: below 0; null: spans 0"
@@ -243,8 +250,13 @@ def planned_units(parts: list[str], opts: argparse.Namespace) -> list[tuple[str,
         seeds = opts.asdiv_seeds if part in ("asdiv", "humaneval") else opts.seeds
         for seed in range(seeds):
             units += [(part, v, seed) for v in part_variants(part, opts) if seed in part_seeds(part, v, opts)]
-    runs = list(dict.fromkeys(run_name(*unit) for unit in units))
+    runs = run_folders(units)
     return sorted(units, key=lambda unit: runs.index(run_name(*unit)))
+
+
+def run_folders(units: list[tuple[str, str, int]]) -> list[str]:
+    """The run folders of the units, in first-use order."""
+    return list(dict.fromkeys(run_name(*unit) for unit in units))
 
 
 def shard_of(unit: tuple[str, str, int], runs: list[str], shards: int) -> int:
@@ -261,7 +273,7 @@ def run_units(opts: argparse.Namespace, store: UnitStore, budget: Budget) -> dic
         console.print(f"[yellow]humaneval skipped: {why}[/yellow]")
     shard, shards = opts.shard
     units = planned_units(parts, opts)
-    runs = list(dict.fromkeys(run_name(*unit) for unit in units))
+    runs = run_folders(units)
     for part, variant, seed in units:
         key = f"{part}/{variant}/s{seed}"
         if part in skipped or key in store.done or shard_of((part, variant, seed), runs, shards) != shard:
@@ -309,24 +321,41 @@ def summarise(opts: argparse.Namespace, store: UnitStore) -> list[dict[str, Any]
     return results
 
 
+def part_claims(part: str) -> list[tuple[str, str, str, str]]:
+    """The (claim, a, b, metric) rows a part can decide."""
+    if part in GENERATION_METRICS:
+        metric, what = GENERATION_METRICS[part]
+        return [(f"{NAMES[a]} improves {what} over {NAMES[b]}", a, b, metric) for a, b in GENERATION_CLAIMS]
+    return CLAIMS
+
+
+def claim_setting(part: str, seeds: int, opts: argparse.Namespace) -> str:
+    """The claims table's setting of a part."""
+    if part in GENERATION_METRICS:
+        tuning = f"instruction-tuned on ASDiv, {opts.asdiv_steps} steps x batch 4"
+        return f"{part}, {opts.lm_model} {tuning}, {seeds} seeds"
+    return f"{part}, {opts.nlu_model}, {opts.steps} steps x batch {opts.batch}, {seeds} seeds"
+
+
+def per_seed(store: UnitStore, part: str, variant: str, metric: str) -> dict[int, float | None]:
+    """A variant's figure per seed in a part."""
+    records = store.done.values()
+    return {
+        r["seed"]: r["figures"].get(metric) for r in records if r["part"] == part and r["variant"] == variant
+    }
+
+
 def claims(opts: argparse.Namespace, store: UnitStore) -> list[dict[str, Any]]:
-    """Each minority-recall claim per classification part: paired difference over seeds and verdict."""
+    """Each claim a finished part can decide: paired difference over seeds and verdict."""
     found = []
-    for part in ("agnews", "identity"):
-        by_variant: dict[str, dict[int, float | None]] = {}
-        for record in store.done.values():
-            if record["part"] == part:
-                by_variant.setdefault(record["variant"], {})[record["seed"]] = record["figures"][
-                    "minority_recall"
-                ]
-        for claim, a, b, metric in CLAIMS:
-            if a in by_variant and b in by_variant:
-                diff = paired(by_variant[a], by_variant[b])
-                seeds = len(diff["seeds"])
-                setting = f"{part}, {opts.nlu_model}, {opts.steps} steps x batch {opts.batch}, {seeds} seeds"
+    for part in dict.fromkeys(r["part"] for r in store.done.values()):
+        for claim, a, b, metric in part_claims(part):
+            diff = paired(per_seed(store, part, a, metric), per_seed(store, part, b, metric))
+            if diff["seeds"]:
                 found.append(
-                    {"claim": claim, "part": part, "a": a, "b": b, "metric": metric, "setting": setting}
-                    | {"difference": diff, "confirmed": greater_verdict(diff), "rule": RULE}
+                    {"claim": claim, "part": part, "a": a, "b": b, "metric": metric}
+                    | {"setting": claim_setting(part, len(diff["seeds"]), opts), "difference": diff}
+                    | {"confirmed": greater_verdict(diff), "rule": RULE}
                 )
     return found
 

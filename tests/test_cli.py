@@ -32,6 +32,15 @@ def test_help_works_everywhere(command):
 
 
 @pytest.mark.parametrize(
+    ("command", "shown"), [("audit", "[name=]FILE"), ("sweep", "pip install fairlora[ray]")]
+)
+def test_help_keeps_square_brackets(command, shown, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # one line per option, so the text is not wrapped
+    result = _run(command, "--help")
+    assert result.exit_code == 0 and shown in result.output  # not eaten as rich markup
+
+
+@pytest.mark.parametrize(
     ("what", "expected"), [("methods", "pissa"), ("models", "smollm2-135m"), ("datasets", "identity")]
 )
 def test_list(what, expected):

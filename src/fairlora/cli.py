@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -105,6 +105,11 @@ def evaluate(
         console.print(f"evaluation set: {result.run_dir} (audit it with `fairlora audit {run_dir} -o ...`)")
 
 
+def _table_option(help_text: str, *names: str) -> Any:
+    """An option of `fairlora audit --predictions`, listed under its own help panel."""
+    return typer.Option(*names, help=help_text, rich_help_panel="Predictions table")
+
+
 @app.command()
 def audit(
     output: Annotated[Path, typer.Option("--output", "-o", help="folder for results.json and the report")],
@@ -120,73 +125,37 @@ def audit(
     ] = None,
     predictions: Annotated[
         list[str] | None,
-        typer.Option(
+        _table_option(
+            "any model's predictions, \\[name=]FILE (.csv/.jsonl/.parquet); repeat to compare models",
             "--predictions",
             "-p",
-            help="any model's predictions, [name=]FILE (.csv/.jsonl/.parquet); repeat to compare models",
-            rich_help_panel="Predictions table",
         ),
     ] = None,
-    label: Annotated[str, typer.Option(help="label column", rich_help_panel="Predictions table")] = "label",
-    prob: Annotated[
-        str | None,
-        typer.Option(help="binary: P(positive) column (labels 0/1)", rich_help_panel="Predictions table"),
-    ] = None,
+    label: Annotated[str, _table_option("label column")] = "label",
+    prob: Annotated[str | None, _table_option("binary: P(positive) column (labels 0/1)")] = None,
     prob_prefix: Annotated[
-        str | None,
-        typer.Option(
-            help="one P(class) column per class: <prefix><class>", rich_help_panel="Predictions table"
-        ),
+        str | None, _table_option("one P(class) column per class: <prefix><class>")
     ] = None,
     group: Annotated[
         list[str] | None,
-        typer.Option(
-            "--group",
-            "-g",
-            help="sensitive feature column (boolean or categorical); repeat",
-            rich_help_panel="Predictions table",
-        ),
+        _table_option("sensitive feature column (boolean or categorical); repeat", "--group", "-g"),
     ] = None,
-    intersect: Annotated[
-        list[str] | None,
-        typer.Option(help="crossed groups of columns a,b; repeat", rich_help_panel="Predictions table"),
-    ] = None,
+    intersect: Annotated[list[str] | None, _table_option("crossed groups of columns a,b; repeat")] = None,
     pred: Annotated[
-        str | None,
-        typer.Option(
-            help="decision column (default: P >= --threshold, or argmax)", rich_help_panel="Predictions table"
-        ),
+        str | None, _table_option("decision column (default: P >= --threshold, or argmax)")
     ] = None,
-    threshold: Annotated[
-        float, typer.Option(help="binary: decision threshold on --prob", rich_help_panel="Predictions table")
-    ] = 0.5,
+    threshold: Annotated[float, _table_option("binary: decision threshold on --prob")] = 0.5,
     positive: Annotated[
-        str | None,
-        typer.Option(
-            help="--prob-prefix with two classes: the positive class", rich_help_panel="Predictions table"
-        ),
+        str | None, _table_option("--prob-prefix with two classes: the positive class")
     ] = None,
     id_column: Annotated[
-        str | None,
-        typer.Option(
-            "--id",
-            help="unique row id column (pairs tables in comparisons)",
-            rich_help_panel="Predictions table",
-        ),
+        str | None, _table_option("unique row id column (pairs tables in comparisons)", "--id")
     ] = None,
     member: Annotated[
-        str | None,
-        typer.Option(
-            help="loss attack: true for rows the model trained on (needs --loss)",
-            rich_help_panel="Predictions table",
-        ),
+        str | None, _table_option("loss attack: true for rows the model trained on (needs --loss)")
     ] = None,
     loss: Annotated[
-        str | None,
-        typer.Option(
-            help="per-row loss column (default: cross-entropy of the probabilities)",
-            rich_help_panel="Predictions table",
-        ),
+        str | None, _table_option("per-row loss column (default: cross-entropy of the probabilities)")
     ] = None,
 ) -> None:
     """Audit runs or any model's predictions per group and write a report comparing them."""
@@ -260,7 +229,7 @@ def sweep(
     ],
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides for every cell")] = None,
     engine: Annotated[
-        SweepEngine, typer.Option(help="ray: each cell a Ray task on a cluster (pip install fairlora[ray])")
+        SweepEngine, typer.Option(help="ray: each cell a Ray task on a cluster (pip install fairlora\\[ray])")
     ] = SweepEngine.sequential,
     address: Annotated[
         str | None, typer.Option(help="--engine ray: auto, ray://HOST:PORT (default: RAY_ADDRESS or local)")

@@ -332,7 +332,8 @@ def part_claims(part: str) -> list[tuple[str, str, str, str]]:
 def claim_setting(part: str, seeds: int, opts: argparse.Namespace) -> str:
     """The claims table's setting of a part."""
     if part in GENERATION_METRICS:
-        tuning = f"instruction-tuned on ASDiv, {opts.asdiv_steps} steps x batch 4"
+        batch = asdiv_config(opts)["train"]["batch_size"]
+        tuning = f"instruction-tuned on ASDiv, {opts.asdiv_steps} steps x batch {batch}"
         return f"{part}, {opts.lm_model} {tuning}, {seeds} seeds"
     return f"{part}, {opts.nlu_model}, {opts.steps} steps x batch {opts.batch}, {seeds} seeds"
 
